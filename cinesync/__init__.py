@@ -1,0 +1,1 @@
+"""CineSync: settings, process launcher and CLI that tie the serving roles together."""

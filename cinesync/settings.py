@@ -1,0 +1,72 @@
+"""One typed settings object for every CineSync process, read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TritonTarget = Literal["python", "stock"]
+
+
+class Settings(BaseSettings):
+    """Settings shared by the launcher, workers, exporters and control plane.
+
+    Every field reads ``CINESYNC_<NAME>``; ``REDIS_URL`` and ``TRITON_URL`` are read unprefixed too.
+    Defaults work on one machine.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CINESYNC_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "CINESYNC_REDIS_URL"),
+        description="Celery broker and result backend.",
+    )
+    triton_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRITON_URL", "CINESYNC_TRITON_URL"),
+        description="gRPC address (host:port) of a running Triton; unset means CineSync starts one.",
+    )
+    home: Path = Field(default=Path("var"), description="State folder: runs, serving bundles, logs.")
+    model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
+    triton_target: TritonTarget = Field(
+        default="python",
+        description="'python': ONNX Runtime inside the python backend (bundled Triton); "
+        "'stock': platform onnxruntime_onnx for the stock Triton container.",
+    )
+    data: str = Field(default="synthetic", description="Data set: 'synthetic' or a folder of a known format.")
+    host: str = Field(default="127.0.0.1", description="Address the servers CineSync starts listen on.")
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="Control plane gRPC port (0: any free).")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Control plane Prometheus port.")
+    flower_port: int = Field(default=5555, ge=0, le=65535, description="Flower dashboard port.")
+    celery_queue: str = Field(default="cinesync", description="Queue the training pipeline runs on.")
+    visibility_timeout_s: int = Field(
+        default=3600, ge=1, description="Seconds before an unacknowledged job is delivered to another worker."
+    )
+    retrieval_candidates: int = Field(default=200, ge=1, le=10000, description="FAISS candidates ranked per request.")
+    faiss_index: str = Field(default="Flat", description="faiss.index_factory string for item retrieval.")
+    ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
+    bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
+    torch_threads: int = Field(default=2, ge=1, description="Threads for training.")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home.resolve() / "runs"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home.resolve() / "serving"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home.resolve() / "logs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Core package shared by workers and exporters: data sets, features, models, training and metrics."""

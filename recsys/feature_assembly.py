@@ -1,0 +1,61 @@
+"""Ranking features of (user, item) pairs from lookup tables, in numpy alone.
+
+Training uses this module, and the exporter copies this very file into Triton's feature
+assembly model, so that serving builds exactly the features the ranker was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TABLES_FILE = "tables.npz"
+
+
+@dataclass
+class FeatureTables:
+    """Per-user and per-item tables, indexed by the dense indices of one training run."""
+
+    user_genre_affinity: np.ndarray  # [n_users, n_genres], rows sum to 1 (or 0)
+    user_tv_share: np.ndarray  # [n_users]
+    user_log_activity: np.ndarray  # [n_users], scaled to [0, 1]
+    item_genres: np.ndarray  # [n_items, n_genres] multi-hot
+    item_log_popularity: np.ndarray  # [n_items], scaled to [0, 1]
+    item_year: np.ndarray  # [n_items], scaled to [0, 1], 0.5 when unknown
+    item_is_tv: np.ndarray  # [n_items]
+
+    @property
+    def dense_dim(self) -> int:
+        return int(self.item_genres.shape[1]) + 6
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / TABLES_FILE
+        np.savez(path, **{name: np.asarray(value, dtype=np.float32) for name, value in vars(self).items()})
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> FeatureTables:
+        with np.load(Path(folder) / TABLES_FILE) as data:
+            return cls(**{name: data[name] for name in data.files})
+
+
+def assemble_dense(tables: FeatureTables, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    """Dense features ``[n, n_genres + 6]`` (float32) for the pairs (user_idx[i], item_idx[i])."""
+    users = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+    items = np.asarray(item_idx, dtype=np.int64).reshape(-1)
+    affinity = tables.user_genre_affinity[users]
+    genres = tables.item_genres[items]
+    is_tv = tables.item_is_tv[items]
+    tv_share = tables.user_tv_share[users]
+    columns = [
+        genres,
+        (affinity * genres).sum(axis=1, keepdims=True),
+        (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share))[:, None],
+        tables.item_log_popularity[items][:, None],
+        tables.item_year[items][:, None],
+        is_tv[:, None],
+        tables.user_log_activity[users][:, None],
+    ]
+    return np.concatenate(columns, axis=1).astype(np.float32)
