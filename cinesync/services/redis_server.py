@@ -1,0 +1,42 @@
+"""Finds the Redis server at REDIS_URL, or starts one there when none answers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from cinesync.services.process import ManagedProcess, StartupError
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def ensure_redis(url: str, *, logs_dir: Path) -> ManagedProcess | None:
+    """None when Redis already answers at ``url``; else a redis-server started on the URL's port."""
+    if redis_answers(url):
+        return None
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise StartupError(f"no Redis answers at {url}, and CineSync only starts one on this machine")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StartupError(
+            f"no Redis answers at {url} and redis-server is not installed "
+            "(Debian: apt-get install -y redis-server; `make setup` does this when run as root)"
+        )
+    port = parsed.port or 6379
+    process = ManagedProcess(
+        "redis",
+        [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"],
+        log_path=logs_dir / "redis.log",
+    )
+    process.wait_ready(lambda: redis_answers(url), timeout=15)
+    return process

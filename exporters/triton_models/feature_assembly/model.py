@@ -1,0 +1,46 @@
+"""Triton python-backend model: (USER_IDX, ITEM_IDX) -> DENSE ranking features.
+
+The exporter copies recsys/feature_assembly.py beside this file, so serving computes the same
+features as training, from the lookup tables (tables.npz) of the same training run.
+"""
+
+import json
+import os
+import site
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        extra = config.get("parameters", {}).get("extra_sys_path", {}).get("string_value", "")
+        for path in filter(None, extra.split(os.pathsep)):
+            site.addsitedir(path)
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        sys.path.insert(0, folder)
+        import feature_assembly  # copied beside this file by the exporter
+
+        self.assemble = feature_assembly.assemble_dense
+        self.tables = feature_assembly.FeatureTables.load(folder)
+        self.n_users = self.tables.user_genre_affinity.shape[0]
+        self.n_items = self.tables.item_genres.shape[0]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            users = pb_utils.get_input_tensor_by_name(request, "USER_IDX").as_numpy().reshape(-1)
+            items = pb_utils.get_input_tensor_by_name(request, "ITEM_IDX").as_numpy().reshape(-1)
+            if users.size and (users.min() < 0 or users.max() >= self.n_users):
+                error = pb_utils.TritonError(f"USER_IDX out of range [0, {self.n_users})")
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
+            if items.size and (items.min() < 0 or items.max() >= self.n_items):
+                error = pb_utils.TritonError(f"ITEM_IDX out of range [0, {self.n_items})")
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
+            dense = self.assemble(self.tables, users, items)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("DENSE", dense)]))
+        return responses
