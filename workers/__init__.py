@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Training workers: the Celery app and the train → evaluate → export → publish pipeline."""

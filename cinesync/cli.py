@@ -1,0 +1,184 @@
+"""The `cinesync` command: up, demo, train, export, recommend."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cinesync.settings import Settings, get_settings
+
+
+def _say_to(json_mode: bool) -> Any:
+    """Progress goes to stderr when stdout is reserved for the JSON answer."""
+    return (lambda line: click.echo(line, err=True)) if json_mode else click.echo
+
+
+def _train_config(epochs: int | None, ranker_epochs: int | None) -> dict[str, int]:
+    config = {}
+    if epochs is not None:
+        config["retrieval_epochs"] = epochs
+    if ranker_epochs is not None:
+        config["ranker_epochs"] = ranker_epochs
+    return config
+
+
+def _settings(data: str | None) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"data": data}) if data else settings
+
+
+def _run_pipeline(stack: Any, settings: Settings, config: dict[str, int], say: Any, *, publish: bool = True) -> dict[str, Any]:
+    from cinesync.jobs import follow
+    from workers.tasks import training_pipeline
+
+    say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
+    started = time.monotonic()
+    result = follow(training_pipeline(settings.data, config, publish_result=publish).apply_async(), say=say)
+    say(f"  done in {time.monotonic() - started:.0f} s · run {result['run_dir']}")
+    for model, values in result.get("metrics", {}).items():
+        say(f"  {model:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
+    for exported in result.get("onnx", []):
+        say(f"  onnx {exported['name']:<11} parity max abs error {exported['max_abs_error']:.2e}")
+    return result
+
+
+def _sample_user(settings: Settings, version: int) -> str:
+    users = json.loads((settings.serving_dir / str(version) / "users.json").read_text())
+    return str(users[0])
+
+
+def _serve_and_show(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None,
+                    as_json: bool, keep_serving: bool) -> None:
+    from cinesync.client import as_json as response_json
+    from cinesync.client import format_table, wait_for_version
+    from cinesync.stack import Stack
+
+    settings = _settings(data)
+    say = _say_to(as_json)
+    started = time.monotonic()
+    with Stack(settings, say=say) as stack:
+        stack.start_all()
+        result = _run_pipeline(stack, settings, _train_config(epochs, ranker_epochs), say)
+        version = int(result["version"])
+        user_id = user or _sample_user(settings, version)
+        response = wait_for_version(stack.grpc_address, user_id, version)
+        say(f"Serving model version {version} · first recommendation after {time.monotonic() - started:.0f} s")
+        say(format_table(response, user_id))
+        if as_json:
+            click.echo(json.dumps(response_json(response, user_id)))
+        if keep_serving:
+            say(f"\nServing on {stack.grpc_address}; try `cinesync recommend {user_id} --address "
+                f"{stack.grpc_address}`. Ctrl-C stops everything started here.")
+            try:
+                while all(p.running() for p in stack.started):
+                    time.sleep(1.0)
+                say("a server exited; stopping the rest")
+            except KeyboardInterrupt:
+                say("\nStopping:")
+
+
+_data = click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime).")
+_epochs = click.option("--epochs", type=click.IntRange(1), default=None, help="Two-tower epochs.")
+_ranker_epochs = click.option("--ranker-epochs", type=click.IntRange(1), default=None, help="Ranker epochs.")
+
+
+@click.group()
+def main() -> None:
+    """CineSync: movie and TV recommendations served over gRPC."""
+
+
+@main.command()
+@_data
+@_epochs
+@_ranker_epochs
+@click.option("--user", default=None, help="User for the sample recommendation (default: the first one).")
+def up(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None) -> None:
+    """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
+    _serve_and_show(data, epochs, ranker_epochs, user, as_json=False, keep_serving=True)
+
+
+@main.command()
+@_data
+@_epochs
+@_ranker_epochs
+@click.option("--user", default=None, help="User to recommend for (default: the first one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+def demo(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None, as_json: bool) -> None:
+    """The whole path once: start, train, export, serve, call Recommend over gRPC, stop."""
+    _serve_and_show(data, epochs, ranker_epochs, user, as_json=as_json, keep_serving=False)
+
+
+@main.command()
+@_data
+@_epochs
+@_ranker_epochs
+@click.option("--publish/--no-publish", default=False, help="Also export and publish a new model version.")
+def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publish: bool) -> None:
+    """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
+    from cinesync.stack import Stack
+
+    settings = _settings(data)
+    with Stack(settings) as stack:
+        stack.ensure_redis()
+        stack.ensure_worker()
+        if publish:
+            _run_pipeline(stack, settings, _train_config(epochs, ranker_epochs), click.echo)
+        else:
+            from cinesync.jobs import follow
+            from workers.tasks import evaluate
+            from workers.tasks import train as train_task
+
+            click.echo(f"Training on {settings.data}:")
+            result = follow((train_task.s(settings.data, _train_config(epochs, ranker_epochs)) | evaluate.s())
+                            .apply_async(), say=click.echo)
+            click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def export(run_dir: Path) -> None:
+    """Export a finished run to ONNX and publish it as a new Triton model version."""
+    from cinesync.jobs import follow
+    from cinesync.stack import Stack
+    from workers.tasks import export as export_task
+    from workers.tasks import publish
+
+    with Stack(get_settings()) as stack:
+        stack.ensure_redis()
+        stack.ensure_worker()
+        result = follow((export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()).apply_async(),
+                        say=click.echo)
+        click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.argument("user_id")
+@click.option("-k", "k", default=10, show_default=True, help="Number of items.")
+@click.option("--domain", type=click.Choice(["any", "movie", "tv"]), default="any", show_default=True)
+@click.option("--include-seen", is_flag=True, help="Do not leave out items the user has seen.")
+@click.option("--address", default=None, help="Control plane host:port (default: CINESYNC_HOST:CINESYNC_GRPC_PORT).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def recommend(user_id: str, k: int, domain: str, include_seen: bool, address: str | None, as_json: bool) -> None:
+    """Ask a running control plane for recommendations."""
+    import grpc
+
+    from cinesync.client import as_json as response_json
+    from cinesync.client import format_table
+    from cinesync.client import recommend as call
+
+    settings = get_settings()
+    address = address or f"{settings.host}:{settings.grpc_port}"
+    try:
+        response = call(address, user_id, k=k, domain=domain, exclude_seen=not include_seen)
+    except grpc.RpcError as error:
+        raise click.ClickException(f"{error.code().name}: {error.details()}") from None
+    click.echo(json.dumps(response_json(response, user_id)) if as_json else format_table(response, user_id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""A gRPC client of the Recommend API, as other services call it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from cinesync.v1 import recommendation_pb2 as pb
+from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+
+DOMAINS = {"any": pb.DOMAIN_ANY, "movie": pb.DOMAIN_MOVIE, "tv": pb.DOMAIN_TV}
+RANKED_BY = {pb.RANKED_BY_TRITON: "triton", pb.RANKED_BY_RETRIEVAL: "retrieval", pb.RANKED_BY_POPULARITY: "popularity"}
+
+
+def recommend(
+    address: str, user_id: str, *, k: int = 10, domain: str = "any", exclude_seen: bool = True, timeout: float = 5.0
+) -> pb.RecommendResponse:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        request = pb.RecommendRequest(user_id=user_id, k=k, domain=DOMAINS[domain], exclude_seen=exclude_seen)
+        response: pb.RecommendResponse = stub.Recommend(request, timeout=timeout)
+        return response
+
+
+def wait_for_version(address: str, user_id: str, version: int, *, timeout: float = 120.0) -> pb.RecommendResponse:
+    """Call Recommend until the control plane serves ``version`` ranked by Triton (or time runs out)."""
+    deadline = time.monotonic() + timeout
+    response = None
+    while time.monotonic() < deadline:
+        try:
+            response = recommend(address, user_id)
+            if response.model_version == str(version) and response.ranked_by == pb.RANKED_BY_TRITON:
+                return response
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+        time.sleep(0.5)
+    if response is None:
+        raise TimeoutError(f"control plane at {address} did not answer within {timeout:.0f} s")
+    return response
+
+
+def as_json(response: pb.RecommendResponse, user_id: str) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "model_version": response.model_version,
+        "ranked_by": RANKED_BY.get(response.ranked_by, "unspecified"),
+        "degraded": response.degraded,
+        "degraded_reason": response.degraded_reason,
+        "cold_start": response.cold_start,
+        "items": [
+            {
+                **MessageToDict(item, preserving_proto_field_name=True),
+                "domain": pb.Domain.Name(item.domain).removeprefix("DOMAIN_").lower(),
+                "score": round(item.score, 6),
+            }
+            for item in response.items
+        ],
+    }
+
+
+def format_table(response: pb.RecommendResponse, user_id: str) -> str:
+    data = as_json(response, user_id)
+    flags = "".join(f" · {flag}" for flag in ("degraded", "cold_start") if data[flag])
+    lines = [
+        f"Top {len(data['items'])} for user {user_id} · model version {data['model_version']} · "
+        f"ranked by {data['ranked_by']}{flags}"
+    ]
+    for rank, item in enumerate(data["items"], start=1):
+        lines.append(f"  {rank:>2}. {item['title'][:48]:<48} {item['domain']:<5} {item['score']:>9.4f}  [{item['item_id']}]")
+    if data["degraded_reason"]:
+        lines.append(f"  degraded: {data['degraded_reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""Starts what is missing of the serving stack, tells where each part listens, and stops what it started."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cinesync.services.process import ManagedProcess, free_port, port_open
+from cinesync.services.redis_server import ensure_redis
+from cinesync.services.triton import start_triton
+from cinesync.settings import Settings
+
+
+def pick_port(host: str, preferred: int) -> int:
+    """``preferred`` when it is free, else any free port (0 means any)."""
+    return preferred if preferred and not port_open(host, preferred) else free_port(host)
+
+
+def grpc_serving(address: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class Stack:
+    """The processes of one `cinesync up` / `demo`; a context manager that stops them in reverse order."""
+
+    def __init__(self, settings: Settings, *, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.say = say
+        self.started: list[ManagedProcess] = []
+        self.addresses: dict[str, str] = {}
+        self.home = settings.home.resolve()
+        self.repository = settings.model_repository.resolve()
+        self.triton_url = settings.triton_url
+        self.grpc_address = ""
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def child_env(self) -> dict[str, str]:
+        """Settings for child processes, with paths made absolute so every process agrees."""
+        env = {
+            "REDIS_URL": self.settings.redis_url,
+            "CINESYNC_HOME": str(self.home),
+            "CINESYNC_MODEL_REPOSITORY": str(self.repository),
+            "CINESYNC_TRITON_TARGET": self.settings.triton_target,
+            "CINESYNC_CELERY_QUEUE": self.settings.celery_queue,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.triton_url:
+            env["TRITON_URL"] = self.triton_url
+        return env
+
+    def _started(self, process: ManagedProcess, name: str, address: str) -> None:
+        self.started.append(process)
+        self.addresses[name] = address
+        self.say(f"  {name:<14} {address}  (started, pid {process.pid}, log {process.log_path})")
+
+    def _found(self, name: str, address: str) -> None:
+        self.addresses[name] = address
+        self.say(f"  {name:<14} {address}  (already running)")
+
+    def ensure_redis(self) -> None:
+        process = ensure_redis(self.settings.redis_url, logs_dir=self.settings.logs_dir)
+        if process is None:
+            self._found("redis", self.settings.redis_url)
+        else:
+            self._started(process, "redis", self.settings.redis_url)
+
+    def ensure_worker(self) -> None:
+        from workers.celery_app import app
+
+        queue = self.settings.celery_queue
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        busy = [w for w, queues in replies.items() if any(q["name"] == queue for q in queues)]
+        if busy:
+            self._found("celery worker", f"{busy[0]} on queue {queue}")
+            return
+        process = ManagedProcess(
+            "celery worker",
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue,
+             "--pool=solo", "--concurrency=1", "--loglevel=INFO", "-n", f"cinesync-{free_port()}@%h"],
+            log_path=self.settings.logs_dir / "worker.log",
+            env=self.child_env(),
+        )
+        process.wait_ready(
+            lambda: any(q["name"] == queue for qs in (app.control.inspect(timeout=1.0).active_queues() or {}).values()
+                        for q in qs),
+            timeout=60,
+        )
+        self._started(process, "celery worker", f"queue {queue} at {self.settings.redis_url}")
+
+    def start_flower(self) -> None:
+        port = pick_port(self.settings.host, self.settings.flower_port)
+        process = ManagedProcess(
+            "flower",
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+             f"--port={port}", f"--address={self.settings.host}"],
+            log_path=self.settings.logs_dir / "flower.log",
+            env=self.child_env(),
+        )
+        process.wait_ready(lambda: port_open(self.settings.host, port), timeout=30)
+        self._started(process, "flower", f"http://{self.settings.host}:{port}")
+
+    def ensure_triton(self) -> None:
+        if self.triton_url:
+            self._found("triton", self.triton_url)
+            return
+        process, endpoints = start_triton(self.repository, host=self.settings.host, logs_dir=self.settings.logs_dir)
+        self.triton_url = endpoints.grpc
+        self._started(process, "triton", f"grpc {endpoints.grpc}, http {endpoints.http}, metrics {endpoints.metrics}")
+        self.addresses["triton metrics"] = endpoints.metrics
+
+    def start_control_plane(self) -> None:
+        host = self.settings.host
+        port = pick_port(host, self.settings.grpc_port)
+        metrics_port = pick_port(host, self.settings.metrics_port)
+        env = {**self.child_env(), "CINESYNC_HOST": host, "CINESYNC_GRPC_PORT": str(port),
+               "CINESYNC_METRICS_PORT": str(metrics_port)}
+        process = ManagedProcess(
+            "control plane",
+            [sys.executable, "-m", "control_plane"],
+            log_path=self.settings.logs_dir / "control_plane.log",
+            env=env,
+        )
+        process.wait_ready(lambda: port_open(host, port), timeout=60)
+        self.grpc_address = f"{host}:{port}"
+        self._started(process, "control plane", f"grpc {self.grpc_address}, metrics http://{host}:{metrics_port}/metrics")
+
+    def start_all(self) -> None:
+        self.say("Starting the CineSync stack:")
+        self.ensure_redis()
+        self.ensure_worker()
+        self.start_flower()
+        self.ensure_triton()
+        self.start_control_plane()
+
+    def stop(self) -> None:
+        while self.started:
+            process = self.started.pop()
+            process.stop()
+            self.say(f"  stopped {process.name}")
+
+

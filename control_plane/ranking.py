@@ -1,0 +1,52 @@
+"""Scores (user, candidate) pairs with the ``ranking`` ensemble in Triton, within a time limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+ENSEMBLE = "ranking"
+
+
+class RankingUnavailable(RuntimeError):
+    """Triton could not rank in time: unreachable, too slow, or the model is not loaded."""
+
+
+class TritonRanker:
+    def __init__(self, url: str, *, model: str = ENSEMBLE) -> None:
+        self.url = url
+        self.model = model
+        self.client = triton_aio.InferenceServerClient(url)
+
+    async def load(self, timeout: float = 60.0) -> None:
+        """Load (or reload, picking up a new version) the ensemble and its steps."""
+        try:
+            await self.client.load_model(self.model, client_timeout=timeout)
+        except InferenceServerException as error:
+            raise RankingUnavailable(f"loading {self.model}: {error.message()}") from error
+
+    async def rank(self, user: int, items: np.ndarray, *, version: int, timeout: float) -> np.ndarray:
+        """Ensemble scores for ``items`` of ``user``, in the order of ``items``."""
+        user_input = InferInput("USER_IDX", [len(items), 1], "INT64")
+        user_input.set_data_from_numpy(np.full((len(items), 1), user, dtype=np.int64))
+        item_input = InferInput("ITEM_IDX", [len(items), 1], "INT64")
+        item_input.set_data_from_numpy(items.astype(np.int64).reshape(-1, 1))
+        try:
+            result = await self.client.infer(
+                self.model,
+                [user_input, item_input],
+                model_version=str(version),
+                outputs=[InferRequestedOutput("SCORE")],
+                client_timeout=timeout,
+            )
+        except InferenceServerException as error:
+            raise RankingUnavailable(error.message() or str(error)) from error
+        scores = result.as_numpy("SCORE")
+        if scores is None:
+            raise RankingUnavailable("ensemble returned no SCORE")
+        return scores.reshape(-1)
+
+    async def close(self) -> None:
+        await self.client.close()

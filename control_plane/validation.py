@@ -1,0 +1,36 @@
+"""Checks a Recommend request; every problem becomes an INVALID_ARGUMENT message."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cinesync.v1 import recommendation_pb2 as pb
+
+MAX_K = 1000
+USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+DOMAINS = {pb.DOMAIN_ANY: "any", pb.DOMAIN_MOVIE: "movie", pb.DOMAIN_TV: "tv"}
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int
+    domain: str  # "any" | "movie" | "tv"
+    exclude_seen: bool
+
+
+def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
+    if not USER_ID.fullmatch(request.user_id):
+        raise InvalidRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
+    if not 1 <= request.k <= MAX_K:
+        raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {request.k}")
+    domain = DOMAINS.get(request.domain)
+    if domain is None:
+        raise InvalidRequest(f"unknown domain {request.domain}: expected DOMAIN_ANY, DOMAIN_MOVIE or DOMAIN_TV")
+    exclude_seen = request.exclude_seen if request.HasField("exclude_seen") else True
+    return RecommendQuery(request.user_id, request.k, domain, exclude_seen)
