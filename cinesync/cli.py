@@ -38,7 +38,8 @@ def _run_pipeline(stack: Any, settings: Settings, config: dict[str, int], say: A
 
     say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
     started = time.monotonic()
-    result = follow(training_pipeline(settings.data, config, publish_result=publish).apply_async(), say=say)
+    pipeline = training_pipeline(settings.data, config, publish_result=publish)
+    result = follow(pipeline.apply_async(queue=settings.celery_queue), say=say)
     say(f"  done in {time.monotonic() - started:.0f} s · run {result['run_dir']}")
     for model, values in result.get("metrics", {}).items():
         say(f"  {model:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
@@ -134,8 +135,8 @@ def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publi
             from workers.tasks import train as train_task
 
             click.echo(f"Training on {settings.data}:")
-            result = follow((train_task.s(settings.data, _train_config(epochs, ranker_epochs)) | evaluate.s())
-                            .apply_async(), say=click.echo)
+            steps = train_task.s(settings.data, _train_config(epochs, ranker_epochs)) | evaluate.s()
+            result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
             click.echo(json.dumps(result, indent=2))
 
 
@@ -148,11 +149,12 @@ def export(run_dir: Path) -> None:
     from workers.tasks import export as export_task
     from workers.tasks import publish
 
-    with Stack(get_settings()) as stack:
+    settings = get_settings()
+    with Stack(settings) as stack:
         stack.ensure_redis()
         stack.ensure_worker()
-        result = follow((export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()).apply_async(),
-                        say=click.echo)
+        steps = export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()
+        result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
         click.echo(json.dumps(result, indent=2))
 
 

@@ -1,0 +1,40 @@
+# CineSync: `make run` serves on embedded defaults, `make test` runs the tests; both install first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PROTO := protos/cinesync/v1/recommendation.proto
+GENERATED := cinesync/v1/recommendation_pb2.py
+
+.PHONY: setup run test test-fast lint clean
+
+setup: $(STAMP) $(GENERATED)
+
+$(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) ; } \
+	  || echo "note: no redis-server binary; CineSync will need a Redis answering at REDIS_URL"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(GENERATED): $(PROTO) $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+
+run: setup
+	$(VENV)/bin/cinesync up
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict control_plane
+
+clean:
+	rm -rf var model_repository/*/ .model_repository.staging

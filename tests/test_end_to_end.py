@@ -1,0 +1,133 @@
+"""The whole path with real processes: Redis, a Celery worker, Triton and the control plane on free
+ports; training through Celery, then Recommend over gRPC."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cinesync.client import recommend, wait_for_version
+from cinesync.jobs import follow
+from cinesync.settings import Settings
+from cinesync.stack import Stack
+from cinesync.v1 import recommendation_pb2 as pb
+from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from conftest import SHARED_DATA, SMALL_SYNTHETIC
+from recsys.data import load_dataset
+from workers.tasks import training_pipeline
+
+pytestmark = pytest.mark.slow
+DATA = str(SHARED_DATA / "ml-100k") if (SHARED_DATA / "ml-100k").is_dir() else SMALL_SYNTHETIC
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("e2e")
+    settings = Settings(
+        home=root / "home", model_repository=root / "model_repository", grpc_port=0, metrics_port=0,
+        flower_port=0, bundle_poll_s=0.5, data=DATA,
+    )
+    with Stack(settings, say=print) as stack:
+        stack.ensure_redis()
+        stack.ensure_worker()
+        stack.ensure_triton()
+        stack.start_control_plane()
+        pipeline = training_pipeline(DATA, {"retrieval_epochs": 2, "ranker_epochs": 1})
+        result = follow(pipeline.apply_async(queue=settings.celery_queue), say=print, timeout=600)
+        yield stack, result
+
+
+def test_pipeline_reports_metrics_and_parity(served: tuple[Stack, dict[str, Any]]) -> None:
+    _, result = served
+    assert result["version"] == 1
+    assert result["metrics"]["two_tower"]["recall@10"] > 0
+    assert all(m["max_abs_error"] <= 1e-4 for m in result["onnx"])
+
+
+def test_recommend_ranked_by_triton_excludes_seen(served: tuple[Stack, dict[str, Any]]) -> None:
+    stack, result = served
+    dataset = load_dataset(DATA)
+    user = dataset.user_ids[0]
+    seen = {dataset.items[i].item_id for i in dataset.item_idx[dataset.user_idx == 0]}
+    response = wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
+    assert response.ranked_by == pb.RANKED_BY_TRITON and not response.degraded
+    assert response.model_version == "1"
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == 10 and len(set(ids)) == 10 and not seen & set(ids)
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(item.title for item in response.items)
+    big = recommend(stack.grpc_address, user, k=300)
+    assert len({item.item_id for item in big.items}) == 300 and not seen & {i.item_id for i in big.items}
+
+
+def _exec_count(metrics_url: str, model: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    pattern = rf'^nv_inference_exec_count\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.e+]+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
+
+
+def test_triton_metrics_count_ranker_executions(served: tuple[Stack, dict[str, Any]]) -> None:
+    stack, result = served
+    user = load_dataset(DATA).user_ids[1]
+    wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
+    before = _exec_count(stack.addresses["triton metrics"], "ranker")
+    assert before > 0
+    recommend(stack.grpc_address, user)
+    assert _exec_count(stack.addresses["triton metrics"], "ranker") > before
+
+
+def test_bad_inputs_get_invalid_argument(served: tuple[Stack, dict[str, Any]]) -> None:
+    stack, _ = served
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        for request in (
+            pb.RecommendRequest(user_id="1", k=0),
+            pb.RecommendRequest(user_id="1", k=1001),
+            pb.RecommendRequest(user_id="1", k=5, domain=9),
+            pb.RecommendRequest(user_id="not an id!", k=5),
+        ):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Recommend(request, timeout=5)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.value.details()
+        cold = stub.Recommend(pb.RecommendRequest(user_id="never-seen-user", k=7), timeout=5)
+        assert cold.cold_start and len(cold.items) == 7 and cold.ranked_by == pb.RANKED_BY_POPULARITY
+
+
+def test_health_and_reflection(served: tuple[Stack, dict[str, Any]]) -> None:
+    stack, _ = served
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="cinesync.v1.RecommendationService"), timeout=5
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+        assert "cinesync.v1.RecommendationService" in names
+
+
+def test_zz_triton_down_degrades_within_deadline(served: tuple[Stack, dict[str, Any]]) -> None:
+    """Runs last in the module: it stops Triton."""
+    stack, _ = served
+    user = load_dataset(DATA).user_ids[2]
+    triton = next(p for p in stack.started if p.name == "triton")
+    triton.stop()
+    started = time.perf_counter()
+    response = recommend(stack.grpc_address, user, k=10, timeout=2.0)
+    elapsed = time.perf_counter() - started
+    assert response.degraded and response.ranked_by == pb.RANKED_BY_RETRIEVAL and elapsed < 2.0
+    assert len(response.items) == 10 and "Triton" in response.degraded_reason
+    assert np.all(np.diff([item.score for item in response.items]) <= 1e-6)
