@@ -28,8 +28,12 @@ def _train_config(epochs: int | None, ranker_epochs: int | None) -> dict[str, in
 
 
 def _settings(data: str | None) -> Settings:
+    """Settings with --data applied; a data folder is made absolute, since workers may run elsewhere."""
     settings = get_settings()
-    return settings.model_copy(update={"data": data}) if data else settings
+    data = data or settings.data
+    if Path(data).expanduser().is_dir():
+        data = str(Path(data).expanduser().resolve())
+    return settings.model_copy(update={"data": data})
 
 
 def _run_pipeline(stack: Any, settings: Settings, config: dict[str, int], say: Any, *, publish: bool = True) -> dict[str, Any]:
