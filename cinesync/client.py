@@ -66,8 +66,10 @@ def format_table(response: pb.RecommendResponse, user_id: str) -> str:
     data = as_json(response, user_id)
     flags = "".join(f" · {flag}" for flag in ("degraded", "cold_start") if data[flag])
     lines = [
-        f"Top {len(data['items'])} for user {user_id} · model version {data['model_version']} · "
-        f"ranked by {data['ranked_by']}{flags}"
+        (
+            f"Top {len(data['items'])} for user {user_id} · model version {data['model_version']} · "
+            f"ranked by {data['ranked_by']}{flags}"
+        )
     ]
     for rank, item in enumerate(data["items"], start=1):
         lines.append(f"  {rank:>2}. {item['title'][:48]:<48} {item['domain']:<5} {item['score']:>9.4f}  [{item['item_id']}]")

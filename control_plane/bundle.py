@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 CURRENT = "CURRENT"
 
@@ -27,13 +28,13 @@ class ServingBundle:
     manifest: dict[str, Any]
     items: list[CatalogItem]
     user_index: dict[str, int]
-    user_embeddings: np.ndarray
-    item_embeddings: np.ndarray
-    seen_items: list[np.ndarray]
-    popularity: np.ndarray
+    user_embeddings: NDArray[np.float32]
+    item_embeddings: NDArray[np.float32]
+    seen_items: list[NDArray[np.int64]]
+    popularity: NDArray[np.float32]
 
     @property
-    def item_domains(self) -> np.ndarray:
+    def item_domains(self) -> NDArray[np.str_]:
         return np.array([item.domain for item in self.items])
 
 

@@ -60,6 +60,6 @@ class ModelState:
         while True:
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - a broken publish must not stop serving the current version
+            except Exception:
                 log.exception("could not switch model version")
             await asyncio.sleep(interval)

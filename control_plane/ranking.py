@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
+from numpy.typing import NDArray
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
@@ -27,7 +28,9 @@ class TritonRanker:
         except InferenceServerException as error:
             raise RankingUnavailable(f"loading {self.model}: {error.message()}") from error
 
-    async def rank(self, user: int, items: np.ndarray, *, version: int, timeout: float) -> np.ndarray:
+    async def rank(
+        self, user: int, items: NDArray[np.int64], *, version: int, timeout: float
+    ) -> NDArray[np.float32]:
         """Ensemble scores for ``items`` of ``user``, in the order of ``items``."""
         user_input = InferInput("USER_IDX", [len(items), 1], "INT64")
         user_input.set_data_from_numpy(np.full((len(items), 1), user, dtype=np.int64))
@@ -46,7 +49,7 @@ class TritonRanker:
         scores = result.as_numpy("SCORE")
         if scores is None:
             raise RankingUnavailable("ensemble returned no SCORE")
-        return scores.reshape(-1)
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     async def close(self) -> None:
         await self.client.close()

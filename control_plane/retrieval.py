@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+from numpy.typing import NDArray
 
 ANY = "any"
 
@@ -16,10 +17,10 @@ ANY = "any"
 @dataclass
 class DomainIndex:
     index: faiss.Index
-    item_ids: np.ndarray  # row in the index -> catalog item index
+    item_ids: NDArray[np.int64]  # row in the index -> catalog item index
 
 
-def _build(vectors: np.ndarray, factory: str) -> faiss.Index:
+def _build(vectors: NDArray[np.float32], factory: str) -> faiss.Index:
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         index.train(vectors)
@@ -32,7 +33,9 @@ def _build(vectors: np.ndarray, factory: str) -> faiss.Index:
 class Retriever:
     """Top-n items by inner product with a user vector, within a domain, leaving out given items."""
 
-    def __init__(self, item_embeddings: np.ndarray, item_domains: np.ndarray, *, factory: str = "Flat") -> None:
+    def __init__(
+        self, item_embeddings: NDArray[np.float32], item_domains: NDArray[np.str_], *, factory: str = "Flat"
+    ) -> None:
         vectors = np.ascontiguousarray(item_embeddings, dtype=np.float32)
         self.indices: dict[str, DomainIndex] = {}
         for domain in [ANY, *sorted(set(item_domains.tolist()))]:
@@ -40,7 +43,9 @@ class Retriever:
             if len(ids):
                 self.indices[domain] = DomainIndex(_build(vectors[ids], factory), ids)
 
-    def search(self, user_vector: np.ndarray, n: int, *, domain: str, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, user_vector: NDArray[np.float32], n: int, *, domain: str, exclude: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """(catalog item indices, inner products), best first, at most n."""
         entry = self.indices.get(domain)
         if entry is None:

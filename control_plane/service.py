@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NoReturn
 
 import grpc
 import numpy as np
+from numpy.typing import NDArray
 
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
@@ -20,13 +22,18 @@ DOMAIN_ENUM = {"movie": pb.DOMAIN_MOVIE, "tv": pb.DOMAIN_TV}
 DEADLINE_MARGIN_S = 0.02  # left for building the answer after ranking gives up
 
 
-class RecommendationService(pb_grpc.RecommendationServiceServicer):
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("ServicerContext.abort returns only by raising")
+
+
+class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ignore[misc]  # untyped generated base
     def __init__(self, models: ModelState, *, candidates: int, ranking_timeout: float) -> None:
         self.models = models
         self.candidates = candidates
         self.ranking_timeout = ranking_timeout
 
-    async def Recommend(  # noqa: N802 - name fixed by the proto
+    async def Recommend(
         self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendResponse:
         started = time.perf_counter()
@@ -34,11 +41,11 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):
             query = parse_request(request)
         except InvalidRequest as error:
             REQUESTS.labels("invalid").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         state = self.models.state
         if state is None:
             REQUESTS.labels("unavailable").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
         user = state.bundle.user_index.get(query.user_id)
         if user is None:
             response = self._cold_start(state, query)
@@ -96,10 +103,10 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):
     @staticmethod
     def _response(
         state: ServingState,
-        items: np.ndarray,
-        scores: np.ndarray,
+        items: NDArray[np.int64],
+        scores: NDArray[np.float32],
         *,
-        ranked_by: int,
+        ranked_by: pb.RankedBy,
         cold_start: bool = False,
         degraded: bool = False,
         degraded_reason: str = "",

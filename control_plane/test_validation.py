@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cinesync.v1 import recommendation_pb2 as pb
@@ -25,6 +27,6 @@ def test_valid_request_defaults_to_excluding_seen() -> None:
         ({"user_id": "u1", "k": 5, "domain": 7}, "unknown domain"),
     ],
 )
-def test_bad_requests(request_fields: dict[str, object], message: str) -> None:
+def test_bad_requests(request_fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         parse_request(pb.RecommendRequest(**request_fields))

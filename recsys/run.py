@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys.data import Item, InteractionDataset
+from recsys.data import InteractionDataset, Item
 from recsys.data.splits import Split
 from recsys.feature_assembly import FeatureTables
 from recsys.features import ItemFeatures, build_feature_tables, build_item_features, history_matrix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -69,11 +70,9 @@ class ManagedProcess:
                 raise StartupError(
                     f"{self.name} exited with code {self.popen.returncode}; log {self.log_path}:\n{self.log_tail()}"
                 )
-            try:
+            with contextlib.suppress(Exception):  # any failure of the probe means 'not ready yet'
                 if ready():
                     return
-            except Exception:  # noqa: BLE001 - any failure of the probe means 'not ready yet'
-                pass
             time.sleep(interval)
         self.stop()
         raise StartupError(f"{self.name} not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")

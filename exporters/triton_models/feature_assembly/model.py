@@ -9,7 +9,6 @@ import os
 import site
 import sys
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
