@@ -36,7 +36,7 @@ def _settings(data: str | None) -> Settings:
     return settings.model_copy(update={"data": data})
 
 
-def _run_pipeline(stack: Any, settings: Settings, config: dict[str, int], say: Any, *, publish: bool = True) -> dict[str, Any]:
+def _run_pipeline(settings: Settings, config: dict[str, int], say: Any, *, publish: bool = True) -> dict[str, Any]:
     from cinesync.jobs import follow
     from workers.tasks import training_pipeline
 
@@ -68,7 +68,7 @@ def _serve_and_show(data: str | None, epochs: int | None, ranker_epochs: int | N
     started = time.monotonic()
     with Stack(settings, say=say) as stack:
         stack.start_all()
-        result = _run_pipeline(stack, settings, _train_config(epochs, ranker_epochs), say)
+        result = _run_pipeline(settings, _train_config(epochs, ranker_epochs), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
         response = wait_for_version(stack.grpc_address, user_id, version)
@@ -132,7 +132,7 @@ def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publi
         stack.ensure_redis()
         stack.ensure_worker()
         if publish:
-            _run_pipeline(stack, settings, _train_config(epochs, ranker_epochs), click.echo)
+            _run_pipeline(settings, _train_config(epochs, ranker_epochs), click.echo)
         else:
             from cinesync.jobs import follow
             from workers.tasks import evaluate

@@ -4,6 +4,9 @@ checks each against PyTorch on real inputs."""
 from __future__ import annotations
 
 import json
+import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from recsys.run import TrainedRun
 PARITY_TOLERANCE = 1e-4
 EXPORT_BATCH, PARITY_BATCH = 8, 37  # parity runs at a batch size the export never saw
 REPORT_FILE = "export.json"
+# The exporter logs a line per torchvision op it cannot register; none are used here.
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
 class ParityError(RuntimeError):
@@ -52,17 +57,19 @@ def export_module(
     path = folder / f"{name}.onnx"
     batch = torch.export.Dim("batch", min=1, max=65536)
     args = tuple(torch.from_numpy(a) for a in example.values())
-    torch.onnx.export(
-        module,
-        args,
-        str(path),
-        input_names=list(example),
-        output_names=[output],
-        dynamic_shapes=tuple({0: batch} for _ in example),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used.*")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(example),
+            output_names=[output],
+            dynamic_shapes=tuple({0: batch} for _ in example),
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
     with torch.no_grad():
         expected = module(*(torch.from_numpy(a) for a in check.values())).numpy()
     (actual,) = ort_session(path).run([output], check)
@@ -104,32 +111,21 @@ def export_run(run: TrainedRun, folder: Path, *, seed: int = 0) -> list[Exported
         return rng.choice(n, size, replace=n < size).astype(np.int64)
 
     pair_users, pair_items = split.train_pairs()
-    pairs = sample(len(pair_users), EXPORT_BATCH + PARITY_BATCH)
+
+    def ranker_inputs(size: int) -> dict[str, np.ndarray]:
+        rows = sample(len(pair_users), size)
+        return _ranker_inputs(run, pair_users[rows], pair_items[rows])
+
+    specs: list[tuple[str, torch.nn.Module, str, Callable[[int], dict[str, np.ndarray]]]] = [
+        ("user_tower", run.user_tower, "user_embedding", lambda size: _user_inputs(run, sample(split.n_users, size))),
+        ("item_tower", run.item_tower, "item_embedding", lambda size: _item_inputs(run, sample(split.n_items, size))),
+        ("ranker", run.ranker, "score", ranker_inputs),
+    ]
     exported = [
         export_module(
-            run.user_tower,
-            name="user_tower",
-            example=_user_inputs(run, sample(split.n_users, EXPORT_BATCH)),
-            check=_user_inputs(run, sample(split.n_users, PARITY_BATCH)),
-            output="user_embedding",
-            folder=folder,
-        ),
-        export_module(
-            run.item_tower,
-            name="item_tower",
-            example=_item_inputs(run, sample(split.n_items, EXPORT_BATCH)),
-            check=_item_inputs(run, sample(split.n_items, PARITY_BATCH)),
-            output="item_embedding",
-            folder=folder,
-        ),
-        export_module(
-            run.ranker,
-            name="ranker",
-            example=_ranker_inputs(run, pair_users[pairs[:EXPORT_BATCH]], pair_items[pairs[:EXPORT_BATCH]]),
-            check=_ranker_inputs(run, pair_users[pairs[EXPORT_BATCH:]], pair_items[pairs[EXPORT_BATCH:]]),
-            output="score",
-            folder=folder,
-        ),
+            module, name=name, example=inputs(EXPORT_BATCH), check=inputs(PARITY_BATCH), output=output, folder=folder
+        )
+        for name, module, output, inputs in specs
     ]
     (folder / REPORT_FILE).write_text(json.dumps([asdict(m) for m in exported], indent=2))
     return exported

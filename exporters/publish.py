@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cinesync.settings import TritonTarget
 from exporters import serving_bundle, triton_repository
 from exporters.onnx_export import REPORT_FILE, all_item_inputs, all_user_inputs, onnx_embeddings
-from exporters.triton_repository import TritonTarget
 from recsys.pipeline import METRICS_FILE
 from recsys.run import TrainedRun
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from exporters.files import replace_file, version_folders
 from recsys.run import TrainedRun
 
 CURRENT = "CURRENT"
 
 
 def existing_versions(serving_dir: Path) -> list[int]:
-    folder = Path(serving_dir)
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return version_folders(serving_dir)
 
 
 def write_bundle(
@@ -69,6 +68,4 @@ def write_bundle(
 
 def point_current(serving_dir: Path, version: int) -> None:
     """Atomically make ``version`` the live bundle."""
-    with tempfile.NamedTemporaryFile("w", dir=serving_dir, delete=False, suffix=".tmp") as handle:
-        handle.write(f"{version}\n")
-    os.replace(handle.name, Path(serving_dir) / CURRENT)
+    replace_file(Path(serving_dir) / CURRENT, f"{version}\n")

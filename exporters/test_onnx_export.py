@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from exporters import onnx_export
 from exporters.onnx_export import PARITY_TOLERANCE, REPORT_FILE, all_item_inputs, ort_session
 from recsys.run import load_run
 
@@ -29,3 +31,18 @@ def test_item_tower_batch_axis_is_dynamic(small_run: Path, exported_run: Path) -
             torch_out = run.item_tower(*(torch.from_numpy(v) for v in batch.values())).numpy()
         assert onnx_out.shape == torch_out.shape
         assert np.max(np.abs(onnx_out - torch_out)) <= PARITY_TOLERANCE
+
+
+def test_parity_beyond_tolerance_is_refused(small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = load_run(small_run)
+    inputs = all_item_inputs(run)
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)  # any error, even 0, now exceeds it
+    with pytest.raises(onnx_export.ParityError, match="item_tower: max abs error"):
+        onnx_export.export_module(
+            run.item_tower,
+            name="item_tower",
+            example={k: v[:8] for k, v in inputs.items()},
+            check={k: v[8:20] for k, v in inputs.items()},
+            output="item_embedding",
+            folder=tmp_path,
+        )

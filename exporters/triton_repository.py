@@ -10,19 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import site
-import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import recsys.feature_assembly
+from cinesync.settings import TritonTarget
+from exporters.files import replace_file, version_folders
 from recsys.feature_assembly import FeatureTables
 
-TritonTarget = Literal["python", "stock"]
 ENSEMBLE, FEATURES, RANKER = "ranking", "feature_assembly", "ranker"
 MAX_BATCH_SIZE = 4096
 QUEUE_DELAY_US = 500
@@ -96,15 +95,7 @@ def read_config(path: Path) -> mc.ModelConfig:
 
 
 def existing_versions(repository: Path) -> list[int]:
-    folder = Path(repository) / ENSEMBLE
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Write text to path atomically (temp file in the same folder, then rename)."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    return version_folders(Path(repository) / ENSEMBLE)
 
 
 def write_version(
@@ -133,7 +124,7 @@ def write_version(
         (staging / ENSEMBLE / str(version)).mkdir(parents=True)
         for name, config in configs.items():
             (repository / name).mkdir(exist_ok=True)
-            _replace_file(repository / name / "config.pbtxt", config_text(config))
+            replace_file(repository / name / "config.pbtxt", config_text(config))
             os.rename(staging / name / str(version), repository / name / str(version))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

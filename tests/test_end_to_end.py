@@ -76,14 +76,23 @@ def _exec_count(metrics_url: str, model: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
 
 
+def _count_exceeds(metrics_url: str, model: str, floor: float, timeout: float = 10.0) -> float:
+    """Triton refreshes its counters periodically: poll until the count passes ``floor``."""
+    deadline = time.monotonic() + timeout
+    while (count := _exec_count(metrics_url, model)) <= floor and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return count
+
+
 def test_triton_metrics_count_ranker_executions(served: tuple[Stack, dict[str, Any]]) -> None:
     stack, result = served
+    metrics_url = stack.addresses["triton metrics"]
     user = load_dataset(DATA).user_ids[1]
     wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
-    before = _exec_count(stack.addresses["triton metrics"], "ranker")
+    before = _count_exceeds(metrics_url, "ranker", 0.0)
     assert before > 0
     recommend(stack.grpc_address, user)
-    assert _exec_count(stack.addresses["triton metrics"], "ranker") > before
+    assert _count_exceeds(metrics_url, "ranker", before) > before
 
 
 def test_bad_inputs_get_invalid_argument(served: tuple[Stack, dict[str, Any]]) -> None:

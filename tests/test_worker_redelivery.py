@@ -47,7 +47,7 @@ def test_killed_worker_job_is_redelivered(tmp_path: Path) -> None:
         second = _worker("second", queue, tmp_path)
         value = result.get(timeout=240)
         assert Path(value["run_dir"], "manifest.json").is_file()
-        assert "Received task" in second.log_tail(200)
+        assert f"Task cinesync.train[{result.id}] received" in second.log_tail(200)
     finally:
         for process in (first, second, redis_process):
             if process is not None:
