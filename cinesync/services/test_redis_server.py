@@ -1,0 +1,23 @@
+"""Redis: started on the URL's port when nothing answers there, and stopped again."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cinesync.services.process import free_port
+from cinesync.services.redis_server import ensure_redis, redis_answers
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+def test_starts_redis_where_none_answers(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert not redis_answers(url)
+    process = ensure_redis(url, logs_dir=tmp_path)
+    assert process is not None and redis_answers(url)
+    assert ensure_redis(url, logs_dir=tmp_path) is None  # found, not started twice
+    process.stop()
+    assert not redis_answers(url)
+
