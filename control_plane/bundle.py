@@ -32,10 +32,7 @@ class ServingBundle:
     item_embeddings: NDArray[np.float32]
     seen_items: list[NDArray[np.int64]]
     popularity: NDArray[np.float32]
-
-    @property
-    def item_domains(self) -> NDArray[np.str_]:
-        return np.array([item.domain for item in self.items])
+    item_domains: NDArray[np.str_]  # "movie" / "tv" per item index
 
 
 def current_version(serving_dir: Path) -> int | None:
@@ -65,4 +62,5 @@ def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
         item_embeddings=np.load(folder / "item_embeddings.npy"),
         seen_items=seen_items,
         popularity=np.load(folder / "popularity.npy"),
+        item_domains=np.array([item.domain for item in items]),
     )
