@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import click
 from cinesync.settings import Settings, get_settings
 
 
-def _say_to(json_mode: bool) -> Any:
+def _say_to(json_mode: bool) -> Callable[[str], None]:
     """Progress goes to stderr when stdout is reserved for the JSON answer."""
     return (lambda line: click.echo(line, err=True)) if json_mode else click.echo
 
@@ -36,13 +36,15 @@ def _settings(data: str | None) -> Settings:
     return settings.model_copy(update={"data": data})
 
 
-def _run_pipeline(settings: Settings, config: dict[str, int], say: Any, *, publish: bool = True) -> dict[str, Any]:
+def _run_pipeline(
+    settings: Settings, config: dict[str, int], say: Callable[[str], None], *, publish: bool = True
+) -> dict[str, Any]:
     from cinesync.jobs import follow
     from workers.tasks import training_pipeline
 
     say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
     started = time.monotonic()
-    pipeline = training_pipeline(settings.data, config, publish_result=publish)
+    pipeline = training_pipeline(settings.data, config, publish_model=publish)
     result = follow(pipeline.apply_async(queue=settings.celery_queue), say=say)
     say(f"  done in {time.monotonic() - started:.0f} s · run {result['run_dir']}")
     for model, values in result.get("metrics", {}).items():
@@ -87,9 +89,18 @@ def _serve_and_show(data: str | None, epochs: int | None, ranker_epochs: int | N
                 say("\nStopping:")
 
 
-_data = click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime).")
-_epochs = click.option("--epochs", type=click.IntRange(1), default=None, help="Two-tower epochs.")
-_ranker_epochs = click.option("--ranker-epochs", type=click.IntRange(1), default=None, help="Ranker epochs.")
+def _training_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--data, --epochs and --ranker-epochs, shared by the commands that train."""
+    for option in reversed([
+        click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime)."),
+        click.option("--epochs", type=click.IntRange(1), default=None, help="Two-tower epochs."),
+        click.option("--ranker-epochs", type=click.IntRange(1), default=None, help="Ranker epochs."),
+    ]):
+        command = option(command)
+    return command
+
+
+_user = click.option("--user", default=None, help="User to recommend for (default: the first one).")
 
 
 @click.group()
@@ -98,20 +109,16 @@ def main() -> None:
 
 
 @main.command()
-@_data
-@_epochs
-@_ranker_epochs
-@click.option("--user", default=None, help="User for the sample recommendation (default: the first one).")
+@_training_options
+@_user
 def up(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None) -> None:
     """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
     _serve_and_show(data, epochs, ranker_epochs, user, as_json=False, keep_serving=True)
 
 
 @main.command()
-@_data
-@_epochs
-@_ranker_epochs
-@click.option("--user", default=None, help="User to recommend for (default: the first one).")
+@_training_options
+@_user
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None, as_json: bool) -> None:
     """The whole path once: start, train, export, serve, call Recommend over gRPC, stop."""
@@ -119,9 +126,7 @@ def demo(data: str | None, epochs: int | None, ranker_epochs: int | None, user: 
 
 
 @main.command()
-@_data
-@_epochs
-@_ranker_epochs
+@_training_options
 @click.option("--publish/--no-publish", default=False, help="Also export and publish a new model version.")
 def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publish: bool) -> None:
     """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
@@ -131,17 +136,9 @@ def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publi
     with Stack(settings) as stack:
         stack.ensure_redis()
         stack.ensure_worker()
+        result = _run_pipeline(settings, _train_config(epochs, ranker_epochs), click.echo, publish=publish)
         if publish:
-            _run_pipeline(settings, _train_config(epochs, ranker_epochs), click.echo)
-        else:
-            from cinesync.jobs import follow
-            from workers.tasks import evaluate
-            from workers.tasks import train as train_task
-
-            click.echo(f"Training on {settings.data}:")
-            steps = train_task.s(settings.data, _train_config(epochs, ranker_epochs)) | evaluate.s()
-            result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
-            click.echo(json.dumps(result, indent=2))
+            click.echo(f"  published model version {result['version']}")
 
 
 @main.command()
@@ -187,4 +184,4 @@ def recommend(user_id: str, k: int, domain: str, include_seen: bool, address: st
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,8 +11,10 @@ from google.protobuf.json_format import MessageToDict
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 
-DOMAINS = {"any": pb.DOMAIN_ANY, "movie": pb.DOMAIN_MOVIE, "tv": pb.DOMAIN_TV}
-RANKED_BY = {pb.RANKED_BY_TRITON: "triton", pb.RANKED_BY_RETRIEVAL: "retrieval", pb.RANKED_BY_POPULARITY: "popularity"}
+
+def label(enum_name: str, prefix: str) -> str:
+    """'DOMAIN_MOVIE', 'DOMAIN_' -> 'movie'."""
+    return enum_name.removeprefix(prefix).lower()
 
 
 def recommend(
@@ -20,7 +22,9 @@ def recommend(
 ) -> pb.RecommendResponse:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.RecommendationServiceStub(channel)
-        request = pb.RecommendRequest(user_id=user_id, k=k, domain=DOMAINS[domain], exclude_seen=exclude_seen)
+        request = pb.RecommendRequest(
+            user_id=user_id, k=k, domain=pb.Domain.Value(f"DOMAIN_{domain.upper()}"), exclude_seen=exclude_seen
+        )
         response: pb.RecommendResponse = stub.Recommend(request, timeout=timeout)
         return response
 
@@ -47,14 +51,14 @@ def as_json(response: pb.RecommendResponse, user_id: str) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "model_version": response.model_version,
-        "ranked_by": RANKED_BY.get(response.ranked_by, "unspecified"),
+        "ranked_by": label(pb.RankedBy.Name(response.ranked_by), "RANKED_BY_"),
         "degraded": response.degraded,
         "degraded_reason": response.degraded_reason,
         "cold_start": response.cold_start,
         "items": [
             {
                 **MessageToDict(item, preserving_proto_field_name=True),
-                "domain": pb.Domain.Name(item.domain).removeprefix("DOMAIN_").lower(),
+                "domain": label(pb.Domain.Name(item.domain), "DOMAIN_"),
                 "score": round(item.score, 6),
             }
             for item in response.items

@@ -6,9 +6,6 @@ import sys
 from collections.abc import Callable
 from typing import Self
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from cinesync.services.process import ManagedProcess, free_port, port_open
 from cinesync.services.redis_server import ensure_redis
 from cinesync.services.triton import start_triton
@@ -20,10 +17,12 @@ def pick_port(host: str, preferred: int) -> int:
     return preferred if preferred and not port_open(host, preferred) else free_port(host)
 
 
-def grpc_serving(address: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+def workers_on_queue(queue: str) -> list[str]:
+    """Names of the Celery workers that answer within a second and consume ``queue``."""
+    from workers.celery_app import app
+
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    return [worker for worker, queues in replies.items() if any(q["name"] == queue for q in queues)]
 
 
 class Stack:
@@ -76,11 +75,8 @@ class Stack:
             self._started(process, "redis", self.settings.redis_url)
 
     def ensure_worker(self) -> None:
-        from workers.celery_app import app
-
         queue = self.settings.celery_queue
-        replies = app.control.inspect(timeout=1.0).active_queues() or {}
-        busy = [w for w, queues in replies.items() if any(q["name"] == queue for q in queues)]
+        busy = workers_on_queue(queue)
         if busy:
             self._found("celery worker", f"{busy[0]} on queue {queue}")
             return
@@ -91,11 +87,7 @@ class Stack:
             log_path=self.settings.logs_dir / "worker.log",
             env=self.child_env(),
         )
-        process.wait_ready(
-            lambda: any(q["name"] == queue for qs in (app.control.inspect(timeout=1.0).active_queues() or {}).values()
-                        for q in qs),
-            timeout=60,
-        )
+        process.wait_ready(lambda: bool(workers_on_queue(queue)), timeout=60)
         self._started(process, "celery worker", f"queue {queue} at {self.settings.redis_url}")
 
     def start_flower(self) -> None:

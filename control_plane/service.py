@@ -15,10 +15,9 @@ from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.metrics import LATENCY, RANKING_FAILURES, REQUESTS
 from control_plane.model_state import ModelState, ServingState
 from control_plane.ranking import RankingUnavailable
-from control_plane.validation import InvalidRequest, RecommendQuery, parse_request
+from control_plane.validation import DOMAIN_VALUES, InvalidRequest, RecommendQuery, parse_request
 
 log = logging.getLogger(__name__)
-DOMAIN_ENUM = {"movie": pb.DOMAIN_MOVIE, "tv": pb.DOMAIN_TV}
 DEADLINE_MARGIN_S = 0.02  # left for building the answer after ranking gives up
 
 
@@ -117,7 +116,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
                 pb.RecommendedItem(
                     item_id=catalog[i].item_id,
                     title=catalog[i].title,
-                    domain=DOMAIN_ENUM[catalog[i].domain],
+                    domain=DOMAIN_VALUES[catalog[i].domain],
                     score=float(s),
                     genres=list(catalog[i].genres),
                     year=catalog[i].year or 0,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from cinesync.v1 import recommendation_pb2 as pb
 
 MAX_K = 1000
 USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-DOMAINS = {pb.DOMAIN_ANY: "any", pb.DOMAIN_MOVIE: "movie", pb.DOMAIN_TV: "tv"}
+# Proto enum value <-> catalog domain name ("any" for DOMAIN_ANY).
+DOMAINS = {value: pb.Domain.Name(value).removeprefix("DOMAIN_").lower() for value in pb.Domain.values()}
+DOMAIN_VALUES = {name: cast(pb.Domain, value) for value, name in DOMAINS.items()}
 
 
 class InvalidRequest(ValueError):

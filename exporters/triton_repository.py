@@ -32,10 +32,15 @@ def _tensor(group: object, name: str, data_type: int, dims: Iterable[int]) -> No
     group.add(name=name, data_type=data_type, dims=list(dims))  # type: ignore[attr-defined]
 
 
-def _base_config(name: str, *, versions: int = 1) -> mc.ModelConfig:
+def _base_config(name: str) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, max_batch_size=MAX_BATCH_SIZE)
-    config.version_policy.latest.num_versions = versions
+    config.version_policy.latest.num_versions = 1
     return config
+
+
+def _batched_on_cpu(config: mc.ModelConfig) -> None:
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
 
 
 def _python_backend(config: mc.ModelConfig, *, threads: int = 1) -> None:
@@ -43,8 +48,6 @@ def _python_backend(config: mc.ModelConfig, *, threads: int = 1) -> None:
     # The python backend stub runs Python isolated: the models find numpy/onnxruntime here.
     config.parameters["extra_sys_path"].string_value = os.pathsep.join(site.getsitepackages())
     config.parameters["threads"].string_value = str(threads)
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
 
 
 def feature_assembly_config(dense_dim: int) -> mc.ModelConfig:
@@ -53,6 +56,7 @@ def feature_assembly_config(dense_dim: int) -> mc.ModelConfig:
     _tensor(config.input, "ITEM_IDX", mc.TYPE_INT64, [1])
     _tensor(config.output, "DENSE", mc.TYPE_FP32, [dense_dim])
     _python_backend(config)
+    _batched_on_cpu(config)
     return config
 
 
@@ -64,10 +68,9 @@ def ranker_config(dense_dim: int, target: TritonTarget) -> mc.ModelConfig:
     _tensor(config.output, "score", mc.TYPE_FP32, [1])
     if target == "stock":
         config.platform = "onnxruntime_onnx"
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-        config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
     else:
         _python_backend(config, threads=2)
+    _batched_on_cpu(config)
     return config
 
 

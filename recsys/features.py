@@ -65,6 +65,21 @@ def build_feature_tables(split: Split, item_features: ItemFeatures) -> FeatureTa
     )
 
 
+def user_tower_inputs(
+    sequences: list[np.ndarray], user_features: np.ndarray, history_length: int, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user_idx, last items as index + 1, user features) for ``users`` from their sequences."""
+    histories = history_matrix([sequences[u] for u in users], history_length)
+    return users.astype(np.int64), histories, user_features[users].astype(np.int64)
+
+
+def item_tower_inputs(
+    features: ItemFeatures, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(item_idx, genres multi-hot, year bucket, domain) for ``items``."""
+    return items.astype(np.int64), features.genres[items], features.year_bucket[items], features.domain[items]
+
+
 def history_matrix(sequences: list[np.ndarray], length: int) -> np.ndarray:
     """The last ``length`` items of each sequence as item index + 1, left-padded with 0."""
     matrix = np.zeros((len(sequences), length), dtype=np.int64)

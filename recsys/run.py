@@ -15,7 +15,13 @@ import torch
 from recsys.data import InteractionDataset, Item
 from recsys.data.splits import Split
 from recsys.feature_assembly import FeatureTables
-from recsys.features import ItemFeatures, build_feature_tables, build_item_features, history_matrix
+from recsys.features import (
+    ItemFeatures,
+    build_feature_tables,
+    build_item_features,
+    item_tower_inputs,
+    user_tower_inputs,
+)
 from recsys.models import DCNRanker, ItemTower, RankerConfig, TwoTowerConfig, UserTower
 from recsys.training import TrainConfig, tower_item_embeddings, tower_user_embeddings
 
@@ -47,13 +53,10 @@ class TrainedRun:
         return int(self.manifest["train_config"]["history_length"])
 
     def user_tower_inputs(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(user_idx, last items as index + 1, user features) for the given users' train history."""
-        histories = history_matrix([self.split.train_sequences[u] for u in users], self.history_length)
-        return users.astype(np.int64), histories, self.user_features[users].astype(np.int64)
+        return user_tower_inputs(self.split.train_sequences, self.user_features, self.history_length, users)
 
     def item_tower_inputs(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        f = self.item_features
-        return items.astype(np.int64), f.genres[items], f.year_bucket[items], f.domain[items]
+        return item_tower_inputs(self.item_features, items)
 
     def user_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
         return tower_user_embeddings(self.user_tower, self.split, self.user_features, self.history_length, users)

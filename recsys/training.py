@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.feature_assembly import FeatureTables, assemble_dense
-from recsys.features import YEAR_BUCKETS, ItemFeatures, history_matrix
+from recsys.features import YEAR_BUCKETS, ItemFeatures, item_tower_inputs, user_tower_inputs
 from recsys.models import DCNRanker, ItemTower, RankerConfig, TwoTowerConfig, UserTower
 
 # stage, epoch (1-based), epochs, mean loss of that epoch
@@ -170,15 +170,11 @@ def tower_user_embeddings(
 ) -> np.ndarray:
     """User tower output for the given users (all by default) from their latest train history."""
     users = np.arange(split.n_users) if users is None else users
-    histories = history_matrix([split.train_sequences[u] for u in users], history_length)
-    return tower(
-        torch.from_numpy(users.astype(np.int64)),
-        torch.from_numpy(histories),
-        torch.from_numpy(user_features[users].astype(np.int64)),
-    ).numpy()
+    inputs = user_tower_inputs(split.train_sequences, user_features, history_length, users)
+    return tower(*(torch.from_numpy(a) for a in inputs)).numpy()
 
 
 @torch.no_grad()
 def tower_item_embeddings(tower: ItemTower, item_features: ItemFeatures) -> np.ndarray:
-    items = torch.arange(len(item_features.domain))
-    return ItemInputs.from_features(item_features).embed(tower, items).numpy()
+    inputs = item_tower_inputs(item_features, np.arange(len(item_features.domain)))
+    return tower(*(torch.from_numpy(a) for a in inputs)).numpy()

@@ -22,11 +22,16 @@ from cinesync.stack import Stack
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from conftest import SHARED_DATA, SMALL_SYNTHETIC
-from recsys.data import load_dataset
+from recsys.data import InteractionDataset, load_dataset
 from workers.tasks import training_pipeline
 
 pytestmark = pytest.mark.slow
 DATA = str(SHARED_DATA / "ml-100k") if (SHARED_DATA / "ml-100k").is_dir() else SMALL_SYNTHETIC
+
+
+@pytest.fixture(scope="module")
+def dataset() -> InteractionDataset:
+    return load_dataset(DATA)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +58,10 @@ def test_pipeline_reports_metrics_and_parity(served: tuple[Stack, dict[str, Any]
     assert all(m["max_abs_error"] <= 1e-4 for m in result["onnx"])
 
 
-def test_recommend_ranked_by_triton_excludes_seen(served: tuple[Stack, dict[str, Any]]) -> None:
+def test_recommend_ranked_by_triton_excludes_seen(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
     stack, result = served
-    dataset = load_dataset(DATA)
     user = dataset.user_ids[0]
     seen = {dataset.items[i].item_id for i in dataset.item_idx[dataset.user_idx == 0]}
     response = wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
@@ -84,10 +90,12 @@ def _count_exceeds(metrics_url: str, model: str, floor: float, timeout: float = 
     return count
 
 
-def test_triton_metrics_count_ranker_executions(served: tuple[Stack, dict[str, Any]]) -> None:
+def test_triton_metrics_count_ranker_executions(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
     stack, result = served
     metrics_url = stack.addresses["triton metrics"]
-    user = load_dataset(DATA).user_ids[1]
+    user = dataset.user_ids[1]
     wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
     before = _count_exceeds(metrics_url, "ranker", 0.0)
     assert before > 0
@@ -127,10 +135,12 @@ def test_health_and_reflection(served: tuple[Stack, dict[str, Any]]) -> None:
         assert "cinesync.v1.RecommendationService" in names
 
 
-def test_zz_triton_down_degrades_within_deadline(served: tuple[Stack, dict[str, Any]]) -> None:
+def test_zz_triton_down_degrades_within_deadline(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
     """Runs last in the module: it stops Triton."""
     stack, _ = served
-    user = load_dataset(DATA).user_ids[2]
+    user = dataset.user_ids[2]
     triton = next(p for p in stack.started if p.name == "triton")
     triton.stop()
     started = time.perf_counter()

@@ -84,9 +84,9 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "version": version}
 
 
-def training_pipeline(data: str, config: dict[str, Any] | None = None, *, publish_result: bool = True) -> Signature:
-    """train → evaluate → export (→ publish) as one Celery chain."""
-    steps = [train.s(data, config), evaluate.s(), export.s()]
-    if publish_result:
-        steps.append(publish.s())
+def training_pipeline(data: str, config: dict[str, Any] | None = None, *, publish_model: bool = True) -> Signature:
+    """train → evaluate (→ export → publish) as one Celery chain."""
+    steps = [train.s(data, config), evaluate.s()]
+    if publish_model:
+        steps += [export.s(), publish.s()]
     return chain(*steps)

@@ -13,7 +13,8 @@ from cinesync.services.process import ManagedProcess, StartupError
 
 def redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
+            return bool(client.ping())
     except redis.RedisError:
         return False
 
