@@ -17,12 +17,12 @@ from pathlib import Path
 
 import grpc
 
-from cinesync.client import wait_for_version
-from cinesync.jobs import follow
 from cinesync.settings import Settings
-from cinesync.stack import Stack
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from launcher.client import wait_for_version
+from launcher.jobs import follow
+from launcher.stack import Stack
 from workers.tasks import training_pipeline
 
 

@@ -1,44 +1,50 @@
-"""Benchmark: train on a data set with TrainConfig overrides and print full-ranking metrics and times.
+"""Benchmark: train the pipeline on a data set, evaluate every kind and the served cascade on test,
+and print the metrics with wall times and peak memory as JSON.
 
-    .venv/bin/python bench/train_eval.py --data ../shared/data/ml-100k --set popularity_negative_share=0.5
+    .venv/bin/python bench/train_eval.py --data ../shared/data/ml-100k [--set two_tower.epochs=5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from recsys.pipeline import evaluate, train
-from recsys.training import TrainConfig
+from recsys.pipeline import PipelineSpec, evaluate, train
+from recsys.run import MANIFEST
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="synthetic")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
+    parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
+                        help="a kind's hyper-parameter (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    overrides: dict[str, float | int] = {}
-    for pair in args.set:
-        key, _, value = pair.partition("=")
-        if key not in types:
-            parser.error(f"unknown TrainConfig field {key!r}; one of {', '.join(types)}")
-        overrides[key] = float(value) if types[key] == "float" else int(value)
+    options: dict[str, dict[str, str]] = {}
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        kind, _, param = key.partition(".")
+        options.setdefault(kind, {})[param] = value
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as runs:
         started = time.perf_counter()
-        folder = train(args.data, Path(runs), TrainConfig(**overrides), lambda *_: None)  # type: ignore[arg-type]
+        folder = train(args.data, Path(runs), PipelineSpec(options=options))
         trained = time.perf_counter()
         metrics = evaluate(folder)
-        print(json.dumps({"data": args.data, "overrides": overrides, "train_s": round(trained - started, 1),
-                          "evaluate_s": round(time.perf_counter() - trained, 1), "metrics": metrics}, indent=2))
+        manifest = json.loads((folder / MANIFEST).read_text())
+        print(json.dumps({
+            "data": args.data, "split": manifest["split"], "options": options,
+            "train_s": round(trained - started, 1), "evaluate_s": round(time.perf_counter() - trained, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "chosen": {kind["kind"]: kind["chosen"] for kind in manifest["kinds"]},
+            "metrics": metrics,
+        }, indent=2))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=3600, ge=1, description="Seconds before an unacknowledged job is delivered to another worker."
     )
-    retrieval_candidates: int = Field(default=200, ge=1, le=10000, description="FAISS candidates ranked per request.")
+    retrieval_candidates: int = Field(
+        default=0, ge=0, le=2048,
+        description="Candidates each retriever proposes per request; 0: the depth the served run was evaluated with.",
+    )
     faiss_index: str = Field(default="Flat", description="faiss.index_factory string for item retrieval.")
     ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")

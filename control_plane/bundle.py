@@ -1,4 +1,5 @@
-"""Reads the serving bundle a publish step wrote: catalog, embeddings, seen items, popularity."""
+"""Reads the serving bundle a publish step wrote (layout in cinesync.bundle): catalog, users, their
+histories, popularity and the retrievers' index arrays. numpy and json only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-CURRENT = "CURRENT"
+from cinesync import bundle as layout
 
 
 @dataclass(frozen=True)
@@ -22,45 +23,59 @@ class CatalogItem:
     domain: str  # "movie" | "tv"
 
 
+@dataclass(frozen=True)
+class RetrieverArrays:
+    """One retriever member's exported arrays and the index kind that serves them."""
+
+    member: str
+    index: str
+    arrays: dict[str, NDArray[np.generic]]
+
+
 @dataclass
 class ServingBundle:
     version: int
     manifest: dict[str, Any]
     items: list[CatalogItem]
     user_index: dict[str, int]
-    user_embeddings: NDArray[np.float32]
-    item_embeddings: NDArray[np.float32]
-    seen_items: list[NDArray[np.int64]]
+    histories: list[NDArray[np.int64]]  # what each user has seen; what exclude_seen leaves out
     popularity: NDArray[np.float32]
     item_domains: NDArray[np.str_]  # "movie" / "tv" per item index
+    retrievers: list[RetrieverArrays]
+    depth: int  # candidates each retriever proposes, as the run was evaluated
 
 
 def current_version(serving_dir: Path) -> int | None:
     """The version CURRENT names, or None before the first publish."""
     try:
-        return int((Path(serving_dir) / CURRENT).read_text().strip())
+        return int((Path(serving_dir) / layout.CURRENT).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
 def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
     folder = Path(serving_dir) / str(version)
+    manifest = json.loads((folder / layout.MANIFEST).read_text())
     items = [
         CatalogItem(row["item_id"], row["title"], tuple(row["genres"]), row["year"], row["domain"])
-        for row in json.loads((folder / "items.json").read_text())
+        for row in json.loads((folder / layout.ITEMS).read_text())
     ]
-    users = json.loads((folder / "users.json").read_text())
-    with np.load(folder / "seen.npz") as seen:
+    users = json.loads((folder / layout.USERS).read_text())
+    with np.load(folder / layout.SEEN) as seen:
         flat, lengths = seen["items"], seen["lengths"]
-    seen_items = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    histories = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    retrievers = []
+    for entry in manifest["retrievers"]:
+        with np.load(folder / layout.retriever_file(entry["member"])) as arrays:
+            retrievers.append(RetrieverArrays(entry["member"], entry["index"], dict(arrays)))
     return ServingBundle(
         version=version,
-        manifest=json.loads((folder / "manifest.json").read_text()),
+        manifest=manifest,
         items=items,
         user_index={user: index for index, user in enumerate(users)},
-        user_embeddings=np.load(folder / "user_embeddings.npy"),
-        item_embeddings=np.load(folder / "item_embeddings.npy"),
-        seen_items=seen_items,
-        popularity=np.load(folder / "popularity.npy"),
+        histories=histories,
+        popularity=np.load(folder / layout.POPULARITY),
         item_domains=np.array([item.domain for item in items]),
+        retrievers=retrievers,
+        depth=int(manifest["depth"]),
     )

@@ -7,18 +7,43 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from control_plane.bundle import ServingBundle, current_version, load_bundle
+from control_plane.indexes import CandidateIndex, index_class
 from control_plane.metrics import MODEL_VERSION
 from control_plane.ranking import RankingUnavailable, TritonRanker
-from control_plane.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ServingState:
+    """A loaded bundle with one candidate index per retriever member, in the bundle's order."""
+
     bundle: ServingBundle
-    retriever: Retriever
+    indexes: list[CandidateIndex]
+
+    def candidates(
+        self, user: int, depth: int, *, domain: str, exclude: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Each index's ``depth`` best unseen items, concatenated in index order with the first
+        occurrence kept (as offline evaluation builds them), with the score of the index that found each."""
+        history = self.bundle.histories[user]
+        found = [index.search(user, history, depth, domain=domain, exclude=exclude) for index in self.indexes]
+        items = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
+        scores = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.float32)
+        _, first = np.unique(items, return_index=True)
+        keep = np.sort(first)
+        return items[keep], scores[keep]
+
+
+def build_indexes(bundle: ServingBundle, faiss_factory: str) -> list[CandidateIndex]:
+    return [
+        index_class(entry.index)(entry.arrays, bundle.item_domains, faiss_factory=faiss_factory)
+        for entry in bundle.retrievers
+    ]
 
 
 class ModelState:
@@ -36,11 +61,9 @@ class ModelState:
         version = current_version(self.serving_dir)
         if version is not None and (self.state is None or self.state.bundle.version != version):
             bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
-            retriever = await asyncio.to_thread(
-                Retriever, bundle.item_embeddings, bundle.item_domains, factory=self.faiss_index
-            )
+            indexes = await asyncio.to_thread(build_indexes, bundle, self.faiss_index)
             await self._load_triton(version)
-            self.state = ServingState(bundle, retriever)
+            self.state = ServingState(bundle, indexes)
             MODEL_VERSION.set(version)
             log.info("serving model version %d (%s)", version, bundle.manifest.get("dataset"))
         elif self.state is not None and self.triton_version != self.state.bundle.version:

@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-ENSEMBLE = "ranking"
+from cinesync import triton
 
 
 class RankingUnavailable(RuntimeError):
@@ -16,7 +16,7 @@ class RankingUnavailable(RuntimeError):
 
 
 class TritonRanker:
-    def __init__(self, url: str, *, model: str = ENSEMBLE) -> None:
+    def __init__(self, url: str, *, model: str = triton.ENSEMBLE) -> None:
         self.url = url
         self.model = model
         self.client = triton_aio.InferenceServerClient(url)
@@ -32,23 +32,23 @@ class TritonRanker:
         self, user: int, items: NDArray[np.int64], *, version: int, timeout: float
     ) -> NDArray[np.float32]:
         """Ensemble scores for ``items`` of ``user``, in the order of ``items``."""
-        user_input = InferInput("USER_IDX", [len(items), 1], "INT64")
+        user_input = InferInput(triton.USER_IDX, [len(items), 1], "INT64")
         user_input.set_data_from_numpy(np.full((len(items), 1), user, dtype=np.int64))
-        item_input = InferInput("ITEM_IDX", [len(items), 1], "INT64")
+        item_input = InferInput(triton.ITEM_IDX, [len(items), 1], "INT64")
         item_input.set_data_from_numpy(items.astype(np.int64).reshape(-1, 1))
         try:
             result = await self.client.infer(
                 self.model,
                 [user_input, item_input],
                 model_version=str(version),
-                outputs=[InferRequestedOutput("SCORE")],
+                outputs=[InferRequestedOutput(triton.SCORE)],
                 client_timeout=timeout,
             )
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
-        scores = result.as_numpy("SCORE")
+        scores = result.as_numpy(triton.SCORE)
         if scores is None:
-            raise RankingUnavailable("ensemble returned no SCORE")
+            raise RankingUnavailable(f"ensemble returned no {triton.SCORE}")
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     async def close(self) -> None:

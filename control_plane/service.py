@@ -70,10 +70,9 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self, state: ServingState, query: RecommendQuery, user: int, time_remaining: float | None
     ) -> pb.RecommendResponse:
         bundle = state.bundle
-        exclude = bundle.seen_items[user] if query.exclude_seen else np.zeros(0, dtype=np.int64)
-        items, scores = state.retriever.search(
-            bundle.user_embeddings[user], max(self.candidates, query.k), domain=query.domain, exclude=exclude
-        )
+        exclude = bundle.histories[user] if query.exclude_seen else np.zeros(0, dtype=np.int64)
+        depth = max(self.candidates or bundle.depth, query.k)
+        items, scores = state.candidates(user, depth, domain=query.domain, exclude=exclude)
         budget = self.ranking_timeout
         if time_remaining is not None:
             budget = min(budget, time_remaining - DEADLINE_MARGIN_S)

@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cinesync.services.process import free_port
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
 from exporters.publish import publish
+from launcher.services.process import free_port
 from recsys.run import load_run
 
 

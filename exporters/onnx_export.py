@@ -1,12 +1,12 @@
-"""Exports the user tower, item tower and ranker of a run to ONNX with a dynamic batch axis, and
-checks each against PyTorch on real inputs."""
+"""Exports every scoring member and the fusion of a run to ONNX with a dynamic batch axis, and checks
+each against the kind's own scores on real inputs (the parity gate)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from recsys.feature_assembly import assemble_dense
+from cinesync import triton
+from recsys.cascade import pair_features
 from recsys.run import TrainedRun
 
 PARITY_TOLERANCE = 1e-4
@@ -25,7 +26,7 @@ logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
 class ParityError(RuntimeError):
-    """The exported model's outputs differ from PyTorch's by more than the tolerance."""
+    """The exported model's outputs differ from the kind's own by more than the tolerance."""
 
 
 @dataclass
@@ -50,101 +51,76 @@ def export_module(
     name: str,
     example: dict[str, np.ndarray],
     check: dict[str, np.ndarray],
-    output: str,
+    expected: np.ndarray,
     folder: Path,
 ) -> ExportedModel:
-    """Export with every input's axis 0 dynamic; raise ParityError past PARITY_TOLERANCE on ``check``."""
+    """Export with every input's axis 0 dynamic; raise ParityError when ONNX Runtime's output on
+    ``check`` differs from ``expected`` by more than PARITY_TOLERANCE."""
     path = folder / f"{name}.onnx"
-    batch = torch.export.Dim("batch", min=1, max=65536)
     args = tuple(torch.from_numpy(a) for a in example.values())
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    shapes: tuple[object, ...] = tuple({0: batch} for _ in example)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+        shapes = (shapes,)  # forward(*inputs), as the fusion's: one parameter holding every input
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used.*")
         torch.onnx.export(
-            module,
+            module.eval(),
             args,
             str(path),
             input_names=list(example),
-            output_names=[output],
-            dynamic_shapes=tuple({0: batch} for _ in example),
+            output_names=[triton.OUTPUT],
+            dynamic_shapes=shapes,
             external_data=False,
             dynamo=True,
             verbose=False,
         )
-    with torch.no_grad():
-        expected = module(*(torch.from_numpy(a) for a in check.values())).numpy()
-    (actual,) = ort_session(path).run([output], check)
-    error = float(np.max(np.abs(actual - expected)))
+    (actual,) = ort_session(path).run([triton.OUTPUT], check)
+    error = float(np.max(np.abs(actual.reshape(-1) - expected.reshape(-1))))
     if not error <= PARITY_TOLERANCE:
         raise ParityError(f"{name}: max abs error {error:.3g} exceeds {PARITY_TOLERANCE:g}")
-    return ExportedModel(name, str(path), list(example), output, error)
+    return ExportedModel(name, str(path), list(example), triton.OUTPUT, error)
 
 
-def _user_inputs(run: TrainedRun, users: np.ndarray) -> dict[str, np.ndarray]:
-    user_idx, history, features = run.user_tower_inputs(users)
-    return {"user_idx": user_idx, "history": history, "user_features": features}
-
-
-def _item_inputs(run: TrainedRun, items: np.ndarray) -> dict[str, np.ndarray]:
-    item_idx, genres, year_bucket, domain = run.item_tower_inputs(items)
-    return {"item_idx": item_idx, "genres": genres, "year_bucket": year_bucket, "domain": domain}
-
-
-def _ranker_inputs(run: TrainedRun, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "user_idx": users[:, None].astype(np.int64),
-        "item_idx": items[:, None].astype(np.int64),
-        "dense": assemble_dense(run.tables, users, items),
-    }
+def parity_pairs(run: TrainedRun, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Real (user, item) pairs: half from training interactions, half a user with a random item."""
+    users, items = run.protocol.test.train_pairs()
+    rows = rng.choice(len(users), size, replace=len(users) < size)
+    half = size // 2
+    random_items = rng.integers(0, run.catalog.n_items, size - half)
+    return users[rows], np.concatenate([items[rows[:half]], random_items])
 
 
 def export_run(run: TrainedRun, folder: Path, *, seed: int = 0) -> list[ExportedModel]:
-    """Write user_tower.onnx, item_tower.onnx and ranker.onnx plus a parity report into ``folder``.
-
-    Parity inputs are real: users with their train histories and features, catalog items, and
-    (user, item) pairs from the training interactions.
-    """
+    """Write score_<member>.onnx for every scoring member and fusion.onnx, plus a parity report."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    split = run.split
+    examples = {size: parity_pairs(run, size, rng) for size in (EXPORT_BATCH, PARITY_BATCH)}
 
-    def sample(n: int, size: int) -> np.ndarray:
-        return rng.choice(n, size, replace=n < size).astype(np.int64)
+    def pair_inputs(size: int) -> dict[str, np.ndarray]:
+        users, items = examples[size]
+        return dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
 
-    pair_users, pair_items = split.train_pairs()
+    exported = []
+    users, items = examples[PARITY_BATCH]
+    for member in run.members:
+        exported.append(export_module(
+            member.scorer_module(), name=triton.scorer_model(member.name), example=pair_inputs(EXPORT_BATCH),
+            check=pair_inputs(PARITY_BATCH), expected=member.score_pairs(users, items), folder=folder,
+        ))
 
-    def ranker_inputs(size: int) -> dict[str, np.ndarray]:
-        rows = sample(len(pair_users), size)
-        return _ranker_inputs(run, pair_users[rows], pair_items[rows])
+    def fusion_inputs(size: int) -> dict[str, np.ndarray]:
+        features = pair_features(run.members, run.tables, *examples[size])
+        n = len(run.members)
+        inputs = {triton.member_score(m.name): features[:, i : i + 1] for i, m in enumerate(run.members)}
+        return {**inputs, triton.DENSE_INPUT: np.ascontiguousarray(features[:, n:])}
 
-    specs: list[tuple[str, torch.nn.Module, str, Callable[[int], dict[str, np.ndarray]]]] = [
-        ("user_tower", run.user_tower, "user_embedding", lambda size: _user_inputs(run, sample(split.n_users, size))),
-        ("item_tower", run.item_tower, "item_embedding", lambda size: _item_inputs(run, sample(split.n_items, size))),
-        ("ranker", run.ranker, "score", ranker_inputs),
-    ]
-    exported = [
-        export_module(
-            module, name=name, example=inputs(EXPORT_BATCH), check=inputs(PARITY_BATCH), output=output, folder=folder
-        )
-        for name, module, output, inputs in specs
-    ]
+    check = fusion_inputs(PARITY_BATCH)
+    features = np.concatenate(list(check.values()), axis=1)[None]
+    expected = run.fusion.score_features(features)[0]
+    exported.append(export_module(
+        run.fusion.serving_module(), name=triton.FUSION, example=fusion_inputs(EXPORT_BATCH), check=check,
+        expected=expected, folder=folder,
+    ))
     (folder / REPORT_FILE).write_text(json.dumps([asdict(m) for m in exported], indent=2))
     return exported
-
-
-def onnx_embeddings(path: Path, inputs: dict[str, np.ndarray], *, batch: int = 4096) -> np.ndarray:
-    """Run an exported tower over all rows of ``inputs`` in batches."""
-    session = ort_session(path, threads=2)
-    rows = len(next(iter(inputs.values())))
-    parts = [
-        session.run(None, {k: v[start : start + batch] for k, v in inputs.items()})[0]
-        for start in range(0, rows, batch)
-    ]
-    return np.concatenate(parts).astype(np.float32)
-
-
-def all_user_inputs(run: TrainedRun) -> dict[str, np.ndarray]:
-    return _user_inputs(run, np.arange(run.split.n_users))
-
-
-def all_item_inputs(run: TrainedRun) -> dict[str, np.ndarray]:
-    return _item_inputs(run, np.arange(run.split.n_items))

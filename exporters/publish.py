@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cinesync.settings import TritonTarget
 from exporters import serving_bundle, triton_repository
-from exporters.onnx_export import REPORT_FILE, all_item_inputs, all_user_inputs, onnx_embeddings
+from exporters.onnx_export import REPORT_FILE
 from recsys.pipeline import METRICS_FILE
 from recsys.run import TrainedRun
 
@@ -20,24 +20,20 @@ def next_version(repository: Path, serving_dir: Path) -> int:
 def publish(
     run: TrainedRun, export_dir: Path, *, repository: Path, serving_dir: Path, target: TritonTarget
 ) -> int:
-    """Write version N of the Triton models and of the serving bundle; returns N.
-
-    Embeddings in the bundle come from the exported ONNX towers, so serving uses exactly what
-    was checked for parity.
-    """
+    """Write version N of the Triton models and of the serving bundle; returns N."""
     version = next_version(repository, serving_dir)
     triton_repository.write_version(
-        repository, version, ranker_onnx=export_dir / "ranker.onnx", tables=run.tables, target=target
+        repository, version, members=[m.name for m in run.members],
+        onnx_dir=export_dir, tables=run.tables, target=target,
     )
     metrics_path = run.folder / METRICS_FILE
     serving_bundle.write_bundle(
         serving_dir,
         version,
         run=run,
-        user_embeddings=onnx_embeddings(export_dir / "user_tower.onnx", all_user_inputs(run)),
-        item_embeddings=onnx_embeddings(export_dir / "item_tower.onnx", all_item_inputs(run)),
         extra_manifest={
             "triton_target": target,
+            "kinds": run.manifest["kinds"],
             "export": json.loads((export_dir / REPORT_FILE).read_text()),
             "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         },

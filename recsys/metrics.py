@@ -1,4 +1,9 @@
-"""Full-ranking evaluation over all items with seen items excluded: Recall@K, NDCG@K, MRR@K."""
+"""Full-ranking evaluation over all items with seen items excluded.
+
+Per user: NDCG@10 (ideal DCG over min(|held-out items|, K), as RecBole), Recall@10 and @20, MRR@10,
+HR@10; over all users: catalog coverage@10 (share of items recommended to anyone) and novelty@10
+(mean self-information -log2(share of training users who have the item) of the recommended items).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,21 @@ from recsys.data.splits import Split
 
 # user indices [B] -> scores [B, n_items]
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
+K = 10
+RECALL_CUTOFFS = (10, 20)
 
 
 def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first, never one of that row's excluded items."""
+    """Indices of the k highest scores per row, best first, never one of that row's excluded items;
+    ties go to the lower index (as the control plane's indexes break them)."""
     scores = scores.astype(np.float64, copy=True)
     for row, items in enumerate(exclude):
         scores[row, items] = -np.inf
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
+    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
 
 
 def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:
-    """Mean Recall@k, NDCG@k (ideal DCG over min(|relevant|, k)) and MRR@k over the rows."""
+    """Mean Recall@k, NDCG@k (ideal DCG over min(|relevant|, k)), MRR@k and HR@k over the rows."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall, ndcg, mrr = [], [], []
     for row, items in zip(ranked[:, :k], relevant, strict=True):
@@ -33,17 +38,36 @@ def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> d
         ndcg.append((hits * discounts[: len(row)]).sum() / discounts[: min(len(items), k)].sum())
         first = np.flatnonzero(hits)
         mrr.append(1.0 / (first[0] + 1) if len(first) else 0.0)
-    return {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg)), f"mrr@{k}": float(np.mean(mrr))}
+    return {
+        f"ndcg@{k}": float(np.mean(ndcg)),
+        f"recall@{k}": float(np.mean(recall)),
+        f"mrr@{k}": float(np.mean(mrr)),
+        f"hr@{k}": float(np.mean(np.array(recall) > 0)),
+    }
 
 
-def evaluate_full_ranking(score: ScoreFunction, split: Split, *, k: int = 10, batch_users: int = 256) -> dict[str, float]:
+def evaluate_ranked(ranked: np.ndarray, split: Split, users: np.ndarray) -> dict[str, float]:
+    """Every metric of this module for top lists ``ranked`` ([len(users), >= 20]) of ``users``."""
+    relevant = [split.test_items[u] for u in users]
+    metrics = ranking_metrics(ranked, relevant, K)
+    for cutoff in RECALL_CUTOFFS:
+        if cutoff != K:
+            metrics[f"recall@{cutoff}"] = ranking_metrics(ranked, relevant, cutoff)[f"recall@{cutoff}"]
+    shown = ranked[:, :K][ranked[:, :K] >= 0]  # negative entries pad lists shorter than K
+    users_with_item = np.maximum(split.item_counts(), 1.0)
+    metrics[f"coverage@{K}"] = float(len(np.unique(shown)) / split.n_items)
+    metrics[f"novelty@{K}"] = float(np.mean(-np.log2(users_with_item[shown] / split.n_users))) if shown.size else 0.0
+    metrics["users"] = float(len(users))
+    return metrics
+
+
+def evaluate_full_ranking(score: ScoreFunction, split: Split, *, batch_users: int = 256) -> dict[str, float]:
     """Score every item for every test user, exclude their train items, and average the metrics."""
     users = split.test_users()
+    depth = max(RECALL_CUTOFFS)
     ranked_rows = []
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        ranked_rows.append(top_k_excluding(score(batch), [split.train_sequences[u] for u in batch], k))
-    ranked = np.concatenate(ranked_rows) if ranked_rows else np.zeros((0, k), dtype=np.int64)
-    metrics = ranking_metrics(ranked, [split.test_items[u] for u in users], k)
-    metrics["users"] = float(len(users))
-    return metrics
+        ranked_rows.append(top_k_excluding(score(batch), [split.train_sequences[u] for u in batch], depth))
+    ranked = np.concatenate(ranked_rows) if ranked_rows else np.zeros((0, depth), dtype=np.int64)
+    return evaluate_ranked(ranked, split, users)

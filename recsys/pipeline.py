@@ -1,85 +1,126 @@
-"""The training job's steps on a data set: train both models, then evaluate them by full ranking."""
+"""The training job's steps: fit the kinds a pipeline names, stack the fusion on validation, refit,
+then evaluate every kind and the served cascade on the test split (touched once, in ``evaluate``)."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-
+from recsys.candidates import CandidateLists, evaluate_lists
+from recsys.cascade import candidate_lists
 from recsys.data import load_dataset
-from recsys.data.splits import default_split
-from recsys.feature_assembly import assemble_dense
+from recsys.data.splits import make_protocol
 from recsys.features import build_feature_tables, build_item_features
-from recsys.metrics import evaluate_full_ranking, top_k_excluding
+from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
+from recsys.kinds.base import Catalog, Progress, no_progress, parse_params
+from recsys.kinds.fusion import DcnFusion
+from recsys.metrics import evaluate_full_ranking
 from recsys.run import TrainedRun, load_run, new_run_id, save_run
-from recsys.training import Progress, TrainConfig, train_ranker, train_two_tower
 
 METRICS_FILE = "metrics.json"
+CASCADE = "cascade"  # the metrics key of what serving runs
 
 
-def train(data_spec: str, runs_dir: Path, config: TrainConfig, progress: Progress) -> Path:
-    """Load the data set, split it, train the two-tower and the ranker; returns the run folder."""
-    dataset = load_dataset(data_spec)
-    split = default_split(dataset)
-    item_features = build_item_features(dataset.items)
-    user_tower, item_tower, two_tower_config = train_two_tower(
-        split, item_features, dataset.user_features, dataset.user_feature_cardinalities, config, progress
+@dataclass
+class PipelineSpec:
+    """Which kinds a pipeline trains and how the served cascade combines them."""
+
+    members: list[str] = field(default_factory=lambda: ["popularity", "ease", "two_tower"])
+    retrievers: list[str] = field(default_factory=lambda: ["ease", "two_tower"])
+    fusion: str = "dcn_fusion"
+    depth: int = 100  # candidates each retriever proposes per user
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind name -> hyper-parameters
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PipelineSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UnknownOption(f"unknown pipeline setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def check(self) -> None:
+        """Fail before any work on an unknown kind or hyper-parameter, or a kind in the wrong role."""
+        for name, options in self.options.items():
+            parse_params(kind_class(name).Params, options, owner=name)
+        if not self.members:
+            raise UnknownOption("a pipeline needs at least one member kind")
+        for name in self.members:
+            if not issubclass(kind_class(name), MemberKind):
+                raise UnknownOption(f"{name!r} is not a member kind (it cannot score users × items)")
+        for name in self.retrievers:
+            if name not in self.members or Role.RETRIEVER not in kind_class(name).roles:
+                raise UnknownOption(f"retriever {name!r} must be one of the members whose kind retrieves")
+        if not self.retrievers:
+            raise UnknownOption("a pipeline needs at least one retriever")
+        if Role.FUSION not in kind_class(self.fusion).roles:
+            raise UnknownOption(f"{self.fusion!r} is not a fusion kind")
+        if self.depth < 1:
+            raise UnknownOption(f"depth must be at least 1, got {self.depth}")
+
+
+def catalog_of(dataset: Any) -> Catalog:
+    return Catalog(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        item_features=build_item_features(dataset.items),
+        user_features=dataset.user_features,
+        user_feature_cardinalities=dataset.user_feature_cardinalities,
+        ordered=dataset.timestamps is not None,
     )
-    ranker, ranker_config = train_ranker(split, build_feature_tables(split, item_features), config, progress)
+
+
+def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress = no_progress) -> Path:
+    """Fit members on the validation split, the fusion on their validation candidates, then refit
+    the members on the whole training part; returns the run folder. Test is not looked at."""
+    spec.check()
+    dataset = load_dataset(data_spec)
+    catalog = catalog_of(dataset)
+    protocol = make_protocol(dataset)
+    started = time.monotonic()
+    members: list[MemberKind] = []
+    for name in spec.members:
+        member = create(name, catalog, spec.options.get(name), seed=spec.seed)
+        assert isinstance(member, MemberKind)
+        member.fit(protocol.validation, progress)
+        members.append(member)
+    retrievers = [m for m in members if m.name in spec.retrievers]
+    validation_tables = build_feature_tables(protocol.validation, catalog.item_features)
+    lists = candidate_lists(members, retrievers, validation_tables, protocol.validation, depth=spec.depth)
+    fusion = create(spec.fusion, catalog, spec.options.get(spec.fusion), seed=spec.seed)
+    assert isinstance(fusion, DcnFusion)
+    fusion.fit(lists, protocol.validation, [m.name for m in members], progress)
+    for member in members:
+        member.refit(protocol.test.train_sequences, progress)
     folder = Path(runs_dir) / new_run_id()
     save_run(
-        folder,
-        dataset=dataset,
-        data_spec=data_spec,
-        split=split,
-        train_config=config,
-        user_tower=user_tower,
-        item_tower=item_tower,
-        two_tower_config=two_tower_config,
-        ranker=ranker,
-        ranker_config=ranker_config,
+        folder, dataset=dataset, data_spec=data_spec, protocol=protocol, spec=spec, members=members, fusion=fusion,
+        train_seconds=time.monotonic() - started,
     )
     return folder
 
 
-@torch.no_grad()
-def _ranker_scores(run: TrainedRun, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Ranker logits [len(users), len(items)] for every (user, item) pair."""
-    pair_users = np.repeat(users, len(items))
-    pair_items = np.tile(items, len(users))
-    logits = run.ranker(
-        torch.from_numpy(pair_users[:, None]),
-        torch.from_numpy(pair_items[:, None]),
-        torch.from_numpy(assemble_dense(run.tables, pair_users, pair_items)),
-    )
-    return logits.numpy().reshape(len(users), len(items))
+def cascade_lists(run: TrainedRun) -> CandidateLists:
+    """The served cascade's candidate lists for the run's test users (what serving retrieves)."""
+    split = run.protocol.test
+    retrievers = [m for m in run.members if m.name in run.spec.retrievers]
+    return candidate_lists(run.members, retrievers, run.tables, split, depth=run.spec.depth)
 
 
-def evaluate(run_folder: Path, *, k: int = 10, candidates: int = 200) -> dict[str, dict[str, float]]:
-    """Recall/NDCG/MRR@k of popularity, the two-tower, the ranker alone and retrieval→ranking; saved with the run."""
+def evaluate(run_folder: Path) -> dict[str, dict[str, float]]:
+    """Test metrics of every member alone and of the served cascade; saved with the run."""
     run = load_run(run_folder)
-    split = run.split
-    all_items = np.arange(split.n_items)
-    user_vectors, item_vectors = run.user_embeddings(), run.item_embeddings()
-    popularity = split.item_counts()
-
-    def retrieval(users: np.ndarray) -> np.ndarray:
-        return user_vectors[users] @ item_vectors.T
-
-    def pipeline(users: np.ndarray) -> np.ndarray:
-        retrieved = top_k_excluding(retrieval(users), [split.train_sequences[u] for u in users], candidates)
-        scores = np.full((len(users), split.n_items), -np.inf)
-        for row, user in enumerate(users):
-            scores[row, retrieved[row]] = _ranker_scores(run, user[None], retrieved[row])[0]
-        return scores
-
-    metrics = {
-        "popularity": evaluate_full_ranking(lambda users: np.tile(popularity, (len(users), 1)), split, k=k),
-        "two_tower": evaluate_full_ranking(retrieval, split, k=k),
-        "ranker": evaluate_full_ranking(lambda users: _ranker_scores(run, users, all_items), split, k=k, batch_users=32),
-        f"two_tower@{candidates}+ranker": evaluate_full_ranking(pipeline, split, k=k, batch_users=64),
-    }
+    split = run.protocol.test
+    metrics = {member.name: evaluate_full_ranking(member.score, split) for member in run.members}
+    lists = cascade_lists(run)
+    metrics[CASCADE] = evaluate_lists(lists, run.fusion.score(lists), split)
     (Path(run_folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics

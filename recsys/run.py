@@ -1,4 +1,9 @@
-"""A training run on disk: what train writes and evaluate, export and publish read."""
+"""A training run on disk: what train writes and evaluate, export and publish read.
+
+Layout: manifest.json (data, split kinds, pipeline spec, each kind with its hyper-parameters and
+the choices validation made), catalog.json, split.npz (test and validation splits), and
+kinds/<name>/ with each kind's fitted state.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,23 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from recsys.data import InteractionDataset, Item
-from recsys.data.splits import Split
+from recsys.data.splits import Protocol, Split
 from recsys.feature_assembly import FeatureTables
-from recsys.features import (
-    ItemFeatures,
-    build_feature_tables,
-    build_item_features,
-    item_tower_inputs,
-    user_tower_inputs,
-)
-from recsys.models import DCNRanker, ItemTower, RankerConfig, TwoTowerConfig, UserTower
-from recsys.training import TrainConfig, tower_item_embeddings, tower_user_embeddings
+from recsys.features import build_feature_tables, build_item_features
+from recsys.kinds import MemberKind, create
+from recsys.kinds.base import Catalog
+from recsys.kinds.fusion import DcnFusion
+
+if TYPE_CHECKING:
+    from recsys.pipeline import PipelineSpec
 
 MANIFEST = "manifest.json"
+KINDS_DIR = "kinds"
 
 
 def new_run_id() -> str:
@@ -34,35 +37,19 @@ def new_run_id() -> str:
 
 @dataclass
 class TrainedRun:
-    """Everything a finished training run produced, loaded in memory."""
+    """Everything a finished training run produced, loaded in memory. Members hold the state fitted
+    on the test split's training part; ``tables`` are the ranking features of that same part."""
 
     folder: Path
     manifest: dict[str, Any]
     items: list[Item]
     user_ids: list[str]
-    split: Split
-    item_features: ItemFeatures
-    user_features: np.ndarray
+    protocol: Protocol
+    spec: PipelineSpec
+    catalog: Catalog
+    members: list[MemberKind]
+    fusion: DcnFusion
     tables: FeatureTables
-    user_tower: UserTower
-    item_tower: ItemTower
-    ranker: DCNRanker
-
-    @property
-    def history_length(self) -> int:
-        return int(self.manifest["train_config"]["history_length"])
-
-    def user_tower_inputs(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return user_tower_inputs(self.split.train_sequences, self.user_features, self.history_length, users)
-
-    def item_tower_inputs(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return item_tower_inputs(self.item_features, items)
-
-    def user_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
-        return tower_user_embeddings(self.user_tower, self.split, self.user_features, self.history_length, users)
-
-    def item_embeddings(self) -> np.ndarray:
-        return tower_item_embeddings(self.item_tower, self.item_features)
 
 
 def save_run(
@@ -70,80 +57,81 @@ def save_run(
     *,
     dataset: InteractionDataset,
     data_spec: str,
-    split: Split,
-    train_config: TrainConfig,
-    user_tower: UserTower,
-    item_tower: ItemTower,
-    two_tower_config: TwoTowerConfig,
-    ranker: DCNRanker,
-    ranker_config: RankerConfig,
+    protocol: Protocol,
+    spec: PipelineSpec,
+    members: list[MemberKind],
+    fusion: DcnFusion,
+    train_seconds: float,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "catalog.json").write_text(
         json.dumps({"items": [it.to_json() for it in dataset.items], "user_ids": dataset.user_ids})
     )
-    lengths = [len(s) for s in split.train_sequences]
-    test_lengths = [len(t) for t in split.test_items]
     np.savez(
         folder / "split.npz",
-        train=np.concatenate(split.train_sequences),
-        train_lengths=lengths,
-        test=np.concatenate(split.test_items),
-        test_lengths=test_lengths,
+        **protocol.test.to_arrays("test"),
+        **protocol.validation.to_arrays("validation"),
         user_features=dataset.user_features,
+        user_feature_cardinalities=np.array(dataset.user_feature_cardinalities),
     )
-    torch.save(
-        {"user_tower": user_tower.state_dict(), "item_tower": item_tower.state_dict()}, folder / "two_tower.pt"
-    )
-    torch.save(ranker.state_dict(), folder / "ranker.pt")
+    for kind in [*members, fusion]:
+        kind.save(folder / KINDS_DIR / kind.name)
     manifest = {
         "run_id": folder.name,
         "data": data_spec,
         "dataset": dataset.summary(),
-        "split": split.kind,
-        "train_config": train_config.to_dict(),
-        "two_tower": two_tower_config.to_dict(),
-        "ranker": ranker_config.to_dict(),
+        "split": protocol.summary(),
+        "ordered": protocol.by_time,
+        "pipeline": spec.to_dict(),
+        "kinds": [kind.describe() for kind in [*members, fusion]],
+        "members_fitted_on": "training part of the test split (validation items included)",
+        "train_seconds": round(train_seconds, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def _unpack(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
-    return np.split(flat.astype(np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-
 def load_run(folder: Path) -> TrainedRun:
+    from recsys.pipeline import PipelineSpec
+
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise FileNotFoundError(f"{folder} is not a finished training run (no {MANIFEST})")
     manifest = json.loads((folder / MANIFEST).read_text())
-    catalog = json.loads((folder / "catalog.json").read_text())
-    items = [Item.from_json(row) for row in catalog["items"]]
+    catalog_json = json.loads((folder / "catalog.json").read_text())
+    items = [Item.from_json(row) for row in catalog_json["items"]]
     with np.load(folder / "split.npz") as arrays:
-        train = _unpack(arrays["train"], arrays["train_lengths"])
-        test = _unpack(arrays["test"], arrays["test_lengths"])
+        test = Split.from_arrays(arrays, "test", n_items=len(items), kind=manifest["split"]["test"])
+        validation = Split.from_arrays(arrays, "validation", n_items=len(items), kind=manifest["split"]["validation"])
         user_features = arrays["user_features"]
-    split = Split(len(train), len(items), train, test, manifest["split"])
-    item_features = build_item_features(items)
-    two_tower_config = TwoTowerConfig(**manifest["two_tower"])
-    towers = torch.load(folder / "two_tower.pt", weights_only=True)
-    user_tower, item_tower = UserTower(two_tower_config), ItemTower(two_tower_config)
-    user_tower.load_state_dict(towers["user_tower"])
-    item_tower.load_state_dict(towers["item_tower"])
-    ranker = DCNRanker(RankerConfig(**manifest["ranker"]))
-    ranker.load_state_dict(torch.load(folder / "ranker.pt", weights_only=True))
-    tables = build_feature_tables(split, item_features)
+        cardinalities = arrays["user_feature_cardinalities"].tolist()
+    catalog = Catalog(
+        n_users=test.n_users,
+        n_items=len(items),
+        item_features=build_item_features(items),
+        user_features=user_features,
+        user_feature_cardinalities=cardinalities,
+        ordered=bool(manifest["ordered"]),
+    )
+    spec = PipelineSpec.from_dict(manifest["pipeline"])
+    kinds = {}
+    for described in manifest["kinds"]:
+        kind = create(described["kind"], catalog, described["params"], seed=spec.seed)
+        kind.chosen = described["chosen"]
+        kind.load_state(folder / KINDS_DIR / kind.name)
+        kinds[kind.name] = kind
+    members = [kinds[name] for name in spec.members]
+    fusion = kinds[spec.fusion]
+    assert all(isinstance(m, MemberKind) for m in members) and isinstance(fusion, DcnFusion)
     return TrainedRun(
         folder=folder,
         manifest=manifest,
         items=items,
-        user_ids=list(catalog["user_ids"]),
-        split=split,
-        item_features=item_features,
-        user_features=user_features,
-        tables=tables,
-        user_tower=user_tower.eval(),
-        item_tower=item_tower.eval(),
-        ranker=ranker.eval(),
+        user_ids=list(catalog_json["user_ids"]),
+        protocol=Protocol(test=test, validation=validation, by_time=bool(manifest["ordered"])),
+        spec=spec,
+        catalog=catalog,
+        members=members,  # type: ignore[arg-type]
+        fusion=fusion,
+        tables=build_feature_tables(test, catalog.item_features),
     )

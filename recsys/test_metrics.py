@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from recsys.metrics import ranking_metrics, top_k_excluding
+from recsys.data.splits import Split
+from recsys.metrics import evaluate_ranked, ranking_metrics, top_k_excluding
 
 
 def test_top_k_excludes_seen_items_and_orders_best_first() -> None:
@@ -23,3 +24,19 @@ def test_metrics_match_hand_computation() -> None:
     ndcg_second = (1 / math.log2(4)) / (1 + 1 / math.log2(3))
     assert metrics["ndcg@3"] == pytest.approx((ndcg_first + ndcg_second) / 2)
     assert metrics["mrr@3"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert metrics["hr@3"] == 1.0
+
+
+def test_ties_go_to_the_lower_item_index() -> None:
+    scores = np.array([[0.5, 0.7, 0.5, 0.5, 0.7]])
+    assert top_k_excluding(scores, [np.array([1])], 3).tolist() == [[4, 0, 2]]
+
+
+def test_hit_rate_coverage_and_novelty() -> None:
+    split = Split(2, 4, [np.array([0, 1]), np.array([0])], [np.array([2]), np.array([3])], "t")
+    ranked = np.array([[2, 3] + [-1] * 18, [1, 2] + [-1] * 18])  # short lists are padded with -1
+    metrics = evaluate_ranked(ranked, split, np.array([0, 1]))
+    assert metrics["hr@10"] == 0.5 and metrics["recall@20"] == 0.5
+    assert metrics["coverage@10"] == 3 / 4  # items 1, 2, 3 shown to someone
+    # users with item (floored at 1) of 2 users: item 1 -> 1, 2 -> 1, 3 -> 1 (floor), all self-information 1 bit
+    assert metrics["novelty@10"] == pytest.approx(1.0)

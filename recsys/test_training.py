@@ -1,27 +1,39 @@
-"""Training: the models learn more than popularity, and a run reloads from disk."""
+"""The shared training loop: early stopping keeps the best epoch, and a NaN loss stops the run with
+an error while the module keeps its last good state."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import pytest
+import torch
 
-import numpy as np
-
-from recsys.pipeline import METRICS_FILE
-from recsys.run import load_run
+from recsys.kinds.base import no_progress
+from recsys.training import TrainingDiverged, train_loop
 
 
-def test_two_tower_beats_popularity_and_metrics_are_saved(small_run: Path) -> None:
-    metrics = json.loads((small_run / METRICS_FILE).read_text())
-    assert set(metrics) >= {"popularity", "two_tower", "ranker", "two_tower@200+ranker"}
-    assert metrics["two_tower"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
-    for values in metrics.values():
-        assert 0.0 <= values["recall@10"] <= 1.0 and values["users"] > 0
+def test_keeps_the_best_validated_epoch_and_stops_after_patience() -> None:
+    module = torch.nn.Linear(1, 1)
+    values = iter([0.1, 0.5, 0.3, 0.2, 0.9])
+
+    def run_epoch(epoch: int) -> float:
+        with torch.no_grad():
+            module.weight.fill_(float(epoch))
+        return 1.0
+
+    result = train_loop(module, stage="t", epochs=5, run_epoch=run_epoch, validate=lambda: next(values),
+                        progress=no_progress, patience=2)
+    assert result.best_epoch == 2 and len(result.losses) == 4  # epoch 5 never ran
+    assert module.weight.item() == 2.0
 
 
-def test_reloaded_run_gives_normalised_embeddings(small_run: Path) -> None:
-    run = load_run(small_run)
-    users = run.user_embeddings(np.arange(5))
-    items = run.item_embeddings()
-    assert users.shape == (5, run.manifest["two_tower"]["dim"]) and items.shape[0] == run.split.n_items
-    assert np.allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+def test_nan_loss_raises_and_restores_the_last_good_state() -> None:
+    module = torch.nn.Linear(1, 1)
+    losses = iter([1.0, float("nan")])
+
+    def run_epoch(epoch: int) -> float:
+        with torch.no_grad():
+            module.weight.fill_(float(epoch))
+        return next(losses)
+
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2; kept the state of epoch 1"):
+        train_loop(module, stage="t", epochs=3, run_epoch=run_epoch, validate=lambda: 0.5, progress=no_progress)
+    assert module.weight.item() == 1.0

@@ -15,13 +15,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cinesync.client import recommend, wait_for_version
-from cinesync.jobs import follow
 from cinesync.settings import Settings
-from cinesync.stack import Stack
+from cinesync.triton import FUSION, scorer_model
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
-from conftest import SHARED_DATA, SMALL_SYNTHETIC
+from conftest import SHARED_DATA, SMALL_SYNTHETIC, small_pipeline
+from launcher.client import recommend, wait_for_version
+from launcher.jobs import follow
+from launcher.served_eval import evaluate_served
+from launcher.stack import Stack
 from recsys.data import InteractionDataset, load_dataset
 from workers.tasks import training_pipeline
 
@@ -46,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, di
         stack.ensure_worker()
         stack.ensure_triton()
         stack.start_control_plane()
-        pipeline = training_pipeline(DATA, {"retrieval_epochs": 2, "ranker_epochs": 1})
+        pipeline = training_pipeline(DATA, small_pipeline().to_dict())
         result = follow(pipeline.apply_async(queue=settings.celery_queue), say=print, timeout=600)
         yield stack, result
 
@@ -56,6 +58,19 @@ def test_pipeline_reports_metrics_and_parity(served: tuple[Stack, dict[str, Any]
     assert result["version"] == 1
     assert result["metrics"]["two_tower"]["recall@10"] > 0
     assert all(m["max_abs_error"] <= 1e-4 for m in result["onnx"])
+
+
+def test_served_answers_score_as_the_offline_evaluation(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
+    """No training/serving skew: Recommend over gRPC for every test user scores what evaluate computed."""
+    stack, result = served
+    wait_for_version(stack.grpc_address, dataset.user_ids[0], result["version"], timeout=60)
+    offline = result["metrics"][result["served"]]
+    served_eval = evaluate_served(stack.grpc_address, result["run_dir"])
+    assert served_eval.ranked_by == {"triton": int(offline["users"])} and served_eval.versions == ["1"]
+    for metric in ("ndcg@10", "recall@20"):
+        assert abs(served_eval.metrics[metric] - offline[metric]) <= 0.005, (metric, served_eval.metrics, offline)
 
 
 def test_recommend_ranked_by_triton_excludes_seen(
@@ -90,17 +105,18 @@ def _count_exceeds(metrics_url: str, model: str, floor: float, timeout: float = 
     return count
 
 
-def test_triton_metrics_count_ranker_executions(
+def test_triton_metrics_count_fusion_and_scorer_executions(
     served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
 ) -> None:
     stack, result = served
     metrics_url = stack.addresses["triton metrics"]
     user = dataset.user_ids[1]
     wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
-    before = _count_exceeds(metrics_url, "ranker", 0.0)
-    assert before > 0
-    recommend(stack.grpc_address, user)
-    assert _count_exceeds(metrics_url, "ranker", before) > before
+    for model in (FUSION, scorer_model("ease")):
+        before = _count_exceeds(metrics_url, model, 0.0)
+        assert before > 0
+        recommend(stack.grpc_address, user)
+        assert _count_exceeds(metrics_url, model, before) > before
 
 
 def test_bad_inputs_get_invalid_argument(served: tuple[Stack, dict[str, Any]]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cinesync.services.process import ManagedProcess
-from cinesync.services.redis_server import ensure_redis
 from cinesync.settings import Settings
 from conftest import SMALL_SYNTHETIC
+from launcher.services.process import ManagedProcess
+from launcher.services.redis_server import ensure_redis
 from workers.tasks import PROGRESS, train
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,8 @@ def test_killed_worker_job_is_redelivered(tmp_path: Path) -> None:
     first = _worker("first", queue, tmp_path)
     second = None
     try:
-        result = train.apply_async((SMALL_SYNTHETIC, {"retrieval_epochs": 40, "ranker_epochs": 1}), queue=queue)
+        slow = {"options": {"two_tower": {"epochs": 40, "patience": 40}, "dcn_fusion": {"epochs": 2}}}
+        result = train.apply_async((SMALL_SYNTHETIC, slow), queue=queue)
         deadline = time.monotonic() + 60
         while result.state != PROGRESS or "epoch" not in (result.info or {}):
             assert time.monotonic() < deadline, "first worker never started the job"

@@ -1,11 +1,14 @@
-"""Celery tasks of the training pipeline; each passes a JSON dict to the next and reports progress."""
+"""Celery tasks of the training pipeline; each passes a JSON dict to the next and reports progress.
+
+Importing this module imports no torch: the CLI builds chains from it, and the heavy imports
+happen inside the tasks, on the worker.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import torch
 from celery import Task, chain
 from celery.canvas import Signature
 
@@ -20,41 +23,45 @@ def _report(task: Task, step: str, **meta: Any) -> None:
         task.update_state(state=PROGRESS, meta={"step": step, **meta})
 
 
+def _use_threads() -> None:
+    import torch
+
+    torch.set_num_threads(get_settings().torch_threads)
+
+
 @app.task(bind=True, name="cinesync.train")
-def train(self: Task, data: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the two-tower and the ranker on ``data``; returns {'run_dir': ...}."""
-    from recsys.pipeline import train as train_models
-    from recsys.training import TrainConfig
+def train(self: Task, data: str, pipeline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the pipeline's kinds on ``data`` (validation-driven), stack the fusion; returns {'run_dir': ...}."""
+    from recsys.pipeline import PipelineSpec
+    from recsys.pipeline import train as train_pipeline
 
-    settings = get_settings()
-    torch.set_num_threads(settings.torch_threads)
-    train_config = TrainConfig(**(config or {}))
-    stages = {"retrieval": train_config.retrieval_epochs, "ranker": train_config.ranker_epochs}
-    total = sum(stages.values())
+    _use_threads()
+    spec = PipelineSpec.from_dict(pipeline or {})
 
-    def progress(stage: str, epoch: int, epochs: int, loss: float) -> None:
-        done = epoch + (stages["retrieval"] if stage == "ranker" else 0)
-        _report(self, "train", stage=stage, epoch=epoch, epochs=epochs, loss=round(loss, 5),
-                percent=round(100 * done / total, 1))
+    def progress(stage: str, step: int, steps: int, value: float, measure: str) -> None:
+        measured = {measure: round(value, 5)} if measure else {}
+        _report(self, "train", stage=stage, epoch=step, epochs=steps, percent=round(100 * step / max(steps, 1), 1),
+                **measured)
 
     _report(self, "train", stage="loading data", percent=0.0)
-    run_dir = train_models(data, settings.runs_dir, train_config, progress)
+    run_dir = train_pipeline(data, get_settings().runs_dir, spec, progress)
     return {"run_dir": str(run_dir), "data": data}
 
 
 @app.task(bind=True, name="cinesync.evaluate")
 def evaluate(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
-    """Full-ranking Recall/NDCG/MRR@10, saved as metrics.json in the run folder."""
+    """Test-split metrics of every kind and of the served cascade, saved as metrics.json in the run."""
+    from recsys.pipeline import CASCADE
     from recsys.pipeline import evaluate as evaluate_run
 
-    torch.set_num_threads(get_settings().torch_threads)
+    _use_threads()
     _report(self, "evaluate", percent=0.0)
-    return {**previous, "metrics": evaluate_run(Path(previous["run_dir"]))}
+    return {**previous, "metrics": evaluate_run(Path(previous["run_dir"])), "served": CASCADE}
 
 
 @app.task(bind=True, name="cinesync.export")
 def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
-    """ONNX export of both towers and the ranker, with parity against PyTorch."""
+    """ONNX export of every member scorer and the fusion, with parity against the kinds."""
     from dataclasses import asdict
 
     from exporters.onnx_export import export_run
@@ -84,9 +91,9 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "version": version}
 
 
-def training_pipeline(data: str, config: dict[str, Any] | None = None, *, publish_model: bool = True) -> Signature:
+def training_pipeline(data: str, pipeline: dict[str, Any] | None = None, *, publish_model: bool = True) -> Signature:
     """train → evaluate (→ export → publish) as one Celery chain."""
-    steps = [train.s(data, config), evaluate.s()]
+    steps = [train.s(data, pipeline), evaluate.s()]
     if publish_model:
         steps += [export.s(), publish.s()]
     return chain(*steps)

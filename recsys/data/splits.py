@@ -1,17 +1,30 @@
-"""Train/test splits: time-ordered leave-one-out, or a data set's published fixed split."""
+"""Train / validation / test splits.
+
+Test: the data set's published fixed split where it has one; otherwise each user's latest item by
+time, or a seeded random item where the data has no timestamps (file order is not time). The
+validation split is carved out of train by the same rule, so choices made on it transfer to test.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from recsys.data.dataset import InteractionDataset
 
+MIN_TRAIN_ITEMS = 1  # a user keeps at least this many training items when items are held out
+HOLDOUT_SEED = 2026
+
+
+class SplitTooSmall(ValueError):
+    """The data set has too few interactions for a train / validation / test split."""
+
 
 @dataclass
 class Split:
-    """Per-user train sequences (time order where known) and held-out test items."""
+    """Per-user train sequences (time order where known) and held-out evaluation items."""
 
     n_users: int
     n_items: int
@@ -31,6 +44,42 @@ class Split:
         _, items = self.train_pairs()
         return np.bincount(items, minlength=self.n_items).astype(np.float64)
 
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Flat arrays for np.savez, named ``<prefix>_...``; ``from_arrays`` reads them back."""
+        return {
+            f"{prefix}_train": np.concatenate(self.train_sequences).astype(np.int64),
+            f"{prefix}_train_lengths": np.array([len(s) for s in self.train_sequences]),
+            f"{prefix}_held": np.concatenate(self.test_items).astype(np.int64),
+            f"{prefix}_held_lengths": np.array([len(t) for t in self.test_items]),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str, *, n_items: int, kind: str) -> Split:
+        def unpack(name: str) -> list[np.ndarray]:
+            lengths = arrays[f"{prefix}_{name}_lengths"]
+            flat = arrays[f"{prefix}_{name}"].astype(np.int64)
+            return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+        train, held = unpack("train"), unpack("held")
+        return cls(len(train), n_items, train, held, kind)
+
+
+@dataclass
+class Protocol:
+    """The split a run evaluates on (test touched once) and the one it tunes on (validation)."""
+
+    test: Split
+    validation: Split
+    by_time: bool
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "test": self.test.kind,
+            "validation": self.validation.kind,
+            "test_users": len(self.test.test_users()),
+            "validation_users": len(self.validation.test_users()),
+        }
+
 
 def _ordered(dataset: InteractionDataset, mask: np.ndarray) -> list[np.ndarray]:
     """Each user's items under mask, ordered by timestamp (file order breaks ties), duplicates dropped."""
@@ -48,30 +97,81 @@ def _ordered(dataset: InteractionDataset, mask: np.ndarray) -> list[np.ndarray]:
     return sequences
 
 
-def leave_one_out(dataset: InteractionDataset) -> Split:
-    """The last interaction of every user with at least two is the test item."""
-    sequences = _ordered(dataset, np.ones(dataset.n_interactions, dtype=bool))
-    train, test = [], []
-    for seq in sequences:
-        if len(seq) >= 2:
-            train.append(seq[:-1])
-            test.append(seq[-1:])
+def hold_out(
+    sequences: list[np.ndarray], counts: list[int], *, by_time: bool, seed: int, n_items: int, kind: str
+) -> Split:
+    """Hold out ``counts[u]`` items of user u: the latest ones when ``by_time``, else seeded random ones.
+
+    A user keeps at least MIN_TRAIN_ITEMS training items; users with fewer items hold out none.
+    The train sequence keeps its order.
+    """
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for seq, count in zip(sequences, counts, strict=True):
+        count = max(0, min(count, len(seq) - MIN_TRAIN_ITEMS))
+        if by_time:
+            positions = np.arange(len(seq) - count, len(seq))
         else:
-            train.append(seq)
-            test.append(seq[:0])
-    return Split(dataset.n_users, dataset.n_items, train, test, "leave-one-out")
+            positions = np.sort(rng.choice(len(seq), count, replace=False))
+        keep = np.ones(len(seq), dtype=bool)
+        keep[positions] = False
+        train.append(seq[keep])
+        held.append(seq[positions])
+    split = Split(len(sequences), n_items, train, held, kind)
+    if not len(split.test_users()):
+        sizes = [len(s) for s in sequences]
+        raise SplitTooSmall(
+            f"{kind}: no user has more than {MIN_TRAIN_ITEMS} item(s) to hold out "
+            f"({len(sequences)} users, {sum(sizes)} interactions, at most {max(sizes, default=0)} per user)"
+        )
+    return split
 
 
-def fixed_split(dataset: InteractionDataset) -> Split:
-    """The data set's own split (``test_mask``); test items also in train are dropped."""
-    if dataset.test_mask is None:
-        raise ValueError(f"{dataset.name} has no fixed split")
-    train = _ordered(dataset, ~dataset.test_mask)
-    test = _ordered(dataset, dataset.test_mask)
-    test = [np.setdiff1d(t, tr, assume_unique=True) for t, tr in zip(test, train, strict=True)]
-    return Split(dataset.n_users, dataset.n_items, train, test, "fixed")
+def _holdout_kind(by_time: bool, seed: int) -> str:
+    return "leave-one-out by time" if by_time else f"random held-out item per user (seed {seed})"
 
 
-def default_split(dataset: InteractionDataset) -> Split:
-    """A published fixed split where the data set has one, else leave-one-out."""
-    return fixed_split(dataset) if dataset.test_mask is not None else leave_one_out(dataset)
+def evaluation_split(dataset: InteractionDataset, *, seed: int = HOLDOUT_SEED) -> Split:
+    """The published fixed split where the data set has one, else one held-out item per user."""
+    if dataset.test_mask is not None:
+        train = _ordered(dataset, ~dataset.test_mask)
+        test = _ordered(dataset, dataset.test_mask)
+        test = [np.setdiff1d(t, tr, assume_unique=True) for t, tr in zip(test, train, strict=True)]
+        split = Split(dataset.n_users, dataset.n_items, train, test, "fixed")
+        if not len(split.test_users()):
+            raise SplitTooSmall(f"{dataset.name}: the fixed split's test part has no user with a new item")
+        return split
+    by_time = dataset.timestamps is not None
+    sequences = _ordered(dataset, np.ones(dataset.n_interactions, dtype=bool))
+    return hold_out(
+        sequences, [1] * len(sequences), by_time=by_time, seed=seed, n_items=dataset.n_items,
+        kind=_holdout_kind(by_time, seed),
+    )
+
+
+def validation_split(test: Split, *, by_time: bool, seed: int = HOLDOUT_SEED + 1) -> Split:
+    """Carve validation out of ``test``'s training part by the rule that made the test part.
+
+    One item per user for held-out-item splits; for a fixed split, each user's share of the test
+    part (random, since a fixed split says nothing of time).
+    """
+    if test.kind == "fixed":
+        counts = [
+            round(len(tr) * len(te) / (len(tr) + len(te))) if len(te) else 0
+            for tr, te in zip(test.train_sequences, test.test_items, strict=True)
+        ]
+        return hold_out(
+            test.train_sequences, counts, by_time=False, seed=seed, n_items=test.n_items,
+            kind=f"validation: random share of train per user (seed {seed})",
+        )
+    return hold_out(
+        test.train_sequences, [1] * test.n_users, by_time=by_time, seed=seed, n_items=test.n_items,
+        kind="validation: " + _holdout_kind(by_time, seed),
+    )
+
+
+def make_protocol(dataset: InteractionDataset) -> Protocol:
+    """Test split, then validation carved from its training part."""
+    by_time = dataset.timestamps is not None
+    test = evaluation_split(dataset)
+    return Protocol(test=test, validation=validation_split(test, by_time=by_time), by_time=by_time)

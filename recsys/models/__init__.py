@@ -1,6 +1,6 @@
-"""PyTorch recommenders: two-tower retrieval and a DCN-v2 ranker."""
+"""PyTorch networks the kinds train: the two towers and a DCN-v2."""
 
-from recsys.models.ranker import DCNRanker, RankerConfig
+from recsys.models.dcn import DCN
 from recsys.models.two_tower import ItemTower, TwoTowerConfig, UserTower
 
-__all__ = ["DCNRanker", "ItemTower", "RankerConfig", "TwoTowerConfig", "UserTower"]
+__all__ = ["DCN", "ItemTower", "TwoTowerConfig", "UserTower"]

@@ -1,4 +1,4 @@
-"""Triton python-backend model: (USER_IDX, ITEM_IDX) -> DENSE ranking features.
+"""Triton python-backend model: (user, item) index rows -> dense ranking features.
 
 The exporter copies recsys/feature_assembly.py beside this file, so serving computes the same
 features as training, from the lookup tables (tables.npz) of the same training run.
@@ -26,20 +26,23 @@ class TritonPythonModel:
         self.tables = feature_assembly.FeatureTables.load(folder)
         self.n_users = self.tables.user_genre_affinity.shape[0]
         self.n_items = self.tables.item_genres.shape[0]
+        # Tensor names come from the config the exporter wrote: (user, item) inputs, one output.
+        self.user_input, self.item_input = (tensor["name"] for tensor in config["input"])
+        self.output = config["output"][0]["name"]
 
     def execute(self, requests):
         responses = []
         for request in requests:
-            users = pb_utils.get_input_tensor_by_name(request, "USER_IDX").as_numpy().reshape(-1)
-            items = pb_utils.get_input_tensor_by_name(request, "ITEM_IDX").as_numpy().reshape(-1)
+            users = pb_utils.get_input_tensor_by_name(request, self.user_input).as_numpy().reshape(-1)
+            items = pb_utils.get_input_tensor_by_name(request, self.item_input).as_numpy().reshape(-1)
             if users.size and (users.min() < 0 or users.max() >= self.n_users):
-                error = pb_utils.TritonError(f"USER_IDX out of range [0, {self.n_users})")
+                error = pb_utils.TritonError(f"{self.user_input} out of range [0, {self.n_users})")
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             if items.size and (items.min() < 0 or items.max() >= self.n_items):
-                error = pb_utils.TritonError(f"ITEM_IDX out of range [0, {self.n_items})")
+                error = pb_utils.TritonError(f"{self.item_input} out of range [0, {self.n_items})")
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             dense = self.assemble(self.tables, users, items)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("DENSE", dense)]))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output, dense)]))
         return responses

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cinesync.services.process import free_port
-from cinesync.services.redis_server import ensure_redis, redis_answers
+from launcher.services.process import free_port
+from launcher.services.redis_server import ensure_redis, redis_answers
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tritonclient.grpc as triton_grpc
 
-from cinesync.services.process import ManagedProcess, StartupError, free_port
+from launcher.services.process import ManagedProcess, StartupError, free_port
 
 STUB = "triton_python_backend_stub"
 

@@ -30,8 +30,7 @@ def describe(meta: dict[str, Any]) -> str:
         parts.append(str(meta["stage"]))
     if "epoch" in meta:
         parts.append(f"epoch {meta['epoch']}/{meta['epochs']}")
-    if "loss" in meta:
-        parts.append(f"loss {meta['loss']:.4f}")
+    parts += [f"{key} {value:.4f}" for key, value in meta.items() if key in ("loss", "validation ndcg@10")]
     if "percent" in meta:
         parts.append(f"{meta['percent']:.0f}%")
     return " · ".join(parts)

@@ -6,10 +6,10 @@ import sys
 from collections.abc import Callable
 from typing import Self
 
-from cinesync.services.process import ManagedProcess, free_port, port_open
-from cinesync.services.redis_server import ensure_redis
-from cinesync.services.triton import start_triton
 from cinesync.settings import Settings
+from launcher.services.process import ManagedProcess, free_port, port_open
+from launcher.services.redis_server import ensure_redis
+from launcher.services.triton import start_triton
 
 
 def pick_port(host: str, preferred: int) -> int:

@@ -18,13 +18,16 @@ def _say_to(json_mode: bool) -> Callable[[str], None]:
     return (lambda line: click.echo(line, err=True)) if json_mode else click.echo
 
 
-def _train_config(epochs: int | None, ranker_epochs: int | None) -> dict[str, int]:
-    config = {}
-    if epochs is not None:
-        config["retrieval_epochs"] = epochs
-    if ranker_epochs is not None:
-        config["ranker_epochs"] = ranker_epochs
-    return config
+def _pipeline_options(assignments: tuple[str, ...]) -> dict[str, Any]:
+    """``kind.param=value`` pairs -> the pipeline's per-kind options (the worker checks the names)."""
+    options: dict[str, dict[str, str]] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        kind, dot, param = key.partition(".")
+        if not sep or not dot or not kind or not param:
+            raise click.BadParameter(f"{assignment!r}: expected KIND.PARAM=VALUE, e.g. two_tower.epochs=5")
+        options.setdefault(kind, {})[param] = value
+    return {"options": options} if options else {}
 
 
 def _settings(data: str | None) -> Settings:
@@ -37,18 +40,22 @@ def _settings(data: str | None) -> Settings:
 
 
 def _run_pipeline(
-    settings: Settings, config: dict[str, int], say: Callable[[str], None], *, publish: bool = True
+    settings: Settings, pipeline: dict[str, Any], say: Callable[[str], None], *, publish: bool = True
 ) -> dict[str, Any]:
-    from cinesync.jobs import follow
+    from launcher.jobs import JobFailed, follow
     from workers.tasks import training_pipeline
 
     say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
     started = time.monotonic()
-    pipeline = training_pipeline(settings.data, config, publish_model=publish)
-    result = follow(pipeline.apply_async(queue=settings.celery_queue), say=say)
+    chain = training_pipeline(settings.data, pipeline, publish_model=publish)
+    try:
+        result = follow(chain.apply_async(queue=settings.celery_queue), say=say)
+    except JobFailed as error:
+        raise click.ClickException(str(error)) from None
     say(f"  done in {time.monotonic() - started:.0f} s · run {result['run_dir']}")
+    say("  test split:")
     for model, values in result.get("metrics", {}).items():
-        say(f"  {model:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
+        say(f"  {model:<12} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
     for exported in result.get("onnx", []):
         say(f"  onnx {exported['name']:<11} parity max abs error {exported['max_abs_error']:.2e}")
     return result
@@ -59,18 +66,18 @@ def _sample_user(settings: Settings, version: int) -> str:
     return str(users[0])
 
 
-def _serve_and_show(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None,
+def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | None,
                     as_json: bool, keep_serving: bool) -> None:
-    from cinesync.client import as_json as response_json
-    from cinesync.client import format_table, wait_for_version
-    from cinesync.stack import Stack
+    from launcher.client import as_json as response_json
+    from launcher.client import format_table, wait_for_version
+    from launcher.stack import Stack
 
     settings = _settings(data)
     say = _say_to(as_json)
     started = time.monotonic()
     with Stack(settings, say=say) as stack:
         stack.start_all()
-        result = _run_pipeline(settings, _train_config(epochs, ranker_epochs), say)
+        result = _run_pipeline(settings, _pipeline_options(assignments), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
         response = wait_for_version(stack.grpc_address, user_id, version)
@@ -90,11 +97,11 @@ def _serve_and_show(data: str | None, epochs: int | None, ranker_epochs: int | N
 
 
 def _training_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--data, --epochs and --ranker-epochs, shared by the commands that train."""
+    """--data and --set, shared by the commands that train."""
     for option in reversed([
         click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime)."),
-        click.option("--epochs", type=click.IntRange(1), default=None, help="Two-tower epochs."),
-        click.option("--ranker-epochs", type=click.IntRange(1), default=None, help="Ranker epochs."),
+        click.option("--set", "assignments", multiple=True, metavar="KIND.PARAM=VALUE",
+                     help="A model kind's hyper-parameter, e.g. two_tower.epochs=5 (repeatable)."),
     ]):
         command = option(command)
     return command
@@ -111,42 +118,59 @@ def main() -> None:
 @main.command()
 @_training_options
 @_user
-def up(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None) -> None:
+def up(data: str | None, assignments: tuple[str, ...], user: str | None) -> None:
     """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
-    _serve_and_show(data, epochs, ranker_epochs, user, as_json=False, keep_serving=True)
+    _serve_and_show(data, assignments, user, as_json=False, keep_serving=True)
 
 
 @main.command()
 @_training_options
 @_user
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
-def demo(data: str | None, epochs: int | None, ranker_epochs: int | None, user: str | None, as_json: bool) -> None:
+def demo(data: str | None, assignments: tuple[str, ...], user: str | None, as_json: bool) -> None:
     """The whole path once: start, train, export, serve, call Recommend over gRPC, stop."""
-    _serve_and_show(data, epochs, ranker_epochs, user, as_json=as_json, keep_serving=False)
+    _serve_and_show(data, assignments, user, as_json=as_json, keep_serving=False)
 
 
 @main.command()
 @_training_options
 @click.option("--publish/--no-publish", default=False, help="Also export and publish a new model version.")
-def train(data: str | None, epochs: int | None, ranker_epochs: int | None, publish: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object, the last line.")
+def train(data: str | None, assignments: tuple[str, ...], publish: bool, as_json: bool) -> None:
     """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
-    from cinesync.stack import Stack
+    from launcher.stack import Stack
 
     settings = _settings(data)
-    with Stack(settings) as stack:
+    say = _say_to(as_json)
+    with Stack(settings, say=say) as stack:
         stack.ensure_redis()
         stack.ensure_worker()
-        result = _run_pipeline(settings, _train_config(epochs, ranker_epochs), click.echo, publish=publish)
+        result = _run_pipeline(settings, _pipeline_options(assignments), say, publish=publish)
         if publish:
-            click.echo(f"  published model version {result['version']}")
+            say(f"  published model version {result['version']}")
+    if as_json:
+        click.echo(json.dumps(_metrics_summary(result)))
+
+
+def _metrics_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The test-split figures of a finished pipeline, keyed by kind, with the served one named."""
+    manifest = json.loads((Path(result["run_dir"]) / "manifest.json").read_text())
+    wanted = ("ndcg@10", "recall@10", "recall@20", "mrr@10", "hr@10", "coverage@10", "novelty@10")
+    return {
+        "data": result["data"],
+        "split": manifest["split"]["test"],
+        "metrics": {name: {k: round(v[k], 5) for k in wanted} for name, v in result["metrics"].items()},
+        "served": result["served"],
+        "run_dir": result["run_dir"],
+    }
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def export(run_dir: Path) -> None:
     """Export a finished run to ONNX and publish it as a new Triton model version."""
-    from cinesync.jobs import follow
-    from cinesync.stack import Stack
+    from launcher.jobs import follow
+    from launcher.stack import Stack
     from workers.tasks import export as export_task
     from workers.tasks import publish
 
@@ -170,9 +194,9 @@ def recommend(user_id: str, k: int, domain: str, include_seen: bool, address: st
     """Ask a running control plane for recommendations."""
     import grpc
 
-    from cinesync.client import as_json as response_json
-    from cinesync.client import format_table
-    from cinesync.client import recommend as call
+    from launcher.client import as_json as response_json
+    from launcher.client import format_table
+    from launcher.client import recommend as call
 
     settings = get_settings()
     address = address or f"{settings.host}:{settings.grpc_port}"

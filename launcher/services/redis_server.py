@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from cinesync.services.process import ManagedProcess, StartupError
+from launcher.services.process import ManagedProcess, StartupError
 
 
 def redis_answers(url: str) -> bool:

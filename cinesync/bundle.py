@@ -1,0 +1,20 @@
+"""The serving bundle's layout: what the control plane needs besides Triton, one folder per version.
+
+<serving>/<version>/ holds MANIFEST (which retrievers, with which index kind, at which depth),
+ITEMS, USERS, SEEN (each user's history, what exclude_seen leaves out), POPULARITY, and
+retrievers/<member>.npz with the arrays of that member's index. <serving>/CURRENT names the live version.
+"""
+
+from __future__ import annotations
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+ITEMS = "items.json"
+USERS = "users.json"
+SEEN = "seen.npz"
+POPULARITY = "popularity.npy"
+RETRIEVERS_DIR = "retrievers"
+
+
+def retriever_file(member: str) -> str:
+    return f"{RETRIEVERS_DIR}/{member}.npz"

@@ -1,0 +1,44 @@
+"""The candidate-index interface: one index per retriever member of a bundle, searched per request."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+ANY = "any"
+Found = tuple[NDArray[np.int64], NDArray[np.float32]]
+
+
+def best_unseen(scores: NDArray[np.float32], n: int, exclude: NDArray[np.int64]) -> Found:
+    """The n best items of a full score row (-inf: not a candidate), excluded ones left out; ties go
+    to the lower item index, as offline evaluation breaks them."""
+    scores = scores.copy()
+    scores[exclude] = -np.inf
+    allowed = np.flatnonzero(np.isfinite(scores))
+    if len(allowed) > n:
+        threshold = np.partition(scores[allowed], len(allowed) - n)[len(allowed) - n]
+        allowed = allowed[scores[allowed] >= threshold]
+    order = np.lexsort((allowed, -scores[allowed]))[:n]
+    items = allowed[order].astype(np.int64)
+    return items, scores[items].astype(np.float32)
+
+
+class CandidateIndex(ABC):
+    """Top-n unseen items for a user within a domain, from a retriever member's exported arrays."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def __init__(
+        self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, faiss_factory: str
+    ) -> None: ...
+
+    @abstractmethod
+    def search(
+        self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]
+    ) -> Found:
+        """(catalog item indices, scores), best first, at most n."""

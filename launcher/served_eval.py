@@ -1,0 +1,59 @@
+"""Served equals evaluated: ask the running control plane for every test user of a run and compute
+the offline metrics on its answers. Reads the run folder with numpy and json (no torch)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from cinesync.v1 import recommendation_pb2 as pb
+from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from launcher.client import label
+from recsys.data.splits import Split
+from recsys.metrics import RECALL_CUTOFFS, evaluate_ranked
+
+
+@dataclass
+class ServedEvaluation:
+    metrics: dict[str, float]
+    ranked_by: dict[str, int]  # how many answers each ranking path gave
+    versions: list[str]
+
+
+def evaluate_served(address: str, run_dir: Path, *, workers: int = 4, timeout: float = 10.0) -> ServedEvaluation:
+    """Recommend (k = the deepest cut-off, all domains, seen items excluded) for every test user of
+    the run at ``run_dir``, then the test metrics of those answers."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    catalog = json.loads((run_dir / "catalog.json").read_text())
+    item_index = {row["item_id"]: index for index, row in enumerate(catalog["items"])}
+    with np.load(run_dir / "split.npz") as arrays:
+        split = Split.from_arrays(arrays, "test", n_items=len(item_index), kind=manifest["split"]["test"])
+    users = split.test_users()
+    depth = max(RECALL_CUTOFFS)
+    with grpc.insecure_channel(address) as channel:
+        call = pb_grpc.RecommendationServiceStub(channel).Recommend
+
+        def ask(user: int) -> pb.RecommendResponse:
+            request = pb.RecommendRequest(user_id=catalog["user_ids"][user], k=depth, exclude_seen=True)
+            response: pb.RecommendResponse = call(request, timeout=timeout)
+            return response
+
+        with ThreadPoolExecutor(workers) as pool:
+            answers = list(pool.map(ask, users.tolist()))
+    ranked = np.full((len(users), depth), -1, dtype=np.int64)
+    for row, answer in enumerate(answers):
+        indices = [item_index[item.item_id] for item in answer.items[:depth]]
+        ranked[row, : len(indices)] = indices
+    paths = Counter(label(pb.RankedBy.Name(answer.ranked_by), "RANKED_BY_") for answer in answers)
+    return ServedEvaluation(
+        metrics=evaluate_ranked(ranked, split, users),
+        ranked_by=dict(paths),
+        versions=sorted({answer.model_version for answer in answers}),
+    )

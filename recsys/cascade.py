@@ -1,0 +1,76 @@
+"""The cascade: candidates from the retriever kinds, every member's score of each candidate plus the
+ranking features, re-ranked by the fusion kind.
+
+The same functions build the fusion's training lists (labels from validation, members fitted
+without them) and evaluate on test; serving computes the same candidates in the control plane and
+the same scores in the Triton ensemble.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recsys.candidates import PAD, CandidateLists
+from recsys.data.splits import Split
+from recsys.feature_assembly import FeatureTables, assemble_dense
+from recsys.kinds.base import MemberKind
+from recsys.metrics import top_k_excluding
+
+
+def retrieve(retrievers: Sequence[MemberKind], users: np.ndarray, exclude: list[np.ndarray], depth: int) -> np.ndarray:
+    """The union of each retriever's ``depth`` best unseen items per user, in retriever order, first
+    occurrence kept: ``[len(users), width]`` padded with PAD."""
+    stacked = np.concatenate([top_k_excluding(r.score(users), exclude, depth) for r in retrievers], axis=1)
+    rows = []
+    for row in stacked:
+        _, first = np.unique(row, return_index=True)
+        rows.append(row[np.sort(first)])
+    out = np.full((len(users), max(len(r) for r in rows)), PAD, dtype=np.int64)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+def pair_features(
+    members: Sequence[MemberKind], tables: FeatureTables, users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """``[n, n_members + dense_dim]`` for the pairs (users[i], items[i]): what the fusion reads."""
+    scores = [m.score_pairs(users, items)[:, None] for m in members]
+    return np.concatenate([*scores, assemble_dense(tables, users, items)], axis=1).astype(np.float32)
+
+
+def candidate_lists(
+    members: Sequence[MemberKind],
+    retrievers: Sequence[MemberKind],
+    tables: FeatureTables,
+    split: Split,
+    *,
+    depth: int,
+    batch_users: int = 512,
+) -> CandidateLists:
+    """Candidate lists of ``split``'s held-out users, excluding their training items."""
+    users = split.test_users()
+    parts = []
+    for start in range(0, len(users), batch_users):
+        batch = users[start : start + batch_users]
+        items = retrieve(retrievers, batch, [split.train_sequences[u] for u in batch], depth)
+        pair_users = np.repeat(batch, items.shape[1])
+        flat = items.reshape(-1)
+        features = np.zeros((len(flat), len(members) + tables.dense_dim), dtype=np.float32)
+        valid = flat != PAD
+        features[valid] = pair_features(members, tables, pair_users[valid], flat[valid])
+        parts.append((batch, items, features.reshape(len(batch), items.shape[1], -1)))
+    width = max(p[1].shape[1] for p in parts)
+
+    def padded(array: np.ndarray, fill: float) -> np.ndarray:
+        pad = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, pad, constant_values=fill)
+
+    return CandidateLists(
+        users=users,
+        items=np.concatenate([padded(p[1], PAD) for p in parts]),
+        features=np.concatenate([padded(p[2], 0.0) for p in parts]),
+        relevant=[split.test_items[u] for u in users],
+    )

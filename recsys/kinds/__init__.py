@@ -1,0 +1,31 @@
+"""Model kinds by name: each kind is one file in this package, registered here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from recsys.kinds.base import Catalog, MemberKind, ModelKind, Role, UnknownOption, parse_params
+from recsys.kinds.ease import Ease
+from recsys.kinds.fusion import DcnFusion
+from recsys.kinds.popularity import Popularity
+from recsys.kinds.two_tower import TwoTower
+
+REGISTRY: dict[str, type[ModelKind]] = {kind.name: kind for kind in (Popularity, Ease, TwoTower, DcnFusion)}
+
+
+def kind_class(name: str) -> type[ModelKind]:
+    """The kind registered as ``name``; UnknownOption lists the valid names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownOption(f"unknown model kind {name!r}; valid: {', '.join(sorted(REGISTRY))}") from None
+
+
+def create(name: str, catalog: Catalog, options: Mapping[str, Any] | None = None, *, seed: int = 0) -> ModelKind:
+    """A new, unfitted kind with its hyper-parameters checked."""
+    cls = kind_class(name)
+    return cls(catalog, parse_params(cls.Params, options or {}, owner=name), seed=seed)
+
+
+__all__ = ["REGISTRY", "Catalog", "MemberKind", "ModelKind", "Role", "UnknownOption", "create", "kind_class"]

@@ -1,0 +1,128 @@
+"""EASE (Steck 2019): a closed-form item-item model, B = I - P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹.
+
+λ is chosen on validation from a grid. Fitting needs items² floats in memory; what is kept and
+served is B pruned to the ``neighbours`` largest |weights| into each item, O(items × neighbours),
+and evaluation uses that same pruned matrix, so served and evaluated scores agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.data.splits import Split
+from recsys.kinds.base import MemberKind, Progress, Role, no_progress
+from recsys.metrics import K, evaluate_full_ranking
+
+STATE_FILE = "ease.npz"
+
+
+@dataclass
+class EaseParams:
+    l2_grid: str = "50,200,500,1000,3000"  # λ candidates, comma-separated; validation picks one
+    neighbours: int = 256  # kept weights into each item (0: keep all)
+
+
+def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
+    """Binary user × item matrix [len(sequences), n_items] (float32)."""
+    matrix = np.zeros((len(sequences), n_items), dtype=np.float32)
+    for row, seq in enumerate(sequences):
+        matrix[row, seq] = 1.0
+    return matrix
+
+
+def ease_weights(history: np.ndarray, l2: float) -> np.ndarray:
+    """The closed-form item × item weights with a zero diagonal (float32)."""
+    gram = (history.T.astype(np.float64) @ history.astype(np.float64)) + l2 * np.eye(history.shape[1])
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def prune(weights: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per target item (column), the sources and weights of its ``neighbours`` largest |weights|."""
+    n = weights.shape[0] if neighbours <= 0 else min(neighbours, weights.shape[0])
+    columns = weights.T  # [target, source]
+    sources = np.argpartition(-np.abs(columns), n - 1, axis=1)[:, :n]
+    return sources.astype(np.int64), np.take_along_axis(columns, sources, axis=1).astype(np.float32)
+
+
+class EaseScorer(torch.nn.Module):
+    """score(u, i) = Σₙ w[i, n] · H[u, src[i, n]] with the user × item history H inside."""
+
+    def __init__(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("history", torch.from_numpy(history.astype(bool)))
+        self.register_buffer("sources", torch.from_numpy(sources))
+        self.register_buffer("weights", torch.from_numpy(weights))
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        item = item_idx.reshape(-1)
+        sources = self.sources[item]  # [B, N]
+        seen = self.history[user_idx.reshape(-1, 1).expand_as(sources), sources].to(torch.float32)
+        return (seen * self.weights[item]).sum(dim=1, keepdim=True)
+
+
+class Ease(MemberKind):
+    """Closed-form item-item model; retrieves through an item-item index and scores in Triton."""
+
+    name = "ease"
+    roles = frozenset({Role.RETRIEVER, Role.SCORER})
+    Params = EaseParams
+    index_kind = "item_item"
+
+    sources: np.ndarray
+    weights: np.ndarray
+    history: np.ndarray
+    dense: np.ndarray  # the pruned weights as [source, target], for scoring whole catalogs
+
+    def _set_state(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
+        self.history, self.sources, self.weights = history, sources, weights
+        self.dense = np.zeros((self.catalog.n_items, self.catalog.n_items), dtype=np.float32)
+        np.put_along_axis(self.dense, sources, weights, axis=1)
+        self.dense = np.ascontiguousarray(self.dense.T)
+
+    def _fit_with(self, sequences: list[np.ndarray], l2: float) -> None:
+        history = history_matrix(sequences, self.catalog.n_items)
+        self._set_state(history, *prune(ease_weights(history, l2), self.params.neighbours))
+
+    def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        grid = [float(v) for v in self.params.l2_grid.split(",") if v.strip()]
+        results = {}
+        for step, l2 in enumerate(grid, start=1):
+            self._fit_with(split.train_sequences, l2)
+            results[l2] = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+            progress("ease λ search", step, len(grid), results[l2], f"validation ndcg@{K}")
+        best = max(results, key=results.__getitem__)
+        self.chosen = {"l2": best, f"validation_ndcg@{K}": results[best]}
+        self._fit_with(split.train_sequences, best)
+
+    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
+        self._fit_with(sequences, float(self.chosen["l2"]))
+        progress("ease refit", 1, 1, 0.0, "")
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.history[users] @ self.dense
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        seen = self.history[users[:, None], self.sources[items]]
+        return (seen * self.weights[items]).sum(axis=1)
+
+    def scorer_module(self) -> torch.nn.Module:
+        return EaseScorer(self.history, self.sources, self.weights)
+
+    def retrieval_arrays(self) -> dict[str, np.ndarray]:
+        return {"sources": self.sources, "weights": self.weights}
+
+    def save_state(self, folder: Path) -> None:
+        np.savez(folder / STATE_FILE, sources=self.sources, weights=self.weights,
+                 history=np.packbits(self.history.astype(bool), axis=1), n_items=self.catalog.n_items)
+
+    def load_state(self, folder: Path) -> None:
+        with np.load(folder / STATE_FILE) as state:
+            history = np.unpackbits(state["history"], axis=1, count=int(state["n_items"])).astype(np.float32)
+            self._set_state(history, state["sources"], state["weights"])

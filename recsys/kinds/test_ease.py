@@ -1,0 +1,42 @@
+"""EASE: the closed form, pruning to neighbour lists, and λ chosen on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.data import load_dataset
+from recsys.data.splits import make_protocol
+from recsys.kinds import create
+from recsys.kinds.ease import ease_weights, prune
+from recsys.pipeline import catalog_of
+
+
+def test_closed_form_reconstructs_each_item_from_the_others() -> None:
+    rng = np.random.default_rng(0)
+    history = (rng.random((60, 8)) < 0.4).astype(np.float32)
+    weights = ease_weights(history, 1.0).astype(np.float64)
+    assert np.allclose(np.diag(weights), 0.0)
+    # The optimum of ||X - XB||² + λ||B||² with diag(B) = 0: each column solves a ridge regression.
+    for item in range(8):
+        others = [j for j in range(8) if j != item]
+        x = history[:, others].astype(np.float64)
+        ridge = np.linalg.solve(x.T @ x + np.eye(7), x.T @ history[:, item])
+        assert np.allclose(weights[others, item], ridge, atol=1e-5)
+
+
+def test_pruning_keeps_the_largest_weights_into_each_item() -> None:
+    weights = np.array([[0.0, 0.9, -0.5], [0.1, 0.0, 0.2], [-0.8, 0.05, 0.0]], dtype=np.float32)
+    sources, kept = prune(weights, 1)
+    assert sources[:, 0].tolist() == [2, 0, 0]
+    np.testing.assert_allclose(kept[:, 0], [-0.8, 0.9, -0.5])
+
+
+def test_validation_picks_lambda_and_a_pruned_model_scores_as_the_dense_one_on_its_neighbours() -> None:
+    dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
+    protocol = make_protocol(dataset)
+    ease = create("ease", catalog_of(dataset), {"l2_grid": "1,30,3000", "neighbours": 0})
+    ease.fit(protocol.validation)
+    assert ease.chosen["l2"] in (1.0, 30.0, 3000.0) and 0 < ease.chosen["validation_ndcg@10"] <= 1
+    full = ease.score(np.arange(10))
+    dense = ease_weights(ease.history, ease.chosen["l2"])
+    np.testing.assert_allclose(full, ease.history[:10] @ dense, rtol=1e-4, atol=1e-5)

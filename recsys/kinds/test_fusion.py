@@ -1,0 +1,47 @@
+"""The fusion: it learns to combine members on lists with a signal, and passes the best member
+through when it cannot beat it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.candidates import CandidateLists
+from recsys.data.splits import Split
+from recsys.features import build_item_features
+from recsys.kinds import create
+from recsys.kinds.base import Catalog
+
+
+def lists_where_the_label_follows(weights: np.ndarray, *, n_lists: int = 400, width: int = 20) -> tuple[
+    CandidateLists, Split
+]:
+    """Lists whose one held-out item is the argmax of features · weights (two 'member' columns)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(n_lists, width, len(weights))).astype(np.float32)
+    items = np.tile(np.arange(width), (n_lists, 1))
+    best = np.argmax(features @ weights, axis=1)
+    relevant = [np.array([b]) for b in best]
+    split = Split(n_lists, width, [np.array([], dtype=np.int64)] * n_lists, relevant, "t")
+    return CandidateLists(np.arange(n_lists), items, features, relevant), split
+
+
+def fusion(n_items: int = 20):  # type: ignore[no-untyped-def]
+    catalog = Catalog(1, n_items, build_item_features([]), np.zeros((1, 1), dtype=np.int64), [1], ordered=False)
+    return create("dcn_fusion", catalog, {"epochs": 30, "patience": 10}, seed=0)
+
+
+def test_fusion_learns_a_combination_no_single_member_has() -> None:
+    lists, split = lists_where_the_label_follows(np.array([1.0, 1.0]))
+    model = fusion()
+    model.fit(lists, split, ["a", "b"])
+    assert "passthrough" not in model.chosen
+    alone = model.chosen["members_alone_ndcg@10"]
+    assert model.chosen["early_stopping_ndcg@10"] > max(alone.values()) + 0.1
+
+
+def test_fusion_passes_the_best_member_through_when_it_cannot_beat_it() -> None:
+    lists, split = lists_where_the_label_follows(np.array([0.0, 1.0]), n_lists=60)  # member b is the answer
+    model = fusion()
+    model.fit(lists, split, ["a", "b"])
+    assert model.chosen["passthrough"] == "b"
+    np.testing.assert_array_equal(model.score(lists), lists.features[:, :, 1])

@@ -1,0 +1,59 @@
+"""The contract every registered member kind keeps: its exported scorer equals its own scores, it
+saves and loads, and refit keeps the choices validation made. Runs for each kind in the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data import load_dataset
+from recsys.data.splits import Protocol, make_protocol
+from recsys.kinds import REGISTRY, MemberKind, UnknownOption, create, kind_class
+from recsys.kinds.base import Catalog
+from recsys.pipeline import catalog_of
+
+MEMBERS = sorted(name for name, cls in REGISTRY.items() if issubclass(cls, MemberKind))
+FAST = {"two_tower": {"epochs": 2}}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Catalog, Protocol]:
+    dataset = load_dataset("synthetic:n_users=120,n_items=90,mean_interactions=15,seed=5")
+    return catalog_of(dataset), make_protocol(dataset)
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_kind_contract(name: str, data: tuple[Catalog, Protocol], tmp_path: Path) -> None:
+    catalog, protocol = data
+    member = create(name, catalog, FAST.get(name), seed=1)
+    assert isinstance(member, MemberKind)
+    member.fit(protocol.validation)
+    chosen = dict(member.chosen)
+    member.refit(protocol.test.train_sequences)
+    assert member.chosen == chosen
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, catalog.n_users, 40)
+    items = rng.integers(0, catalog.n_items, 40)
+    pairs = member.score_pairs(users, items)
+    full = member.score(users)
+    assert full.shape == (40, catalog.n_items)
+    np.testing.assert_allclose(pairs, full[np.arange(40), items], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        module = member.scorer_module()(torch.from_numpy(users[:, None]), torch.from_numpy(items[:, None]))
+    np.testing.assert_allclose(module.numpy().reshape(-1), pairs, rtol=1e-5, atol=1e-5)
+    member.save(tmp_path / name)
+    loaded = create(name, catalog, FAST.get(name), seed=1)
+    assert isinstance(loaded, MemberKind)
+    loaded.load_state(tmp_path / name)
+    np.testing.assert_allclose(loaded.score(users), full, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalog, Protocol]) -> None:
+    catalog, _ = data
+    with pytest.raises(UnknownOption, match="unknown model kind 'lightfm'; valid: .*ease.*two_tower"):
+        kind_class("lightfm")
+    with pytest.raises(UnknownOption, match=r"ease: unknown hyper-parameter\(s\) lambda; valid: l2_grid, neighbours"):
+        create("ease", catalog, {"lambda": 3})

@@ -1,0 +1,177 @@
+"""Two-tower retrieval: in-batch sampled softmax with logQ correction, early-stopped on validation.
+
+Served twice: its item embeddings fill the control plane's FAISS index, and its user and item
+embeddings score candidates (inner product) as a step of the Triton ranking ensemble.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch.nn import functional as F
+
+from recsys.data.splits import Split
+from recsys.features import YEAR_BUCKETS, item_tower_inputs, user_tower_inputs
+from recsys.kinds.base import MemberKind, Progress, Role, no_progress
+from recsys.metrics import K, evaluate_full_ranking
+from recsys.models import ItemTower, TwoTowerConfig, UserTower
+from recsys.training import minibatches, train_loop
+
+WEIGHTS_FILE = "two_tower.pt"
+
+
+@dataclass
+class TwoTowerParams:
+    epochs: int = 10
+    patience: int = 2
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    history_length: int = 20
+    temperature: float = 0.05
+    dim: int = 64
+    hidden: int = 128
+
+
+def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tuple[np.ndarray, ...]:
+    """(user, history of the previous items as index + 1, target item) for every interaction."""
+    users, histories, targets = [], [], []
+    for user, seq in enumerate(sequences):
+        if not len(seq):
+            continue
+        padded = np.concatenate([np.zeros(history_length, dtype=np.int64), seq + 1])
+        histories.append(sliding_window_view(padded, history_length)[: len(seq)])
+        users.append(np.full(len(seq), user, dtype=np.int64))
+        targets.append(seq)
+    return np.concatenate(users), np.concatenate(histories), np.concatenate(targets).astype(np.int64)
+
+
+class InnerProductScorer(torch.nn.Module):
+    """score(u, i) = ⟨user_vectors[u], item_vectors[i]⟩ with both tables inside."""
+
+    def __init__(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("user_vectors", torch.from_numpy(user_vectors))
+        self.register_buffer("item_vectors", torch.from_numpy(item_vectors))
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        users = self.user_vectors[user_idx.reshape(-1)]
+        items = self.item_vectors[item_idx.reshape(-1)]
+        return (users * items).sum(dim=1, keepdim=True)
+
+
+class TwoTower(MemberKind):
+    """User tower over recent history and user features, item tower over id, genres, year, domain."""
+
+    name = "two_tower"
+    roles = frozenset({Role.RETRIEVER, Role.SCORER})
+    Params = TwoTowerParams
+    index_kind = "faiss"
+
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+
+    def _model_config(self) -> TwoTowerConfig:
+        return TwoTowerConfig(
+            n_users=self.catalog.n_users,
+            n_items=self.catalog.n_items,
+            n_genres=self.catalog.item_features.n_genres,
+            n_year_buckets=YEAR_BUCKETS,
+            user_feature_cardinalities=self.catalog.user_feature_cardinalities,
+            dim=self.params.dim,
+            hidden=self.params.hidden,
+        )
+
+    def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
+        p = self.params
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        config = self._model_config()
+        self.user_tower, self.item_tower = UserTower(config), ItemTower(config)
+        towers = torch.nn.ModuleDict({"user": self.user_tower, "item": self.item_tower})
+        features = self.catalog.item_features
+        genres, years, domains = (torch.from_numpy(a) for a in (features.genres, features.year_bucket, features.domain))
+        user_feats = torch.from_numpy(self.catalog.user_features.astype(np.int64))
+        rng = np.random.default_rng(self.seed)
+        # logQ correction: subtract the log of each item's probability of appearing in a batch.
+        counts = torch.from_numpy(np.bincount(np.concatenate(sequences), minlength=self.catalog.n_items)).double()
+        log_q = (counts.clamp(min=1.0) / counts.sum()).log().float()
+        optimizer = torch.optim.Adam(towers.parameters(), lr=p.learning_rate)
+
+        def run_epoch(epoch: int) -> float:
+            # Without time, "the previous items" are a fresh random subset of the user's others each epoch.
+            ordered = sequences if self.catalog.ordered else [rng.permutation(s) for s in sequences]
+            users, histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
+            total = 0.0
+            batches = minibatches(len(targets), p.batch_size, generator)
+            for rows in batches:
+                u, target = users[rows], targets[rows]
+                user_vec = self.user_tower(u, histories[rows], user_feats[u])
+                item_vec = self.item_tower(target, genres[target], years[target], domains[target])
+                logits = user_vec @ item_vec.T / p.temperature - log_q[target].unsqueeze(0)
+                same_item = target.unsqueeze(0) == target.unsqueeze(1)
+                logits = logits.masked_fill(same_item & ~torch.eye(len(rows), dtype=torch.bool), float("-inf"))
+                loss = F.cross_entropy(logits, torch.arange(len(rows)))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            return total / max(len(batches), 1)
+
+        def validate() -> float:
+            self._embed(sequences)
+            return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+
+        result = train_loop(
+            towers, stage="two_tower", epochs=epochs, run_epoch=run_epoch,
+            validate=validate if split is not None else None, progress=progress, patience=p.patience,
+        )
+        self._embed(sequences)
+        return result.best_epoch
+
+    @torch.no_grad()
+    def _embed(self, sequences: list[np.ndarray]) -> None:
+        # Unordered histories are sets: pool all of them rather than an arbitrary last few.
+        length = self.params.history_length if self.catalog.ordered else max(1, max(len(s) for s in sequences))
+        parts = []
+        for users in np.array_split(np.arange(self.catalog.n_users), max(1, self.catalog.n_users // 256)):
+            inputs = user_tower_inputs(sequences, self.catalog.user_features, length, users)
+            parts.append(self.user_tower(*(torch.from_numpy(a) for a in inputs)).numpy())
+        self.user_vectors = np.concatenate(parts)
+        items = item_tower_inputs(self.catalog.item_features, np.arange(self.catalog.n_items))
+        self.item_vectors = self.item_tower(*(torch.from_numpy(a) for a in items)).numpy()
+
+    def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        best = self._train(split.train_sequences, self.params.epochs, split, progress)
+        self.chosen = {"epochs": best}
+
+    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
+        self._train(sequences, int(self.chosen["epochs"]), None, progress)
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.user_vectors[users] @ self.item_vectors.T
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.einsum("nd,nd->n", self.user_vectors[users], self.item_vectors[items])
+
+    def scorer_module(self) -> torch.nn.Module:
+        return InnerProductScorer(self.user_vectors, self.item_vectors)
+
+    def retrieval_arrays(self) -> dict[str, np.ndarray]:
+        return {"user_vectors": self.user_vectors, "item_vectors": self.item_vectors}
+
+    def save_state(self, folder: Path) -> None:
+        torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
+        np.savez(folder / "vectors.npz", user_vectors=self.user_vectors, item_vectors=self.item_vectors)
+
+    def load_state(self, folder: Path) -> None:
+        config = self._model_config()
+        self.user_tower, self.item_tower = UserTower(config).eval(), ItemTower(config).eval()
+        state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
+        self.user_tower.load_state_dict(state["user"])
+        self.item_tower.load_state_dict(state["item"])
+        with np.load(folder / "vectors.npz") as vectors:
+            self.user_vectors, self.item_vectors = vectors["user_vectors"], vectors["item_vectors"]

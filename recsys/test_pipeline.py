@@ -1,0 +1,47 @@
+"""The pipeline: every kind and the cascade evaluated on test, the manifest records each kind and
+what validation chose, and bad settings fail before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recsys.kinds import UnknownOption
+from recsys.pipeline import CASCADE, METRICS_FILE, PipelineSpec, train
+from recsys.run import MANIFEST, load_run
+
+
+def test_metrics_cover_every_kind_and_the_cascade(small_run: Path) -> None:
+    metrics = json.loads((small_run / METRICS_FILE).read_text())
+    assert set(metrics) == {"popularity", "ease", "two_tower", CASCADE}
+    for values in metrics.values():
+        assert set(values) >= {"ndcg@10", "recall@10", "recall@20", "mrr@10", "hr@10", "coverage@10", "novelty@10"}
+    assert metrics["ease"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
+    assert metrics[CASCADE]["ndcg@10"] >= metrics["popularity"]["ndcg@10"]
+
+
+def test_manifest_records_kinds_hyper_parameters_and_validation_choices(small_run: Path) -> None:
+    manifest = json.loads((small_run / MANIFEST).read_text())
+    kinds = {entry["kind"]: entry for entry in manifest["kinds"]}
+    assert set(kinds) == {"popularity", "ease", "two_tower", "dcn_fusion"}
+    assert kinds["ease"]["chosen"]["l2"] > 0 and kinds["two_tower"]["chosen"]["epochs"] >= 1
+    assert kinds["two_tower"]["params"]["epochs"] == 3 and "retriever" in kinds["ease"]["roles"]
+    assert manifest["split"]["test"].startswith("leave-one-out") and manifest["split"]["validation_users"] > 0
+    run = load_run(small_run)
+    assert [m.name for m in run.members] == ["popularity", "ease", "two_tower"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (PipelineSpec(members=["ease", "bert4rec"]), "unknown model kind 'bert4rec'; valid: "),
+        (PipelineSpec(options={"ease": {"lambda": 1}}), r"unknown hyper-parameter\(s\) lambda; valid: l2_grid"),
+        (PipelineSpec(retrievers=["popularity"]), "retriever 'popularity' must be one of the members"),
+        (PipelineSpec(fusion="ease"), "'ease' is not a fusion kind"),
+    ],
+)
+def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str, tmp_path: Path) -> None:
+    with pytest.raises(UnknownOption, match=message):
+        train(str(tmp_path / "no-such-data-set"), tmp_path, spec)
