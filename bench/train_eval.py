@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
                         help="a kind's hyper-parameter (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs-dir", default=None, help="keep the run here (default: a temporary folder)")
     args = parser.parse_args()
     options: dict[str, dict[str, str]] = {}
     for assignment in args.set:
@@ -32,19 +33,19 @@ def main() -> None:
         kind, _, param = key.partition(".")
         options.setdefault(kind, {})[param] = value
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as runs:
+    with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        folder = train(args.data, Path(runs), PipelineSpec(options=options))
+        folder = train(args.data, Path(args.runs_dir or scratch), PipelineSpec(options=options))
         trained = time.perf_counter()
         metrics = evaluate(folder)
         manifest = json.loads((folder / MANIFEST).read_text())
-        print(json.dumps({
-            "data": args.data, "split": manifest["split"], "options": options,
+        print(json.dumps({  # one line: bench/quality.py reads it
+            "data": args.data, "run_dir": str(folder), "split": manifest["split"], "options": options,
             "train_s": round(trained - started, 1), "evaluate_s": round(time.perf_counter() - trained, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "chosen": {kind["kind"]: kind["chosen"] for kind in manifest["kinds"]},
             "metrics": metrics,
-        }, indent=2))
+        }))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ STATE_FILE = "ease.npz"
 @dataclass
 class EaseParams:
     l2_grid: str = "50,200,500,1000,3000"  # λ candidates, comma-separated; validation picks one
-    neighbours: int = 256  # kept weights into each item (0: keep all)
+    neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
 
 
 def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:

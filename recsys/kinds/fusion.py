@@ -33,7 +33,8 @@ class FusionParams:
     lists_per_batch: int = 128
     cross_layers: int = 2
     hidden: int = 64
-    early_stopping_share: float = 0.2  # of the validation users, held out to stop training
+    folds: int = 4  # cross-fitting folds of the validation lists
+    early_stopping_share: float = 0.15  # of each fold's training lists, held out to stop its training
 
 
 class FusionNetwork(torch.nn.Module):
@@ -77,30 +78,65 @@ class DcnFusion(ModelKind):
     def fit(
         self, lists: CandidateLists, split_for_metrics: Split, member_names: list[str], progress: Progress = no_progress
     ) -> None:
-        """Train on ``lists`` (labels: their held-out items) from ``split_for_metrics``; the first
-        ``len(member_names)`` features are those members' scores."""
+        """Learn from ``lists`` (labels: their held-out items in ``split_for_metrics``); the first
+        ``len(member_names)`` features are those members' scores.
+
+        Cross-fitting: for each of ``folds`` folds of the lists, a network trained on the others
+        (early-stopped on a share of them) scores the fold, so every list gets an out-of-fold score
+        that no choice was made on. If those rank worse than the best member alone over all lists,
+        that member's score passes through; else the final network learns from every list for the
+        folds' mean best epoch count.
+        """
+        p = self.params
+        rng = np.random.default_rng(self.seed)
+        fold_of = rng.integers(0, p.folds, len(lists.users))
+        stop = rng.random(len(lists.users)) < p.early_stopping_share
+        out_of_fold = np.zeros(lists.items.shape, dtype=np.float32)
+        best_epochs = []
+        for fold in range(p.folds):
+            train_rows, held = np.flatnonzero((fold_of != fold) & ~stop), np.flatnonzero(fold_of == fold)
+            stopping = lists.take(np.flatnonzero((fold_of != fold) & stop))
+            network, best_epoch = self._train(lists.take(train_rows), stopping, split_for_metrics, p.epochs,
+                                              progress, stage=f"fusion fold {fold + 1}/{p.folds}")
+            with torch.no_grad():
+                out_of_fold[held] = network(torch.from_numpy(lists.features[held])).numpy()
+            best_epochs.append(best_epoch)
+        fused = evaluate_lists(lists, out_of_fold, split_for_metrics)[f"ndcg@{K}"]
+        alone = {
+            name: evaluate_lists(lists, lists.features[:, :, index], split_for_metrics)[f"ndcg@{K}"]
+            for index, name in enumerate(member_names)
+        }
+        epochs = max(1, round(float(np.mean(best_epochs))))
+        self.chosen = {"epochs": epochs, f"out_of_fold_ndcg@{K}": fused, f"members_alone_ndcg@{K}": alone}
+        self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion")
+        best = max(alone, key=alone.__getitem__)
+        if alone[best] >= fused:
+            self.network.passthrough.fill_(member_names.index(best))
+            self.chosen["passthrough"] = best
+
+    def _train(
+        self, lists: CandidateLists, stopping: CandidateLists | None, split: Split, epochs: int, progress: Progress,
+        *, stage: str,
+    ) -> tuple[FusionNetwork, int]:
+        """A network trained on the lists that hold a positive; early-stopped on ``stopping`` if given."""
         p = self.params
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
         labels = lists.labels
-        with_positive = np.flatnonzero(labels.sum(axis=1) > 0)
-        stop_rows = rng.random(len(lists.users)) < p.early_stopping_share
-        train_rows = np.intersect1d(with_positive, np.flatnonzero(~stop_rows))
-        stopping = lists.take(np.flatnonzero(stop_rows))
-        features = torch.from_numpy(lists.features[train_rows])
-        mask = torch.from_numpy(lists.mask[train_rows])
-        targets = torch.from_numpy(labels[train_rows])
-        self.network = FusionNetwork(lists.features.shape[2], p)
+        rows_with_positive = np.flatnonzero(labels.sum(axis=1) > 0)
+        features = torch.from_numpy(lists.features[rows_with_positive])
+        mask = torch.from_numpy(lists.mask[rows_with_positive])
+        targets = torch.from_numpy(labels[rows_with_positive])
+        network = FusionNetwork(lists.features.shape[2], p)
         valid = features[mask]
-        self.network.mean.copy_(valid.mean(dim=0))
-        self.network.scale.copy_(valid.std(dim=0).clamp(min=1e-6))
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
+        network.mean.copy_(valid.mean(dim=0))
+        network.scale.copy_(valid.std(dim=0).clamp(min=1e-6))
+        optimizer = torch.optim.Adam(network.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
 
         def run_epoch(epoch: int) -> float:
-            total, batches = 0.0, minibatches(len(train_rows), p.lists_per_batch, generator)
+            total, batches = 0.0, minibatches(len(rows_with_positive), p.lists_per_batch, generator)
             for rows in batches:
-                logits = self.network(features[rows]).masked_fill(~mask[rows], float("-inf"))
+                logits = network(features[rows]).masked_fill(~mask[rows], float("-inf"))
                 log_probs = torch.log_softmax(logits, dim=1).masked_fill(~mask[rows], 0.0)
                 target = targets[rows]
                 loss = -((log_probs * target).sum(dim=1) / target.sum(dim=1)).mean()
@@ -111,27 +147,17 @@ class DcnFusion(ModelKind):
             return total / max(len(batches), 1)
 
         def validate() -> float:
-            return evaluate_lists(stopping, self.score(stopping), split_for_metrics)[f"ndcg@{K}"]
+            assert stopping is not None
+            with torch.no_grad():
+                scores = network(torch.from_numpy(stopping.features)).numpy()
+            return evaluate_lists(stopping, scores, split)[f"ndcg@{K}"]
 
         result = train_loop(
-            self.network, stage="fusion", epochs=p.epochs, run_epoch=run_epoch,
-            validate=validate if len(stopping.users) else None, progress=progress, patience=p.patience,
+            network, stage=stage, epochs=epochs, run_epoch=run_epoch,
+            validate=validate if stopping is not None and len(stopping.users) else None, progress=progress,
+            patience=p.patience,
         )
-        self.chosen = {"epochs": result.best_epoch, f"early_stopping_ndcg@{K}": result.best_value}
-        if len(stopping.users):
-            self._guard(stopping, split_for_metrics, result.best_value, member_names)
-
-    def _guard(self, stopping: CandidateLists, split: Split, fused: float, member_names: list[str]) -> None:
-        """Never serve worse than the best member: pass its score through if the fusion does not beat it."""
-        alone = {
-            index: evaluate_lists(stopping, stopping.features[:, :, index], split)[f"ndcg@{K}"]
-            for index in range(len(member_names))
-        }
-        best = max(alone, key=alone.__getitem__)
-        self.chosen["members_alone_ndcg@10"] = {member_names[i]: v for i, v in alone.items()}
-        if alone[best] >= fused:
-            self.network.passthrough.fill_(best)
-            self.chosen["passthrough"] = member_names[best]
+        return network.eval(), result.best_epoch
 
     def score(self, lists: CandidateLists) -> np.ndarray:
         """Scores ``[L, W]`` of the candidate lists (pads get some value; rank_lists ignores them)."""

@@ -36,7 +36,7 @@ def test_fusion_learns_a_combination_no_single_member_has() -> None:
     model.fit(lists, split, ["a", "b"])
     assert "passthrough" not in model.chosen
     alone = model.chosen["members_alone_ndcg@10"]
-    assert model.chosen["early_stopping_ndcg@10"] > max(alone.values()) + 0.1
+    assert model.chosen["out_of_fold_ndcg@10"] > max(alone.values()) + 0.1
 
 
 def test_fusion_passes_the_best_member_through_when_it_cannot_beat_it() -> None:

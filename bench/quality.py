@@ -1,0 +1,147 @@
+"""Side-by-side quality: our pipeline (every kind and the served cascade) against RecBole 1.2.1 on
+exactly the same train / validation / test files, with wall time to the best validation epoch and
+peak RSS per model (each runs in its own process).
+
+RecBole is installed by this script into its own venv (.venv-recbole), never into the product's.
+Results go to docs/bench/quality-<data set>.json; --plot draws docs/quality.png from all of them.
+
+    .venv/bin/python bench/quality.py --data ../shared/data/ml-100k --recbole EASE,BPR,LightGCN
+    .venv/bin/python bench/quality.py --plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RECBOLE_VENV = ROOT / ".venv-recbole"
+RESULTS = ROOT / "docs" / "bench"
+EASE_GRID = (50.0, 200.0, 500.0, 1000.0, 3000.0)  # the grid our EASE kind searches
+
+
+def run_measured(command: list[str], *, env: dict[str, str] | None = None) -> tuple[str, float, float]:
+    """Run ``command``; its stdout, wall seconds and peak RSS in MiB (from wait4's rusage)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command[:4])} … exited with {process.returncode}:\n{text[-2000:]}")
+    return text, time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def ensure_recbole() -> Path:
+    python = RECBOLE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(RECBOLE_VENV)], check=True)
+    if subprocess.run([str(python), "-c", "import recbole"], check=False, capture_output=True).returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "recbole==1.2.1"], check=True)
+    return python
+
+
+def write_atomic_files(run_dir: Path, folder: Path, name: str) -> None:
+    """Our validation split's train part, its held-out items, and the test items, as RecBole files."""
+    with np.load(run_dir / "split.npz") as arrays:
+        parts = {
+            "train": (arrays["validation_train"], arrays["validation_train_lengths"]),
+            "valid": (arrays["validation_held"], arrays["validation_held_lengths"]),
+            "test": (arrays["test_held"], arrays["test_held_lengths"]),
+        }
+        for part, (items, lengths) in parts.items():
+            users = np.repeat(np.arange(len(lengths)), lengths)
+            lines = ["user_id:token\titem_id:token", *(f"{u}\t{i}" for u, i in zip(users, items, strict=True))]
+            (folder / f"{name}.{part}.inter").write_text("\n".join(lines) + "\n")
+
+
+def recbole(python: Path, data_dir: Path, name: str, model: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    text, seconds, rss = run_measured(
+        [str(python), str(ROOT / "bench" / "recbole_runner.py"), str(data_dir), name, model, json.dumps(overrides)]
+    )
+    result = json.loads(text.strip().splitlines()[-1])
+    return {**result, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
+
+
+def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
+    """Our pipeline, then each RecBole model ('NAME' or 'NAME:EPOCH_CAP'), on the same files."""
+    name = Path(data).name
+    runs = Path(tempfile.mkdtemp(prefix="quality-"))
+    text, seconds, rss = run_measured([sys.executable, str(ROOT / "bench" / "train_eval.py"), "--data", data,
+                                       "--runs-dir", str(runs)])
+    ours = json.loads(text.strip().splitlines()[-1])
+    report: dict[str, Any] = {
+        "data": data, "split": ours["split"], "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "ours": {**ours, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}, "recbole": {},
+    }
+    if models:
+        python = ensure_recbole()
+        data_dir = runs / "recbole"
+        (data_dir / name).mkdir(parents=True)
+        write_atomic_files(Path(ours["run_dir"]), data_dir / name, name)
+        for entry in models:
+            model, _, cap = entry.partition(":")
+            if model == "EASE":  # closed form: one fit per λ of our grid, the best on validation
+                tried = [recbole(python, data_dir, name, model, {"reg_weight": l2, "epochs": 1}) for l2 in EASE_GRID]
+                best = max(tried, key=lambda r: r["valid"]["ndcg@10"])
+                best["seconds_to_best"] = round(sum(r["wall_seconds"] for r in tried), 1)
+                report["recbole"][model] = best
+            else:
+                epochs = int(cap or max_epochs)
+                report["recbole"][model] = recbole(python, data_dir, name, model, {"epochs": epochs, "stopping_step": 10})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"quality-{name}.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("quality-*.json"))]
+    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 4), squeeze=False)
+    for ax, report in zip(axes[0], reports, strict=True):
+        bars = {f"ours {k}": v["ndcg@10"] for k, v in report["ours"]["metrics"].items()}
+        bars.update({f"RecBole {k}": v["test"]["ndcg@10"] for k, v in report["recbole"].items()})
+        colors = ["tab:green" if k == "ours cascade" else "tab:blue" if k.startswith("ours") else "tab:gray"
+                  for k in bars]
+        ax.barh(list(bars), list(bars.values()), color=colors)
+        ax.set_title(f"{Path(report['data']).name}: {report['split']['test']}", fontsize=9)
+        ax.set_xlabel("test NDCG@10")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "quality.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="data set folder (or synthetic spec)")
+    parser.add_argument("--recbole", default="EASE,BPR,LightGCN",
+                        help="RecBole models, comma-separated, each NAME or NAME:EPOCH_CAP ('' for none)")
+    parser.add_argument("--max-epochs", type=int, default=300, help="epoch cap of RecBole's trained models")
+    parser.add_argument("--plot", action="store_true", help="draw docs/quality.png from docs/bench/quality-*.json")
+    args = parser.parse_args()
+    if args.data:
+        report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs)
+        print(json.dumps(report, indent=2))
+    if args.plot:
+        plot()
+
+
+if __name__ == "__main__":
+    main()

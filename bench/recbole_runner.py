@@ -1,0 +1,87 @@
+"""Runs one RecBole 1.2.1 model on fixed train / valid / test atomic files and prints one JSON line.
+
+Runs inside the benchmark's own venv (.venv-recbole), never the product's: bench/quality.py writes
+the files and starts this script. The shims below make RecBole 1.2.1 run on numpy 2, scipy 1.17 and
+torch 2.13 (see ../shared/docs/stack-notes.md).
+
+    .venv-recbole/bin/python bench/recbole_runner.py DATA_DIR NAME MODEL '{"reg_weight": 500}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import scipy.sparse
+import torch
+
+np.float_ = np.float64  # type: ignore[attr-defined]
+np.complex_ = np.complex128  # type: ignore[attr-defined]
+np.unicode_ = np.str_  # type: ignore[attr-defined]
+_torch_load = torch.load
+torch.load = lambda *a, **k: _torch_load(*a, **{**k, "weights_only": False})  # RecBole pickles its config
+scipy.sparse.dok_matrix._update = lambda self, d: self._dict.update(d)  # LightGCN builds its graph with it
+
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+
+def main() -> None:
+    data_dir, name, model_name, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    torch.set_num_threads(int(overrides.pop("threads", 2)))
+    config = Config(
+        model=model_name,
+        dataset=name,
+        config_dict={
+            "data_path": data_dir,
+            "benchmark_filename": ["train", "valid", "test"],
+            "load_col": {"inter": ["user_id", "item_id"]},
+            "eval_args": {"group_by": "user", "order": "RO", "mode": "full"},
+            "metrics": ["NDCG", "Recall", "MRR", "Hit"],
+            "topk": [10, 20],
+            "valid_metric": "NDCG@10",
+            "use_gpu": False,
+            "seed": 0,
+            "reproducibility": True,
+            "show_progress": False,
+            "checkpoint_dir": f"{data_dir}/checkpoints",
+            "log_wandb": False,
+            "train_batch_size": 4096,
+            "eval_batch_size": 409600,
+            **overrides,
+        },
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    started = time.perf_counter()
+    best = {"epoch": 0, "seconds": 0.0}
+    save = trainer._save_checkpoint
+
+    def record_best(epoch: int, *args: object, **kwargs: object) -> None:
+        best.update(epoch=epoch + 1, seconds=time.perf_counter() - started)  # called on each new best
+        save(epoch, *args, **kwargs)
+
+    trainer._save_checkpoint = record_best
+    _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    fit_seconds = time.perf_counter() - started
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    print(json.dumps({
+        "model": model_name,
+        "overrides": overrides,
+        "valid": {k.lower(): float(v) for k, v in valid_result.items()},
+        "test": {k.lower(): float(v) for k, v in test_result.items()},
+        "best_epoch": best["epoch"],
+        "seconds_to_best": round(best["seconds"], 1),
+        "fit_seconds": round(fit_seconds, 1),
+        
+    }))
+
+
+if __name__ == "__main__":
+    main()
