@@ -33,14 +33,15 @@ EASE_GRID = (50.0, 200.0, 500.0, 1000.0, 3000.0)  # the grid our EASE kind searc
 def run_measured(command: list[str], *, env: dict[str, str] | None = None) -> tuple[str, float, float]:
     """Run ``command``; its stdout, wall seconds and peak RSS in MiB (from wait4's rusage)."""
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        text = out.read().decode()
+        err.seek(0)
+        text, errors = out.read().decode(), err.read().decode()
     if process.returncode:
-        raise RuntimeError(f"{' '.join(command[:4])} … exited with {process.returncode}:\n{text[-2000:]}")
+        raise RuntimeError(f"{' '.join(command[:4])} … exited with {process.returncode}:\n{errors[-3000:]}")
     return text, time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
@@ -48,8 +49,9 @@ def ensure_recbole() -> Path:
     python = RECBOLE_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(RECBOLE_VENV)], check=True)
-    if subprocess.run([str(python), "-c", "import recbole"], check=False, capture_output=True).returncode:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "recbole==1.2.1"], check=True)
+    if subprocess.run([str(python), "-c", "import recbole, matplotlib"], check=False, capture_output=True).returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "recbole==1.2.1", "matplotlib"],
+                       check=True)
     return python
 
 
@@ -77,7 +79,7 @@ def recbole(python: Path, data_dir: Path, name: str, model: str, overrides: dict
 
 def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
     """Our pipeline, then each RecBole model ('NAME' or 'NAME:EPOCH_CAP'), on the same files."""
-    name = Path(data).name
+    name = f"cinesync-{Path(data).name}"  # RecBole treats some names (ml-100k) as its own examples
     runs = Path(tempfile.mkdtemp(prefix="quality-"))
     text, seconds, rss = run_measured([sys.executable, str(ROOT / "bench" / "train_eval.py"), "--data", data,
                                        "--runs-dir", str(runs)])
@@ -103,7 +105,7 @@ def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
                 epochs = int(cap or max_epochs)
                 report["recbole"][model] = recbole(python, data_dir, name, model, {"epochs": epochs, "stopping_step": 10})
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"quality-{name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"quality-{Path(data).name}.json").write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -140,7 +142,10 @@ def main() -> None:
         report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs)
         print(json.dumps(report, indent=2))
     if args.plot:
-        plot()
+        try:
+            plot()
+        except ModuleNotFoundError:  # matplotlib lives in the benchmark's venv, not the product's
+            subprocess.run([str(ensure_recbole()), __file__, "--plot"], check=True)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ def main() -> None:
         save(epoch, *args, **kwargs)
 
     trainer._save_checkpoint = record_best
+    epoch_seconds: list[float] = []
+    train_epoch = trainer._train_epoch
+
+    def timed_epoch(*args: object, **kwargs: object) -> object:
+        began = time.perf_counter()
+        loss = train_epoch(*args, **kwargs)
+        epoch_seconds.append(round(time.perf_counter() - began, 2))
+        return loss
+
+    trainer._train_epoch = timed_epoch
     _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_seconds = time.perf_counter() - started
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
@@ -79,6 +89,7 @@ def main() -> None:
         "best_epoch": best["epoch"],
         "seconds_to_best": round(best["seconds"], 1),
         "fit_seconds": round(fit_seconds, 1),
+        "train_epoch_seconds": epoch_seconds,
         
     }))
 

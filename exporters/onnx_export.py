@@ -84,7 +84,7 @@ def export_module(
 
 def parity_pairs(run: TrainedRun, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Real (user, item) pairs: half from training interactions, half a user with a random item."""
-    users, items = run.protocol.test.train_pairs()
+    users, items = run.history.train_pairs()
     rows = rng.choice(len(users), size, replace=len(users) < size)
     half = size // 2
     random_items = rng.integers(0, run.catalog.n_items, size - half)

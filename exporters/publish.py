@@ -35,6 +35,7 @@ def publish(
             "triton_target": target,
             "kinds": run.manifest["kinds"],
             "export": json.loads((export_dir / REPORT_FILE).read_text()),
+            # Offline figures are always the evaluated fit's, also for a version refit on everything.
             "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         },
     )

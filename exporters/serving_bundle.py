@@ -25,16 +25,17 @@ def existing_versions(serving_dir: Path) -> list[int]:
 def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_manifest: dict[str, Any]) -> Path:
     """Stage the bundle, rename it to <serving>/<version>, then point CURRENT at it.
 
-    A user's history (what exclude_seen leaves out) is exactly what the members were fitted on and
-    what offline evaluation excluded, so the served answer for a test user is the evaluated one.
+    A user's history (what exclude_seen leaves out) is exactly what the members were fitted on: for
+    a run fitted on its training part, what offline evaluation excluded, so the served answer for a
+    test user is the evaluated one; for a run refit on everything, all the user's interactions.
     """
     serving_dir = Path(serving_dir).resolve()
     serving_dir.mkdir(parents=True, exist_ok=True)
     staging = serving_dir / f".staging-{uuid.uuid4().hex}"
     (staging / bundle.RETRIEVERS_DIR).mkdir(parents=True)
     try:
-        histories = run.protocol.test.train_sequences
-        np.save(staging / bundle.POPULARITY, run.protocol.test.item_counts().astype(np.float32))
+        histories = run.history.train_sequences
+        np.save(staging / bundle.POPULARITY, run.history.item_counts().astype(np.float32))
         np.savez(staging / bundle.SEEN, items=np.concatenate(histories).astype(np.int64),
                  lengths=[len(s) for s in histories])
         (staging / bundle.ITEMS).write_text(json.dumps([it.to_json() for it in run.items]))
@@ -51,6 +52,7 @@ def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_mani
             "dataset": run.manifest["dataset"],
             "retrievers": retrievers,
             "depth": run.spec.depth,
+            "fitted_on": run.fitted_on,
             "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra_manifest,
         }

@@ -40,14 +40,15 @@ def _settings(data: str | None) -> Settings:
 
 
 def _run_pipeline(
-    settings: Settings, pipeline: dict[str, Any], say: Callable[[str], None], *, publish: bool = True
+    settings: Settings, pipeline: dict[str, Any], say: Callable[[str], None], *, publish: bool = True,
+    serve: str = "all",
 ) -> dict[str, Any]:
     from launcher.jobs import JobFailed, follow
     from workers.tasks import training_pipeline
 
     say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
     started = time.monotonic()
-    chain = training_pipeline(settings.data, pipeline, publish_model=publish)
+    chain = training_pipeline(settings.data, pipeline, publish_model=publish, serve=serve)
     try:
         result = follow(chain.apply_async(queue=settings.celery_queue), say=say)
     except JobFailed as error:
@@ -135,8 +136,11 @@ def demo(data: str | None, assignments: tuple[str, ...], user: str | None, as_js
 @main.command()
 @_training_options
 @click.option("--publish/--no-publish", default=False, help="Also export and publish a new model version.")
+@click.option("--serve", type=click.Choice(["all", "train"]), default="all", show_default=True,
+              help="Publish members refit on every interaction (all), or the evaluated fit (train), whose "
+              "served answers `cinesync evaluate-served` can score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object, the last line.")
-def train(data: str | None, assignments: tuple[str, ...], publish: bool, as_json: bool) -> None:
+def train(data: str | None, assignments: tuple[str, ...], publish: bool, serve: str, as_json: bool) -> None:
     """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
     from launcher.stack import Stack
 
@@ -145,7 +149,7 @@ def train(data: str | None, assignments: tuple[str, ...], publish: bool, as_json
     with Stack(settings, say=say) as stack:
         stack.ensure_redis()
         stack.ensure_worker()
-        result = _run_pipeline(settings, _pipeline_options(assignments), say, publish=publish)
+        result = _run_pipeline(settings, _pipeline_options(assignments), say, publish=publish, serve=serve)
         if publish:
             say(f"  published model version {result['version']}")
     if as_json:
@@ -181,6 +185,23 @@ def export(run_dir: Path) -> None:
         steps = export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()
         result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
         click.echo(json.dumps(result, indent=2))
+
+
+@main.command(name="evaluate-served")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--address", default=None, help="Control plane host:port (default: CINESYNC_HOST:CINESYNC_GRPC_PORT).")
+def evaluate_served_command(run_dir: Path, address: str | None) -> None:
+    """Recommend for every test user of RUN_DIR over gRPC and print the test metrics of the answers.
+
+    Serve that run published with `--serve train`, so histories are what evaluation excluded.
+    """
+    from launcher.served_eval import evaluate_served
+
+    settings = get_settings()
+    result = evaluate_served(address or f"{settings.host}:{settings.grpc_port}", run_dir)
+    offline = json.loads((run_dir / "metrics.json").read_text()).get("cascade", {})
+    click.echo(json.dumps({"served": result.metrics, "offline": offline, "ranked_by": result.ranked_by,
+                           "versions": result.versions}))
 
 
 @main.command()

@@ -19,7 +19,7 @@ from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
 from recsys.metrics import evaluate_full_ranking
-from recsys.run import TrainedRun, load_run, new_run_id, save_run
+from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
 
 METRICS_FILE = "metrics.json"
 CASCADE = "cascade"  # the metrics key of what serving runs
@@ -124,3 +124,21 @@ def evaluate(run_folder: Path) -> dict[str, dict[str, float]]:
     metrics[CASCADE] = evaluate_lists(lists, run.fusion.score(lists), split)
     (Path(run_folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def refit_on_everything(run_folder: Path, progress: Progress = no_progress) -> None:
+    """Refit the members on every interaction (test items included) with the choices validation
+    made, for the version users get; the fusion and the evaluated figures stay those of the run."""
+    run = load_run(run_folder)
+    everything = run.protocol.test.everything()
+    started = time.monotonic()
+    for member in run.members:
+        member.refit(everything.train_sequences, progress)
+        member.save(Path(run_folder) / FITS["all"] / member.name)
+    manifest_path = Path(run_folder) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["refit_on_all"] = {
+        "interactions": int(sum(len(s) for s in everything.train_sequences)),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2))

@@ -1,8 +1,9 @@
 """A training run on disk: what train writes and evaluate, export and publish read.
 
 Layout: manifest.json (data, split kinds, pipeline spec, each kind with its hyper-parameters and
-the choices validation made), catalog.json, split.npz (test and validation splits), and
-kinds/<name>/ with each kind's fitted state.
+the choices validation made), catalog.json, split.npz (test and validation splits), kinds/<name>/
+with each kind's state fitted on the test split's training part (what evaluation scores), and,
+after the refit step, kinds-all/<name>/ with the members refit on every interaction (what users get).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 KINDS_DIR = "kinds"
+# Which interactions the members were fitted on -> the folder holding them.
+FITS = {"train": KINDS_DIR, "all": "kinds-all"}
 
 
 def new_run_id() -> str:
@@ -37,8 +40,9 @@ def new_run_id() -> str:
 
 @dataclass
 class TrainedRun:
-    """Everything a finished training run produced, loaded in memory. Members hold the state fitted
-    on the test split's training part; ``tables`` are the ranking features of that same part."""
+    """Everything a finished training run produced, loaded in memory. ``history`` holds, as its
+    training part, the interactions the members were fitted on ("train": the test split's training
+    part; "all": every interaction); ``tables`` are the ranking features of that same history."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -50,6 +54,8 @@ class TrainedRun:
     members: list[MemberKind]
     fusion: DcnFusion
     tables: FeatureTables
+    fitted_on: str
+    history: Split
 
 
 def save_run(
@@ -91,12 +97,17 @@ def save_run(
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def load_run(folder: Path) -> TrainedRun:
+def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
+    """The run at ``folder`` with its members as fitted on ``fitted_on`` ("train" or "all")."""
     from recsys.pipeline import PipelineSpec
 
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise FileNotFoundError(f"{folder} is not a finished training run (no {MANIFEST})")
+    if fitted_on not in FITS:
+        raise ValueError(f"fitted_on must be one of {', '.join(FITS)}, not {fitted_on!r}")
+    if not (folder / FITS[fitted_on]).is_dir():
+        raise FileNotFoundError(f"{folder} has no members fitted on {fitted_on!r} ({FITS[fitted_on]}/): run its refit step")
     manifest = json.loads((folder / MANIFEST).read_text())
     catalog_json = json.loads((folder / "catalog.json").read_text())
     items = [Item.from_json(row) for row in catalog_json["items"]]
@@ -118,11 +129,13 @@ def load_run(folder: Path) -> TrainedRun:
     for described in manifest["kinds"]:
         kind = create(described["kind"], catalog, described["params"], seed=spec.seed)
         kind.chosen = described["chosen"]
-        kind.load_state(folder / KINDS_DIR / kind.name)
+        fit = FITS[fitted_on] if kind.name in spec.members else KINDS_DIR  # the fusion is fitted once
+        kind.load_state(folder / fit / kind.name)
         kinds[kind.name] = kind
     members = [kinds[name] for name in spec.members]
     fusion = kinds[spec.fusion]
     assert all(isinstance(m, MemberKind) for m in members) and isinstance(fusion, DcnFusion)
+    history = test if fitted_on == "train" else test.everything()
     return TrainedRun(
         folder=folder,
         manifest=manifest,
@@ -133,5 +146,7 @@ def load_run(folder: Path) -> TrainedRun:
         catalog=catalog,
         members=members,  # type: ignore[arg-type]
         fusion=fusion,
-        tables=build_feature_tables(test, catalog.item_features),
+        tables=build_feature_tables(history, catalog.item_features),
+        fitted_on=fitted_on,
+        history=history,
     )

@@ -45,3 +45,35 @@ def test_manifest_records_kinds_hyper_parameters_and_validation_choices(small_ru
 def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str, tmp_path: Path) -> None:
     with pytest.raises(UnknownOption, match=message):
         train(str(tmp_path / "no-such-data-set"), tmp_path, spec)
+
+
+def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_run: Path, tmp_path: Path) -> None:
+    from exporters.onnx_export import export_run
+    from exporters.publish import publish
+    from recsys.pipeline import refit_on_everything
+
+    refit_on_everything(small_run)
+    evaluated, everything = load_run(small_run), load_run(small_run, fitted_on="all")
+    user = int(evaluated.protocol.test.test_users()[0])
+    held_out = int(evaluated.protocol.test.test_items[user][0])
+    assert held_out not in evaluated.history.train_sequences[user]
+    assert held_out in everything.history.train_sequences[user]
+    ease_before, ease_after = (next(m for m in r.members if m.name == "ease") for r in (evaluated, everything))
+    assert ease_after.chosen == ease_before.chosen
+    assert ease_after.history[user, held_out] == 1.0 and ease_before.history[user, held_out] == 0.0
+    assert json.loads((small_run / MANIFEST).read_text())["refit_on_all"]["interactions"] > 0
+    export_run(everything, tmp_path / "onnx")
+    version = publish(everything, tmp_path / "onnx", repository=tmp_path / "repo", serving_dir=tmp_path / "serving",
+                      target="python")
+    bundle = json.loads((tmp_path / "serving" / str(version) / "manifest.json").read_text())
+    assert bundle["fitted_on"] == "all" and bundle["metrics"]["cascade"] == json.loads(
+        (small_run / METRICS_FILE).read_text())["cascade"]
+
+
+def test_a_run_without_the_refit_step_says_so(small_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("kinds-all"))
+    with pytest.raises(FileNotFoundError, match="no members fitted on 'all'.*run its refit step"):
+        load_run(copy, fitted_on="all")

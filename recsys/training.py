@@ -69,3 +69,17 @@ def train_loop(
 def minibatches(n_rows: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A fresh random order of ``n_rows`` rows cut into batches."""
     return list(torch.randperm(n_rows, generator=generator).split(batch_size))
+
+
+def optimise(
+    optimizer: torch.optim.Optimizer, batches: list[torch.Tensor], batch_loss: Callable[[torch.Tensor], torch.Tensor]
+) -> float:
+    """One optimiser step per batch of rows; the mean loss over the batches."""
+    total = 0.0
+    for rows in batches:
+        loss = batch_loss(rows)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / max(len(batches), 1)

@@ -59,6 +59,21 @@ def evaluate(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "metrics": evaluate_run(Path(previous["run_dir"])), "served": CASCADE}
 
 
+@app.task(bind=True, name="cinesync.refit")
+def refit(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
+    """Refit the members on every interaction for the version users get (the evaluated figures stay)."""
+    from recsys.pipeline import refit_on_everything
+
+    _use_threads()
+
+    def progress(stage: str, step: int, steps: int, value: float, measure: str) -> None:
+        _report(self, "refit", stage=stage, epoch=step, epochs=steps, percent=round(100 * step / max(steps, 1), 1))
+
+    _report(self, "refit", percent=0.0)
+    refit_on_everything(Path(previous["run_dir"]), progress)
+    return {**previous, "fitted_on": "all"}
+
+
 @app.task(bind=True, name="cinesync.export")
 def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     """ONNX export of every member scorer and the fusion, with parity against the kinds."""
@@ -68,9 +83,10 @@ def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     from recsys.run import load_run
 
     _report(self, "export", percent=0.0)
-    run_dir = Path(previous["run_dir"])
-    exported = export_run(load_run(run_dir), run_dir / "onnx")
-    return {**previous, "export_dir": str(run_dir / "onnx"), "onnx": [asdict(m) for m in exported]}
+    run_dir, fitted_on = Path(previous["run_dir"]), previous.get("fitted_on", "train")
+    export_dir = run_dir / f"onnx-{fitted_on}"
+    exported = export_run(load_run(run_dir, fitted_on=fitted_on), export_dir)
+    return {**previous, "export_dir": str(export_dir), "onnx": [asdict(m) for m in exported]}
 
 
 @app.task(bind=True, name="cinesync.publish")
@@ -82,7 +98,7 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     _report(self, "publish", percent=0.0)
     version = publish_run(
-        load_run(Path(previous["run_dir"])),
+        load_run(Path(previous["run_dir"]), fitted_on=previous.get("fitted_on", "train")),
         Path(previous["export_dir"]),
         repository=settings.model_repository,
         serving_dir=settings.serving_dir,
@@ -91,9 +107,17 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "version": version}
 
 
-def training_pipeline(data: str, pipeline: dict[str, Any] | None = None, *, publish_model: bool = True) -> Signature:
-    """train → evaluate (→ export → publish) as one Celery chain."""
+def training_pipeline(
+    data: str, pipeline: dict[str, Any] | None = None, *, publish_model: bool = True, serve: str = "all"
+) -> Signature:
+    """train → evaluate (→ refit → export → publish) as one Celery chain.
+
+    ``serve="all"`` publishes the members refit on every interaction (what users should get);
+    ``serve="train"`` publishes the evaluated fit, whose served answers score as evaluate did.
+    """
+    if serve not in ("all", "train"):
+        raise ValueError(f"serve must be 'all' or 'train', not {serve!r}")
     steps = [train.s(data, pipeline), evaluate.s()]
     if publish_model:
-        steps += [export.s(), publish.s()]
+        steps += [*([refit.s()] if serve == "all" else []), export.s(), publish.s()]
     return chain(*steps)

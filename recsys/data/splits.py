@@ -44,6 +44,11 @@ class Split:
         _, items = self.train_pairs()
         return np.bincount(items, minlength=self.n_items).astype(np.float64)
 
+    def everything(self) -> Split:
+        """Every interaction as training (held-out items after each user's training ones), none held out."""
+        sequences = [np.concatenate([tr, te]) for tr, te in zip(self.train_sequences, self.test_items, strict=True)]
+        return Split(self.n_users, self.n_items, sequences, [s[:0] for s in sequences], "all interactions")
+
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Flat arrays for np.savez, named ``<prefix>_...``; ``from_arrays`` reads them back."""
         return {

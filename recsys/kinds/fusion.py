@@ -18,7 +18,7 @@ from recsys.data.splits import Split
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
 from recsys.metrics import K
 from recsys.models import DCN
-from recsys.training import minibatches, train_loop
+from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "fusion.pt"
 DENSE_INPUT = "dense"
@@ -133,18 +133,14 @@ class DcnFusion(ModelKind):
         network.scale.copy_(valid.std(dim=0).clamp(min=1e-6))
         optimizer = torch.optim.Adam(network.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
 
+        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+            logits = network(features[rows]).masked_fill(~mask[rows], float("-inf"))
+            log_probs = torch.log_softmax(logits, dim=1).masked_fill(~mask[rows], 0.0)
+            target = targets[rows]
+            return -((log_probs * target).sum(dim=1) / target.sum(dim=1)).mean()
+
         def run_epoch(epoch: int) -> float:
-            total, batches = 0.0, minibatches(len(rows_with_positive), p.lists_per_batch, generator)
-            for rows in batches:
-                logits = network(features[rows]).masked_fill(~mask[rows], float("-inf"))
-                log_probs = torch.log_softmax(logits, dim=1).masked_fill(~mask[rows], 0.0)
-                target = targets[rows]
-                loss = -((log_probs * target).sum(dim=1) / target.sum(dim=1)).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-            return total / max(len(batches), 1)
+            return optimise(optimizer, minibatches(len(rows_with_positive), p.lists_per_batch, generator), batch_loss)
 
         def validate() -> float:
             assert stopping is not None

@@ -57,3 +57,13 @@ def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalo
         kind_class("lightfm")
     with pytest.raises(UnknownOption, match=r"ease: unknown hyper-parameter\(s\) lambda; valid: l2_grid, neighbours"):
         create("ease", catalog, {"lambda": 3})
+
+
+def test_lightgcn_graph_is_symmetrically_normalised() -> None:
+    from recsys.kinds.lightgcn import normalised_graph
+
+    graph = normalised_graph([np.array([0, 1]), np.array([1])], 2, 3).to_dense().numpy()
+    # user 0 has degree 2, item 0 (node 2) degree 1, item 1 (node 3) degree 2; item 2 none
+    assert graph[0, 2] == pytest.approx(1 / np.sqrt(2)) and graph[0, 3] == pytest.approx(0.5)
+    np.testing.assert_allclose(graph, graph.T)
+    assert not graph[4].any() and not graph[:, 4].any()

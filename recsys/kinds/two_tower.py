@@ -16,10 +16,11 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.features import YEAR_BUCKETS, item_tower_inputs, user_tower_inputs
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress
+from recsys.kinds.base import Progress, Role, no_progress
+from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models import ItemTower, TwoTowerConfig, UserTower
-from recsys.training import minibatches, train_loop
+from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "two_tower.pt"
 
@@ -49,30 +50,12 @@ def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tupl
     return np.concatenate(users), np.concatenate(histories), np.concatenate(targets).astype(np.int64)
 
 
-class InnerProductScorer(torch.nn.Module):
-    """score(u, i) = ⟨user_vectors[u], item_vectors[i]⟩ with both tables inside."""
-
-    def __init__(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> None:
-        super().__init__()
-        self.register_buffer("user_vectors", torch.from_numpy(user_vectors))
-        self.register_buffer("item_vectors", torch.from_numpy(item_vectors))
-
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        users = self.user_vectors[user_idx.reshape(-1)]
-        items = self.item_vectors[item_idx.reshape(-1)]
-        return (users * items).sum(dim=1, keepdim=True)
-
-
-class TwoTower(MemberKind):
+class TwoTower(EmbeddingMember):
     """User tower over recent history and user features, item tower over id, genres, year, domain."""
 
     name = "two_tower"
     roles = frozenset({Role.RETRIEVER, Role.SCORER})
     Params = TwoTowerParams
-    index_kind = "faiss"
-
-    user_vectors: np.ndarray
-    item_vectors: np.ndarray
 
     def _model_config(self) -> TwoTowerConfig:
         return TwoTowerConfig(
@@ -105,21 +88,17 @@ class TwoTower(MemberKind):
             # Without time, "the previous items" are a fresh random subset of the user's others each epoch.
             ordered = sequences if self.catalog.ordered else [rng.permutation(s) for s in sequences]
             users, histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
-            total = 0.0
-            batches = minibatches(len(targets), p.batch_size, generator)
-            for rows in batches:
+
+            def batch_loss(rows: torch.Tensor) -> torch.Tensor:
                 u, target = users[rows], targets[rows]
                 user_vec = self.user_tower(u, histories[rows], user_feats[u])
                 item_vec = self.item_tower(target, genres[target], years[target], domains[target])
                 logits = user_vec @ item_vec.T / p.temperature - log_q[target].unsqueeze(0)
                 same_item = target.unsqueeze(0) == target.unsqueeze(1)
                 logits = logits.masked_fill(same_item & ~torch.eye(len(rows), dtype=torch.bool), float("-inf"))
-                loss = F.cross_entropy(logits, torch.arange(len(rows)))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-            return total / max(len(batches), 1)
+                return F.cross_entropy(logits, torch.arange(len(rows)))
+
+            return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss)
 
         def validate() -> float:
             self._embed(sequences)
@@ -151,21 +130,9 @@ class TwoTower(MemberKind):
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self._train(sequences, int(self.chosen["epochs"]), None, progress)
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_vectors[users] @ self.item_vectors.T
-
-    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.einsum("nd,nd->n", self.user_vectors[users], self.item_vectors[items])
-
-    def scorer_module(self) -> torch.nn.Module:
-        return InnerProductScorer(self.user_vectors, self.item_vectors)
-
-    def retrieval_arrays(self) -> dict[str, np.ndarray]:
-        return {"user_vectors": self.user_vectors, "item_vectors": self.item_vectors}
-
     def save_state(self, folder: Path) -> None:
         torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
-        np.savez(folder / "vectors.npz", user_vectors=self.user_vectors, item_vectors=self.item_vectors)
+        self.save_vectors(folder)
 
     def load_state(self, folder: Path) -> None:
         config = self._model_config()
@@ -173,5 +140,4 @@ class TwoTower(MemberKind):
         state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
         self.user_tower.load_state_dict(state["user"])
         self.item_tower.load_state_dict(state["item"])
-        with np.load(folder / "vectors.npz") as vectors:
-            self.user_vectors, self.item_vectors = vectors["user_vectors"], vectors["item_vectors"]
+        self.load_vectors(folder)

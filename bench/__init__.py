@@ -1,0 +1,1 @@
+"""Benchmark scripts: run from the repository root (python bench/X.py, or python -m bench.X)."""

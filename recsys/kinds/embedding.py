@@ -1,0 +1,54 @@
+"""The base of member kinds that end as user and item vectors: scored by inner product, retrieved
+through FAISS, exported as an inner-product scorer with both tables inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.kinds.base import MemberKind
+
+VECTORS_FILE = "vectors.npz"
+
+
+class InnerProductScorer(torch.nn.Module):
+    """score(u, i) = ⟨user_vectors[u], item_vectors[i]⟩ with both tables inside."""
+
+    def __init__(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("user_vectors", torch.from_numpy(user_vectors))
+        self.register_buffer("item_vectors", torch.from_numpy(item_vectors))
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        users = self.user_vectors[user_idx.reshape(-1)]
+        items = self.item_vectors[item_idx.reshape(-1)]
+        return (users * items).sum(dim=1, keepdim=True)
+
+
+class EmbeddingMember(MemberKind):
+    """A member whose fitted state ends as ``user_vectors`` and ``item_vectors``."""
+
+    index_kind = "faiss"
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.user_vectors[users] @ self.item_vectors.T
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.einsum("nd,nd->n", self.user_vectors[users], self.item_vectors[items])
+
+    def scorer_module(self) -> torch.nn.Module:
+        return InnerProductScorer(self.user_vectors, self.item_vectors)
+
+    def retrieval_arrays(self) -> dict[str, np.ndarray]:
+        return {"user_vectors": self.user_vectors, "item_vectors": self.item_vectors}
+
+    def save_vectors(self, folder: Path) -> None:
+        np.savez(folder / VECTORS_FILE, user_vectors=self.user_vectors, item_vectors=self.item_vectors)
+
+    def load_vectors(self, folder: Path) -> None:
+        with np.load(folder / VECTORS_FILE) as vectors:
+            self.user_vectors, self.item_vectors = vectors["user_vectors"], vectors["item_vectors"]
