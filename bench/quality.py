@@ -30,11 +30,11 @@ RESULTS = ROOT / "docs" / "bench"
 EASE_GRID = (50.0, 200.0, 500.0, 1000.0, 3000.0)  # the grid our EASE kind searches
 
 
-def run_measured(command: list[str], *, env: dict[str, str] | None = None) -> tuple[str, float, float]:
-    """Run ``command``; its stdout, wall seconds and peak RSS in MiB (from wait4's rusage)."""
+def run_measured(command: list[str], *, cwd: Path = ROOT) -> tuple[str, float, float]:
+    """Run ``command`` in ``cwd``; its stdout, wall seconds and peak RSS in MiB (from wait4's rusage)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=ROOT)
+        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -70,8 +70,9 @@ def write_atomic_files(run_dir: Path, folder: Path, name: str) -> None:
 
 
 def recbole(python: Path, data_dir: Path, name: str, model: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    text, seconds, rss = run_measured(
-        [str(python), str(ROOT / "bench" / "recbole_runner.py"), str(data_dir), name, model, json.dumps(overrides)]
+    text, seconds, rss = run_measured(  # in data_dir: RecBole writes log/ and log_tensorboard/ where it runs
+        [str(python), str(ROOT / "bench" / "recbole_runner.py"), str(data_dir), name, model, json.dumps(overrides)],
+        cwd=data_dir,
     )
     result = json.loads(text.strip().splitlines()[-1])
     return {**result, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}

@@ -67,3 +67,14 @@ def test_lightgcn_graph_is_symmetrically_normalised() -> None:
     assert graph[0, 2] == pytest.approx(1 / np.sqrt(2)) and graph[0, 3] == pytest.approx(0.5)
     np.testing.assert_allclose(graph, graph.T)
     assert not graph[4].any() and not graph[:, 4].any()
+
+
+def test_lightgcn_symmetric_product_has_the_gradient_of_a_plain_product() -> None:
+    from recsys.kinds.lightgcn import SymmetricProduct, normalised_graph
+
+    graph = normalised_graph([np.array([0, 1]), np.array([1, 2])], 2, 3)
+    x = torch.randn(5, 4, requires_grad=True)
+    SymmetricProduct.apply(graph, x).pow(2).sum().backward()
+    expected = torch.autograd.functional.vjp(lambda v: graph.to_dense() @ v, x.detach(),
+                                             2 * (graph.to_dense() @ x.detach()))[1]
+    torch.testing.assert_close(x.grad, expected)
