@@ -1,0 +1,28 @@
+"""Layering: serving and the CLI import no torch, and the contracts package imports no role."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+ROLES = ("recsys", "workers", "exporters", "control_plane", "launcher")
+
+
+def imported_after(module: str) -> set[str]:
+    """Top-level packages in sys.modules after importing ``module`` in a fresh interpreter."""
+    code = f"import json, sys, {module}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("module", ["control_plane.server", "launcher.cli", "workers.tasks"])
+def test_serving_cli_and_task_definitions_import_no_torch(module: str) -> None:
+    assert "torch" not in imported_after(module)
+
+
+@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle"])
+def test_contracts_import_no_role(module: str) -> None:
+    assert not imported_after(module) & {*ROLES, "torch"}
