@@ -1,4 +1,4 @@
-"""The Recommend RPC: validate, retrieve with FAISS, rank with Triton, fall back without hanging."""
+"""The Recommend RPC: validate, gather candidates, rank with Triton, fall back without hanging."""
 
 from __future__ import annotations
 

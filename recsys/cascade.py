@@ -26,7 +26,8 @@ def retrieve(retrievers: Sequence[MemberKind], users: np.ndarray, exclude: list[
     rows = []
     for row in stacked:
         _, first = np.unique(row, return_index=True)
-        rows.append(row[np.sort(first)])
+        row = row[np.sort(first)]
+        rows.append(row[row != PAD])
     out = np.full((len(users), max(len(r) for r in rows)), PAD, dtype=np.int64)
     for index, row in enumerate(rows):
         out[index, : len(row)] = row

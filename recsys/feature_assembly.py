@@ -1,7 +1,7 @@
 """Ranking features of (user, item) pairs from lookup tables, in numpy alone.
 
 Training uses this module, and the exporter copies this very file into Triton's feature
-assembly model, so that serving builds exactly the features the ranker was trained on.
+assembly model, so that serving builds exactly the features the fusion ranker was trained on.
 """
 
 from __future__ import annotations

@@ -20,12 +20,14 @@ RECALL_CUTOFFS = (10, 20)
 
 
 def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first, never one of that row's excluded items;
-    ties go to the lower index (as the control plane's indexes break them)."""
+    """Indices of the k highest scores per row, best first, never one of that row's excluded items
+    (-1 fills a row with fewer than k others); ties go to the lower index, as the control plane's
+    indexes break them."""
     scores = scores.astype(np.float64, copy=True)
     for row, items in enumerate(exclude):
         scores[row, items] = -np.inf
-    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    return np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
 
 
 def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:

@@ -51,8 +51,13 @@ class PipelineSpec:
         """Fail before any work on an unknown kind or hyper-parameter, or a kind in the wrong role."""
         for name, options in self.options.items():
             parse_params(kind_class(name).Params, options, owner=name)
+            if name not in (*self.members, self.fusion):
+                raise UnknownOption(f"options for {name!r}, which is not in the pipeline "
+                                    f"(members: {', '.join(self.members)}; fusion: {self.fusion})")
         if not self.members:
             raise UnknownOption("a pipeline needs at least one member kind")
+        if len(set(self.members)) != len(self.members):
+            raise UnknownOption(f"each member kind may appear once: {', '.join(self.members)}")
         for name in self.members:
             if not issubclass(kind_class(name), MemberKind):
                 raise UnknownOption(f"{name!r} is not a member kind (it cannot score users × items)")

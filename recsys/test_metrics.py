@@ -40,3 +40,8 @@ def test_hit_rate_coverage_and_novelty() -> None:
     assert metrics["coverage@10"] == 3 / 4  # items 1, 2, 3 shown to someone
     # users with item (floored at 1) of 2 users: item 1 -> 1, 2 -> 1, 3 -> 1 (floor), all self-information 1 bit
     assert metrics["novelty@10"] == pytest.approx(1.0)
+
+
+def test_a_row_with_fewer_unseen_items_than_k_is_padded_never_given_seen_ones() -> None:
+    scores = np.array([[0.1, 0.9, 0.5]])
+    assert top_k_excluding(scores, [np.array([1, 2])], 3).tolist() == [[0, -1, -1]]

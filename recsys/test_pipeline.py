@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys.kinds import UnknownOption
@@ -40,6 +41,11 @@ def test_manifest_records_kinds_hyper_parameters_and_validation_choices(small_ru
         (PipelineSpec(options={"ease": {"lambda": 1}}), r"unknown hyper-parameter\(s\) lambda; valid: l2_grid"),
         (PipelineSpec(retrievers=["popularity"]), "retriever 'popularity' must be one of the members"),
         (PipelineSpec(fusion="ease"), "'ease' is not a fusion kind"),
+        (PipelineSpec(options={"two_tower": {"epochs": "2.5"}}), "two_tower: epochs='2.5' is not a valid int"),
+        (PipelineSpec(options={"ease": {"l2_grid": "abc"}}), "ease: l2_grid must list positive numbers"),
+        (PipelineSpec(options={"dcn_fusion": {"folds": 1}}), "dcn_fusion: folds must be at least 2"),
+        (PipelineSpec(options={"lightgcn": {"epochs": 5}}), "options for 'lightgcn', which is not in the pipeline"),
+        (PipelineSpec(members=["ease", "ease"], retrievers=["ease"]), "each member kind may appear once"),
     ],
 )
 def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str, tmp_path: Path) -> None:
@@ -50,6 +56,7 @@ def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str
 def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_run: Path, tmp_path: Path) -> None:
     from exporters.onnx_export import export_run
     from exporters.publish import publish
+    from recsys.kinds.ease import ease_weights, prune
     from recsys.pipeline import refit_on_everything
 
     refit_on_everything(small_run)
@@ -59,8 +66,11 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     assert held_out not in evaluated.history.train_sequences[user]
     assert held_out in everything.history.train_sequences[user]
     ease_before, ease_after = (next(m for m in r.members if m.name == "ease") for r in (evaluated, everything))
-    assert ease_after.chosen == ease_before.chosen
     assert ease_after.history[user, held_out] == 1.0 and ease_before.history[user, held_out] == 0.0
+    # The refit is the closed form on every interaction with the λ validation chose, pruned alike.
+    sources, weights = prune(ease_weights(ease_after.history, ease_before.chosen["l2"]), ease_before.params.neighbours)
+    np.testing.assert_array_equal(ease_after.sources, sources)
+    np.testing.assert_allclose(ease_after.weights, weights, rtol=1e-5, atol=1e-6)
     assert json.loads((small_run / MANIFEST).read_text())["refit_on_all"]["interactions"] > 0
     export_run(everything, tmp_path / "onnx")
     version = publish(everything, tmp_path / "onnx", repository=tmp_path / "repo", serving_dir=tmp_path / "serving",

@@ -23,6 +23,10 @@ def test_serving_cli_and_task_definitions_import_no_torch(module: str) -> None:
     assert "torch" not in imported_after(module)
 
 
+def test_the_control_plane_imports_no_other_role() -> None:
+    assert not imported_after("control_plane.server") & {*ROLES} - {"control_plane"}
+
+
 @pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle"])
 def test_contracts_import_no_role(module: str) -> None:
     assert not imported_after(module) & {*ROLES, "torch"}

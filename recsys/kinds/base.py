@@ -66,8 +66,14 @@ def parse_params(params_type: type[Any], options: Mapping[str, Any], *, owner: s
     values = {}
     for key, raw in options.items():
         default = fields[key].default
-        values[key] = type(default)(raw) if isinstance(default, (int, float, str)) and raw is not None else raw
-    return params_type(**values)
+        try:
+            values[key] = type(default)(raw) if isinstance(default, (int, float, str)) and raw is not None else raw
+        except (TypeError, ValueError):
+            raise UnknownOption(f"{owner}: {key}={raw!r} is not a valid {type(default).__name__}") from None
+    try:
+        return params_type(**values)
+    except ValueError as error:  # a Params class's own check (__post_init__)
+        raise UnknownOption(f"{owner}: {error}") from None
 
 
 class ModelKind(ABC):

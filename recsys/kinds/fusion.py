@@ -21,7 +21,6 @@ from recsys.models import DCN
 from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "fusion.pt"
-DENSE_INPUT = "dense"
 
 
 @dataclass
@@ -35,6 +34,12 @@ class FusionParams:
     hidden: int = 64
     folds: int = 4  # cross-fitting folds of the validation lists
     early_stopping_share: float = 0.15  # of each fold's training lists, held out to stop its training
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2 (each fold is scored by the others), got {self.folds}")
+        if not 0 < self.early_stopping_share < 1:
+            raise ValueError(f"early_stopping_share must be in (0, 1), got {self.early_stopping_share}")
 
 
 class FusionNetwork(torch.nn.Module):
@@ -108,11 +113,13 @@ class DcnFusion(ModelKind):
         }
         epochs = max(1, round(float(np.mean(best_epochs))))
         self.chosen = {"epochs": epochs, f"out_of_fold_ndcg@{K}": fused, f"members_alone_ndcg@{K}": alone}
-        self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion")
         best = max(alone, key=alone.__getitem__)
         if alone[best] >= fused:
+            self.network = FusionNetwork(lists.features.shape[2], p)  # never ranks: the member passes through
             self.network.passthrough.fill_(member_names.index(best))
             self.chosen["passthrough"] = best
+        else:
+            self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion")
 
     def _train(
         self, lists: CandidateLists, stopping: CandidateLists | None, split: Split, epochs: int, progress: Progress,

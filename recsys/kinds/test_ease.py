@@ -7,7 +7,7 @@ import numpy as np
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import ease_weights, prune
+from recsys.kinds.ease import Ease, ease_weights, prune
 from recsys.pipeline import catalog_of
 
 
@@ -31,12 +31,17 @@ def test_pruning_keeps_the_largest_weights_into_each_item() -> None:
     np.testing.assert_allclose(kept[:, 0], [-0.8, 0.9, -0.5])
 
 
-def test_validation_picks_lambda_and_a_pruned_model_scores_as_the_dense_one_on_its_neighbours() -> None:
+def test_validation_picks_lambda_and_the_pruned_model_scores_with_the_kept_weights_only() -> None:
     dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
     protocol = make_protocol(dataset)
-    ease = create("ease", catalog_of(dataset), {"l2_grid": "1,30,3000", "neighbours": 0})
+    ease = create("ease", catalog_of(dataset), {"l2_grid": "1,30,3000", "neighbours": 5})
+    assert isinstance(ease, Ease)
     ease.fit(protocol.validation)
     assert ease.chosen["l2"] in (1.0, 30.0, 3000.0) and 0 < ease.chosen["validation_ndcg@10"] <= 1
-    full = ease.score(np.arange(10))
     dense = ease_weights(ease.history, ease.chosen["l2"])
-    np.testing.assert_allclose(full, ease.history[:10] @ dense, rtol=1e-4, atol=1e-5)
+    kept = np.zeros_like(dense)
+    for target in range(dense.shape[1]):
+        top = np.argsort(-np.abs(dense[:, target]), kind="stable")[:5]
+        kept[top, target] = dense[top, target]
+    assert np.count_nonzero(kept) <= 5 * dense.shape[1] < np.count_nonzero(dense)
+    np.testing.assert_allclose(ease.score(np.arange(10)), ease.history[:10] @ kept, rtol=1e-4, atol=1e-5)
