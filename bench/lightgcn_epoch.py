@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.kind_quality import kind_quality
 from bench.quality import ensure_recbole, recbole, write_atomic_files
 from recsys.data import load_dataset
-from recsys.data.splits import Protocol, make_protocol
+from recsys.data.splits import make_protocol
 from recsys.kinds import create
 from recsys.kinds.lightgcn import LightGcn
-from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
 
 
@@ -59,19 +59,8 @@ def main() -> None:
         "ours_epoch_seconds": ours, "ours_batch_size": 8192,
         "recbole_epoch_seconds": theirs["train_epoch_seconds"], "recbole_batch_size": args.recbole_batch,
         "median_ratio": round(statistics.median(theirs["train_epoch_seconds"]) / statistics.median(ours), 1),
-        **(quality(lightgcn, protocol) if args.quality else {}),
+        **(kind_quality(lightgcn, protocol) if args.quality else {}),
     }))
-
-
-def quality(lightgcn: LightGcn, protocol: Protocol) -> dict[str, object]:
-    """Fit early-stopped on validation, refit on the test split's training part, test NDCG@10."""
-    started = time.perf_counter()
-    lightgcn.fit(protocol.validation)
-    fitted = time.perf_counter()
-    lightgcn.refit(protocol.test.train_sequences)
-    metrics = evaluate_full_ranking(lightgcn.score, protocol.test)
-    return {"chosen_epochs": lightgcn.chosen["epochs"], "seconds_to_best": round(fitted - started, 1),
-            "test": {k: round(v, 4) for k, v in metrics.items()}}
 
 
 if __name__ == "__main__":

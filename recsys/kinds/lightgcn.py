@@ -67,11 +67,11 @@ class SymmetricProduct(torch.autograd.Function):
 class LightGcnNetwork(torch.nn.Module):
     """Layer-0 embeddings of users and items; ``forward`` gives the layer mean for every node."""
 
-    def __init__(self, n_nodes: int, params: LightGcnParams) -> None:
+    def __init__(self, n_nodes: int, *, dim: int, layers: int) -> None:
         super().__init__()
-        self.embedding = torch.nn.Embedding(n_nodes, params.dim)
+        self.embedding = torch.nn.Embedding(n_nodes, dim)
         torch.nn.init.normal_(self.embedding.weight, std=0.1)
-        self.layers = params.layers
+        self.layers = layers
 
     def forward(self, graph: torch.Tensor) -> torch.Tensor:
         layer = self.embedding.weight
@@ -94,7 +94,7 @@ class LightGcn(EmbeddingMember):
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         graph = normalised_graph(sequences, n_users, n_items)
-        network = LightGcnNetwork(n_users + n_items, p)
+        network = LightGcnNetwork(n_users + n_items, dim=p.dim, layers=self.layers())
         optimizer = torch.optim.Adam(network.parameters(), lr=p.learning_rate)
         users = torch.from_numpy(np.repeat(np.arange(n_users), [len(s) for s in sequences]))
         positives = torch.from_numpy(np.concatenate(sequences).astype(np.int64))
@@ -121,14 +121,20 @@ class LightGcn(EmbeddingMember):
             return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
 
         result = train_loop(
-            network, stage="lightgcn", epochs=epochs, run_epoch=run_epoch,
+            network, stage=self.name, epochs=epochs, run_epoch=run_epoch,
             validate=validate if split is not None else None, progress=progress, patience=p.patience,
         )
         embed()
+        self.best_validation = result.best_value
         return result.best_epoch
 
+    def layers(self) -> int:
+        """Propagation layers over the graph (0: plain matrix factorisation)."""
+        return int(self.params.layers)
+
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        self.chosen = {"epochs": self._train(split.train_sequences, self.params.epochs, split, progress)}
+        epochs = self._train(split.train_sequences, self.params.epochs, split, progress)
+        self.chosen = {"epochs": epochs, f"validation_ndcg@{K}": self.best_validation}
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self._train(sequences, int(self.chosen["epochs"]), None, progress)

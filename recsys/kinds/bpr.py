@@ -1,0 +1,29 @@
+"""BPR-MF (Rendle et al. 2009): user and item embeddings scored by inner product, trained with BPR
+against uniform negatives and early-stopped on validation. It is LightGCN without propagation, so it
+shares that kind's training loop; it is served the same way (FAISS + inner-product scorer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys.kinds.lightgcn import LightGcn
+
+
+@dataclass
+class BprParams:
+    epochs: int = 100
+    patience: int = 10
+    dim: int = 64
+    batch_size: int = 8192
+    learning_rate: float = 1e-3  # chosen on ML-1M validation: NDCG@10 0.2027 against 0.2016 for batch 4096, l2 0
+    l2: float = 1e-4  # on the batch's embeddings
+
+
+class Bpr(LightGcn):
+    """Matrix factorisation with the BPR loss."""
+
+    name = "bpr"
+    Params = BprParams
+
+    def layers(self) -> int:
+        return 0
