@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from launcher.cli import pipeline_options
 from recsys.pipeline import PipelineSpec, evaluate, train
 from recsys.run import MANIFEST
 
@@ -27,11 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs-dir", default=None, help="keep the run here (default: a temporary folder)")
     args = parser.parse_args()
-    options: dict[str, dict[str, str]] = {}
-    for assignment in args.set:
-        key, _, value = assignment.partition("=")
-        kind, _, param = key.partition(".")
-        options.setdefault(kind, {})[param] = value
+    options = pipeline_options(args.set).get("options", {})
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()

@@ -82,6 +82,12 @@ def export_module(
     return ExportedModel(name, str(path), list(example), triton.OUTPUT, error)
 
 
+def fusion_feeds(members: list[str], features: np.ndarray) -> dict[str, np.ndarray]:
+    """The fusion model's inputs from pair features ``[n, members + dense]``: one column per member."""
+    feeds = {triton.member_score(name): features[:, i : i + 1] for i, name in enumerate(members)}
+    return {**feeds, triton.DENSE_INPUT: np.ascontiguousarray(features[:, len(members) :])}
+
+
 def parity_pairs(run: TrainedRun, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Real (user, item) pairs: half from training interactions, half a user with a random item."""
     users, items = run.history.train_pairs()
@@ -110,10 +116,7 @@ def export_run(run: TrainedRun, folder: Path, *, seed: int = 0) -> list[Exported
         ))
 
     def fusion_inputs(size: int) -> dict[str, np.ndarray]:
-        features = pair_features(run.members, run.tables, *examples[size])
-        n = len(run.members)
-        inputs = {triton.member_score(m.name): features[:, i : i + 1] for i, m in enumerate(run.members)}
-        return {**inputs, triton.DENSE_INPUT: np.ascontiguousarray(features[:, n:])}
+        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, *examples[size]))
 
     check = fusion_inputs(PARITY_BATCH)
     features = np.concatenate(list(check.values()), axis=1)[None]

@@ -41,10 +41,9 @@ def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_mani
         (staging / bundle.ITEMS).write_text(json.dumps([it.to_json() for it in run.items]))
         (staging / bundle.USERS).write_text(json.dumps(run.user_ids))
         retrievers = []
-        for member in run.members:
-            if member.name in run.spec.retrievers:
-                np.savez(staging / bundle.retriever_file(member.name), **member.retrieval_arrays())
-                retrievers.append({"member": member.name, "index": member.index_kind})
+        for member in run.spec.retrieving(run.members):
+            np.savez(staging / bundle.retriever_file(member.name), **member.retrieval_arrays())
+            retrievers.append({"member": member.name, "index": member.index_kind})
         manifest = {
             "version": version,
             "run_id": run.manifest["run_id"],

@@ -36,10 +36,8 @@ def test_scorers_and_fusion_match_the_kinds_at_any_batch_size(small_run: Path, e
         (scores,) = ort_session(exported_run / f"{triton.scorer_model(member.name)}.onnx").run(None, feeds)
         np.testing.assert_allclose(scores.reshape(-1), member.score_pairs(users, items), atol=PARITY_TOLERANCE)
     features = pair_features(run.members, run.tables, users, items)
-    n = len(run.members)
-    fusion_feeds = {triton.member_score(m.name): features[:, i : i + 1] for i, m in enumerate(run.members)}
-    fusion_feeds[triton.DENSE_INPUT] = np.ascontiguousarray(features[:, n:])
-    (fused,) = ort_session(exported_run / f"{triton.FUSION}.onnx").run(None, fusion_feeds)
+    feeds = onnx_export.fusion_feeds([m.name for m in run.members], features)
+    (fused,) = ort_session(exported_run / f"{triton.FUSION}.onnx").run(None, feeds)
     np.testing.assert_allclose(fused.reshape(-1), run.fusion.score_features(features[None])[0], atol=PARITY_TOLERANCE)
 
 

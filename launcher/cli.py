@@ -18,7 +18,7 @@ def _say_to(json_mode: bool) -> Callable[[str], None]:
     return (lambda line: click.echo(line, err=True)) if json_mode else click.echo
 
 
-def _pipeline_options(assignments: tuple[str, ...]) -> dict[str, Any]:
+def pipeline_options(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``kind.param=value`` pairs -> the pipeline's per-kind options (the worker checks the names)."""
     options: dict[str, dict[str, str]] = {}
     for assignment in assignments:
@@ -78,7 +78,7 @@ def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | 
     started = time.monotonic()
     with Stack(settings, say=say) as stack:
         stack.start_all()
-        result = _run_pipeline(settings, _pipeline_options(assignments), say)
+        result = _run_pipeline(settings, pipeline_options(assignments), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
         response = wait_for_version(stack.grpc_address, user_id, version)
@@ -149,7 +149,7 @@ def train(data: str | None, assignments: tuple[str, ...], publish: bool, serve: 
     with Stack(settings, say=say) as stack:
         stack.ensure_redis()
         stack.ensure_worker()
-        result = _run_pipeline(settings, _pipeline_options(assignments), say, publish=publish, serve=serve)
+        result = _run_pipeline(settings, pipeline_options(assignments), say, publish=publish, serve=serve)
         if publish:
             say(f"  published model version {result['version']}")
     if as_json:

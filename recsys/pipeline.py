@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recsys.candidates import CandidateLists, evaluate_lists
 from recsys.cascade import candidate_lists
-from recsys.data import load_dataset
+from recsys.data import InteractionDataset, load_dataset
 from recsys.data.splits import make_protocol
 from recsys.features import build_feature_tables, build_item_features
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
@@ -47,6 +47,10 @@ class PipelineSpec:
             raise UnknownOption(f"unknown pipeline setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**values)
 
+    def retrieving(self, members: Sequence[MemberKind]) -> list[MemberKind]:
+        """The members that propose candidates, in the pipeline's order."""
+        return [member for member in members if member.name in self.retrievers]
+
     def check(self) -> None:
         """Fail before any work on an unknown kind or hyper-parameter, or a kind in the wrong role."""
         for name, options in self.options.items():
@@ -72,7 +76,7 @@ class PipelineSpec:
             raise UnknownOption(f"depth must be at least 1, got {self.depth}")
 
 
-def catalog_of(dataset: Any) -> Catalog:
+def catalog_of(dataset: InteractionDataset) -> Catalog:
     return Catalog(
         n_users=dataset.n_users,
         n_items=dataset.n_items,
@@ -97,9 +101,9 @@ def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress
         assert isinstance(member, MemberKind)
         member.fit(protocol.validation, progress)
         members.append(member)
-    retrievers = [m for m in members if m.name in spec.retrievers]
     validation_tables = build_feature_tables(protocol.validation, catalog.item_features)
-    lists = candidate_lists(members, retrievers, validation_tables, protocol.validation, depth=spec.depth)
+    lists = candidate_lists(members, spec.retrieving(members), validation_tables, protocol.validation,
+                            depth=spec.depth)
     fusion = create(spec.fusion, catalog, spec.options.get(spec.fusion), seed=spec.seed)
     assert isinstance(fusion, DcnFusion)
     fusion.fit(lists, protocol.validation, [m.name for m in members], progress)
@@ -115,9 +119,8 @@ def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress
 
 def cascade_lists(run: TrainedRun) -> CandidateLists:
     """The served cascade's candidate lists for the run's test users (what serving retrieves)."""
-    split = run.protocol.test
-    retrievers = [m for m in run.members if m.name in run.spec.retrievers]
-    return candidate_lists(run.members, retrievers, run.tables, split, depth=run.spec.depth)
+    return candidate_lists(run.members, run.spec.retrieving(run.members), run.tables, run.protocol.test,
+                           depth=run.spec.depth)
 
 
 def evaluate(run_folder: Path) -> dict[str, dict[str, float]]:

@@ -6,6 +6,7 @@ happen inside the tasks, on the worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ def _report(task: Task, step: str, **meta: Any) -> None:
         task.update_state(state=PROGRESS, meta={"step": step, **meta})
 
 
+def _reporter(task: Task, step: str) -> Callable[[str, int, int, float, str], None]:
+    """A kind's progress (stage, step, steps, value, measure) as task state of ``step``."""
+
+    def report(stage: str, done: int, steps: int, value: float, measure: str) -> None:
+        measured = {measure: round(value, 5)} if measure else {}
+        _report(task, step, stage=stage, epoch=done, epochs=steps, percent=round(100 * done / max(steps, 1), 1),
+                **measured)
+
+    return report
+
+
 def _use_threads() -> None:
     import torch
 
@@ -37,14 +49,8 @@ def train(self: Task, data: str, pipeline: dict[str, Any] | None = None) -> dict
 
     _use_threads()
     spec = PipelineSpec.from_dict(pipeline or {})
-
-    def progress(stage: str, step: int, steps: int, value: float, measure: str) -> None:
-        measured = {measure: round(value, 5)} if measure else {}
-        _report(self, "train", stage=stage, epoch=step, epochs=steps, percent=round(100 * step / max(steps, 1), 1),
-                **measured)
-
     _report(self, "train", stage="loading data", percent=0.0)
-    run_dir = train_pipeline(data, get_settings().runs_dir, spec, progress)
+    run_dir = train_pipeline(data, get_settings().runs_dir, spec, _reporter(self, "train"))
     return {"run_dir": str(run_dir), "data": data}
 
 
@@ -65,12 +71,8 @@ def refit(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     from recsys.pipeline import refit_on_everything
 
     _use_threads()
-
-    def progress(stage: str, step: int, steps: int, value: float, measure: str) -> None:
-        _report(self, "refit", stage=stage, epoch=step, epochs=steps, percent=round(100 * step / max(steps, 1), 1))
-
     _report(self, "refit", percent=0.0)
-    refit_on_everything(Path(previous["run_dir"]), progress)
+    refit_on_everything(Path(previous["run_dir"]), _reporter(self, "refit"))
     return {**previous, "fitted_on": "all"}
 
 

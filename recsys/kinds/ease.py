@@ -8,6 +8,7 @@ and evaluation uses that same pruned matrix, so served and evaluated scores agre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ class EaseParams:
 
     def __post_init__(self) -> None:
         try:
-            grid = [float(value) for value in self.l2_grid.split(",")]
+            grid = self.grid
         except ValueError:
             grid = []
         if not grid or min(grid) <= 0:
@@ -92,13 +93,18 @@ class Ease(MemberKind):
     sources: np.ndarray
     weights: np.ndarray
     history: np.ndarray
-    dense: np.ndarray  # the pruned weights as [source, target], for scoring whole catalogs
 
     def _set_state(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
         self.history, self.sources, self.weights = history, sources, weights
-        self.dense = np.zeros((self.catalog.n_items, self.catalog.n_items), dtype=np.float32)
-        np.put_along_axis(self.dense, sources, weights, axis=1)
-        self.dense = np.ascontiguousarray(self.dense.T)
+        self.__dict__.pop("dense", None)  # derived from the weights: rebuilt when next scored
+
+    @cached_property
+    def dense(self) -> np.ndarray:
+        """The pruned weights as a [source, target] matrix, for scoring whole catalogs (built on first use:
+        export and publish never need it)."""
+        dense = np.zeros((self.catalog.n_items, self.catalog.n_items), dtype=np.float32)
+        np.put_along_axis(dense, self.sources, self.weights, axis=1)
+        return np.ascontiguousarray(dense.T)
 
     def _fit_with(self, sequences: list[np.ndarray], l2: float) -> None:
         history = history_matrix(sequences, self.catalog.n_items)
