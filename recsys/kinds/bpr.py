@@ -1,5 +1,5 @@
 """BPR-MF (Rendle et al. 2009): user and item embeddings scored by inner product, trained with BPR
-against uniform negatives and early-stopped on validation. It is LightGCN without propagation, so it
+against unseen-item negatives and early-stopped on validation. It is LightGCN without propagation, so it
 shares that kind's training loop; it is served the same way (FAISS + inner-product scorer)."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """LightGCN (He et al. 2020): id embeddings smoothed over the normalised user-item graph, trained with
-BPR against uniform negatives and early-stopped on validation.
+BPR against negatives drawn uniformly from the items each user has not seen, early-stopped on
+validation.
 
 Propagation is one sparse-matrix product per layer over the whole graph (torch CSR), and batches are
 large (8,192 triples by default), so an epoch costs a few hundred sparse products rather than
@@ -21,6 +22,7 @@ from recsys.data.splits import Split
 from recsys.kinds.base import Progress, Role, no_progress
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
+from recsys.negatives import UnseenSampler
 from recsys.training import minibatches, optimise, train_loop
 
 
@@ -70,7 +72,7 @@ class LightGcnNetwork(torch.nn.Module):
     def __init__(self, n_nodes: int, *, dim: int, layers: int) -> None:
         super().__init__()
         self.embedding = torch.nn.Embedding(n_nodes, dim)
-        torch.nn.init.normal_(self.embedding.weight, std=0.1)
+        torch.nn.init.xavier_normal_(self.embedding.weight)
         self.layers = layers
 
     def forward(self, graph: torch.Tensor) -> torch.Tensor:
@@ -98,10 +100,11 @@ class LightGcn(EmbeddingMember):
         optimizer = torch.optim.Adam(network.parameters(), lr=p.learning_rate)
         users = torch.from_numpy(np.repeat(np.arange(n_users), [len(s) for s in sequences]))
         positives = torch.from_numpy(np.concatenate(sequences).astype(np.int64))
+        negatives = UnseenSampler(sequences, n_items, generator)
 
         def batch_loss(rows: torch.Tensor) -> torch.Tensor:
             u, i = users[rows], positives[rows] + n_users
-            j = torch.randint(0, n_items, (len(rows),), generator=generator) + n_users
+            j = negatives.sample(u) + n_users
             nodes = network(graph)
             margin = (nodes[u] * nodes[i]).sum(1) - (nodes[u] * nodes[j]).sum(1)
             base = network.embedding.weight

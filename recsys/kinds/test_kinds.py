@@ -16,7 +16,7 @@ from recsys.kinds.base import Catalog
 from recsys.pipeline import catalog_of
 
 MEMBERS = sorted(name for name, cls in REGISTRY.items() if issubclass(cls, MemberKind))
-FAST = {"two_tower": {"epochs": 2}}
+FAST = {"two_tower": {"epochs": 2, "uniform_negatives": 16, "hard_negatives": 4, "hard_pool": 32}}
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,12 @@ def test_lightgcn_symmetric_product_has_the_gradient_of_a_plain_product() -> Non
     expected = torch.autograd.functional.vjp(lambda v: graph.to_dense() @ v, x.detach(),
                                              2 * (graph.to_dense() @ x.detach()))[1]
     torch.testing.assert_close(x.grad, expected)
+
+
+def test_hard_negatives_are_the_highest_scoring_pool_items_other_than_the_target() -> None:
+    from recsys.kinds.two_tower import mine_hard_negatives
+
+    pool = torch.tensor([7, 3, 9, 5])
+    scores = torch.tensor([[0.9, 0.1, 0.8, 0.5], [0.2, 0.3, 0.1, 0.4]])
+    hard = mine_hard_negatives(scores, pool, target=torch.tensor([7, 1]), count=2)
+    assert hard.tolist() == [[9, 5], [5, 3]]

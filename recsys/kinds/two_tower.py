@@ -1,4 +1,11 @@
-"""Two-tower retrieval: in-batch sampled softmax with logQ correction, early-stopped on validation.
+"""Two-tower retrieval: a sampled softmax over mixed negatives, early-stopped on validation.
+
+Negatives of each example (Yang et al. 2020, "Mixed Negative Sampling"): the batch's other targets,
+``uniform_negatives`` items drawn uniformly per batch, and ``hard_negatives`` per example mined from
+a pool of ``hard_pool`` uniform items scored by the current towers (the highest-scoring ones that
+are not the target). Sampled logits are logQ-corrected by the log of each item's expected count in
+the sample: B·q(item) for in-batch items (q = training frequency), U/N for uniform ones. Hard
+negatives are the pool's top scores, not a sample with a known probability, and stay uncorrected.
 
 Served twice: its item embeddings fill the control plane's FAISS index, and its user and item
 embeddings score candidates (inner product) as a step of the Triton ranking ensemble.
@@ -6,6 +13,7 @@ embeddings score candidates (inner product) as a step of the Triton ranking ense
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +43,9 @@ class TwoTowerParams:
     temperature: float = 0.05
     dim: int = 64
     hidden: int = 128
+    uniform_negatives: int = 0
+    hard_negatives: int = 0
+    hard_pool: int = 1024
 
 
 def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tuple[np.ndarray, ...]:
@@ -48,6 +59,12 @@ def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tupl
         users.append(np.full(len(seq), user, dtype=np.int64))
         targets.append(seq)
     return np.concatenate(users), np.concatenate(histories), np.concatenate(targets).astype(np.int64)
+
+
+def mine_hard_negatives(scores: torch.Tensor, pool: torch.Tensor, target: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count] items of ``pool`` with the highest ``scores`` [B, len(pool)] per row, never the row's target."""
+    scores = scores.masked_fill(pool == target.unsqueeze(1), -torch.inf)
+    return pool[scores.topk(min(count, len(pool)), dim=1).indices]
 
 
 class TwoTower(EmbeddingMember):
@@ -83,6 +100,28 @@ class TwoTower(EmbeddingMember):
         counts = torch.from_numpy(np.bincount(np.concatenate(sequences), minlength=self.catalog.n_items)).double()
         log_q = (counts.clamp(min=1.0) / counts.sum()).log().float()
         optimizer = torch.optim.Adam(towers.parameters(), lr=p.learning_rate)
+        n_items = self.catalog.n_items
+
+        def embed_items(items: torch.Tensor) -> torch.Tensor:
+            return self.item_tower(items, genres[items], years[items], domains[items])
+
+        def in_batch_logits(user_vec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            # Column j is the positive of row j; the diagonal is the label, duplicates are masked.
+            logits = user_vec @ embed_items(target).T / p.temperature - log_q[target] - math.log(len(target))
+            same_item = target.unsqueeze(0) == target.unsqueeze(1)
+            return logits.masked_fill(same_item & ~torch.eye(len(target), dtype=torch.bool), float("-inf"))
+
+        def uniform_logits(user_vec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            items = torch.randint(0, n_items, (p.uniform_negatives,), generator=generator)
+            logits = user_vec @ embed_items(items).T / p.temperature - math.log(p.uniform_negatives / n_items)
+            return logits.masked_fill(items.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+
+        def hard_logits(user_vec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            pool = torch.randint(0, n_items, (p.hard_pool,), generator=generator)
+            with torch.no_grad():
+                hardest = mine_hard_negatives(user_vec @ embed_items(pool).T, pool, target, p.hard_negatives)
+            logits = torch.einsum("bd,bhd->bh", user_vec, embed_items(hardest)) / p.temperature
+            return logits.masked_fill(hardest == target.unsqueeze(1), float("-inf"))
 
         def run_epoch(epoch: int) -> float:
             # Without time, "the previous items" are a fresh random subset of the user's others each epoch.
@@ -92,11 +131,12 @@ class TwoTower(EmbeddingMember):
             def batch_loss(rows: torch.Tensor) -> torch.Tensor:
                 u, target = users[rows], targets[rows]
                 user_vec = self.user_tower(u, histories[rows], user_feats[u])
-                item_vec = self.item_tower(target, genres[target], years[target], domains[target])
-                logits = user_vec @ item_vec.T / p.temperature - log_q[target].unsqueeze(0)
-                same_item = target.unsqueeze(0) == target.unsqueeze(1)
-                logits = logits.masked_fill(same_item & ~torch.eye(len(rows), dtype=torch.bool), float("-inf"))
-                return F.cross_entropy(logits, torch.arange(len(rows)))
+                logits = [in_batch_logits(user_vec, target)]
+                if p.uniform_negatives:
+                    logits.append(uniform_logits(user_vec, target))
+                if p.hard_negatives:
+                    logits.append(hard_logits(user_vec, target))
+                return F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(rows)))
 
             return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss)
 
@@ -109,6 +149,7 @@ class TwoTower(EmbeddingMember):
             validate=validate if split is not None else None, progress=progress, patience=p.patience,
         )
         self._embed(sequences)
+        self.best_validation = result.best_value
         return result.best_epoch
 
     @torch.no_grad()
@@ -125,7 +166,7 @@ class TwoTower(EmbeddingMember):
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         best = self._train(split.train_sequences, self.params.epochs, split, progress)
-        self.chosen = {"epochs": best}
+        self.chosen = {"epochs": best, f"validation_ndcg@{K}": self.best_validation}
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self._train(sequences, int(self.chosen["epochs"]), None, progress)
