@@ -7,6 +7,8 @@ retrievers/<member>.npz with the arrays of that member's index. <serving>/CURREN
 
 from __future__ import annotations
 
+from pathlib import Path
+
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 ITEMS = "items.json"
@@ -18,3 +20,11 @@ RETRIEVERS_DIR = "retrievers"
 
 def retriever_file(member: str) -> str:
     return f"{RETRIEVERS_DIR}/{member}.npz"
+
+
+def current_version(serving_dir: Path) -> int | None:
+    """The version CURRENT names, or None before the first publish."""
+    try:
+        return int((Path(serving_dir) / CURRENT).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

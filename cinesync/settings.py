@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cinesync.triton import MAX_BATCH_SIZE
 
 TritonTarget = Literal["python", "stock"]
 
@@ -48,13 +50,26 @@ class Settings(BaseSettings):
         default=3600, ge=1, description="Seconds before an unacknowledged job is delivered to another worker."
     )
     retrieval_candidates: int = Field(
-        default=0, ge=0, le=2048,
-        description="Candidates each retriever proposes per request; 0: the depth the served run was evaluated with.",
+        default=0, ge=0,
+        description="Candidates each retriever proposes per request; 0: the depth the served run was evaluated with. "
+        "All retrievers' candidates together must fit one ranking batch (cinesync.triton.MAX_BATCH_SIZE).",
+    )
+    retained_versions: int = Field(
+        default=3, ge=1, description="Published versions kept on disk (the current one is always kept too)."
     )
     faiss_index: str = Field(default="Flat", description="faiss.index_factory string for item retrieval.")
     ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")
+
+    @model_validator(mode="after")
+    def _candidates_fit_one_batch(self) -> Settings:
+        if self.retrieval_candidates > MAX_BATCH_SIZE:
+            raise ValueError(
+                f"retrieval_candidates={self.retrieval_candidates} exceeds the ranking ensemble's "
+                f"max_batch_size {MAX_BATCH_SIZE}: Triton would reject every request's candidates"
+            )
+        return self
 
     @property
     def runs_dir(self) -> Path:

@@ -1,8 +1,11 @@
 """Triton model and tensor names, written once: the exporter writes them, the control plane calls them.
 
-The ``ranking`` ensemble takes (USER_IDX, ITEM_IDX) rows. Its steps: ``feature_assembly`` makes
-DENSE; one ``score_<member>`` model per scoring member makes that member's score; all of those run
-in parallel. ``fusion`` reads every member score and DENSE and makes SCORE.
+Serving version N is ranked by the ensemble ``ranking_N`` (``ensemble_model(N)``), which takes
+(USER_IDX, ITEM_IDX) rows. Its steps, each pinned to version N of its model: ``feature_assembly``
+makes DENSE; one ``score_<member>`` model per scoring member makes that member's score; all of those
+run in parallel. ``fusion`` reads every member score and DENSE and makes SCORE. A step model's
+repository folder is its base name plus a short hash of its configuration (``model_family``), so
+versions whose interfaces differ (another member set, another feature width) live side by side.
 """
 
 from __future__ import annotations
@@ -20,6 +23,22 @@ USER_IDX, ITEM_IDX, DENSE, SCORE = "USER_IDX", "ITEM_IDX", "DENSE", "SCORE"
 PAIR_INPUTS = ("user_idx", "item_idx")
 DENSE_INPUT = "dense"
 OUTPUT = "score"
+
+
+def ensemble_model(version: int) -> str:
+    """The ensemble that ranks for serving version ``version``."""
+    return f"{ENSEMBLE}_{version}"
+
+
+def ensemble_version(model: str) -> int | None:
+    """The serving version an ensemble model name stands for, None for any other name."""
+    prefix, _, number = model.rpartition("_")
+    return int(number) if prefix == ENSEMBLE and number.isdigit() else None
+
+
+def model_family(base: str, config_digest: str) -> str:
+    """The repository folder of a step model: its base name and the digest of its configuration."""
+    return f"{base}_{config_digest[:8]}"
 
 
 def scorer_model(member: str) -> str:

@@ -45,14 +45,6 @@ class ServingBundle:
     depth: int  # candidates each retriever proposes, as the run was evaluated
 
 
-def current_version(serving_dir: Path) -> int | None:
-    """The version CURRENT names, or None before the first publish."""
-    try:
-        return int((Path(serving_dir) / layout.CURRENT).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
     folder = Path(serving_dir) / str(version)
     manifest = json.loads((folder / layout.MANIFEST).read_text())

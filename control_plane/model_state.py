@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from control_plane.bundle import ServingBundle, current_version, load_bundle
+from cinesync.bundle import current_version
+from cinesync.triton import MAX_BATCH_SIZE
+from control_plane.bundle import ServingBundle, load_bundle
 from control_plane.indexes import CandidateIndex, index_class
 from control_plane.metrics import MODEL_VERSION
 from control_plane.ranking import RankingUnavailable, TritonRanker
@@ -46,22 +48,50 @@ def build_indexes(bundle: ServingBundle, faiss_factory: str) -> list[CandidateIn
     ]
 
 
+class BundleRefused(ValueError):
+    """A published bundle this control plane cannot serve as configured."""
+
+
+def check_fits_one_batch(bundle: ServingBundle, candidates: int) -> None:
+    """All retrievers' candidates for one request must fit the ensemble's max_batch_size."""
+    most = (candidates or bundle.depth) * len(bundle.retrievers)
+    if most > MAX_BATCH_SIZE:
+        raise BundleRefused(
+            f"version {bundle.version}: {len(bundle.retrievers)} retrievers x {candidates or bundle.depth} "
+            f"candidates = {most} rows, above the ranking ensemble's max_batch_size {MAX_BATCH_SIZE}; "
+            "lower CINESYNC_RETRIEVAL_CANDIDATES"
+        )
+
+
 class ModelState:
     """Holds the live ServingState; ``refresh`` loads the version CURRENT names, Triton first."""
 
-    def __init__(self, serving_dir: Path, ranker: TritonRanker | None, *, faiss_index: str) -> None:
+    def __init__(
+        self, serving_dir: Path, ranker: TritonRanker | None, *, faiss_index: str, candidates: int = 0
+    ) -> None:
         self.serving_dir = Path(serving_dir)
         self.ranker = ranker
         self.faiss_index = faiss_index
+        self.candidates = candidates
         self.state: ServingState | None = None
         self.triton_version: int | None = None
+        self.refused: int | None = None  # the last version that could not be loaded, not retried
 
     async def refresh(self) -> bool:
-        """Switch to the published version if it changed; True when a state is being served."""
+        """Switch to the published version if it changed; True when a state is being served.
+
+        A version that cannot be loaded is logged once and skipped; the current state stays."""
         version = current_version(self.serving_dir)
-        if version is not None and (self.state is None or self.state.bundle.version != version):
-            bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
-            indexes = await asyncio.to_thread(build_indexes, bundle, self.faiss_index)
+        serving = self.state.bundle.version if self.state is not None else None
+        if version is not None and version not in (serving, self.refused):
+            try:
+                bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
+                check_fits_one_batch(bundle, self.candidates)
+                indexes = await asyncio.to_thread(build_indexes, bundle, self.faiss_index)
+            except Exception as error:  # noqa: BLE001  # any defect of the files: refuse the version, keep serving
+                self.refused = version
+                log.error("refused model version %d, still serving %s: %s", version, serving, error)
+                return self.state is not None
             await self._load_triton(version)
             self.state = ServingState(bundle, indexes)
             MODEL_VERSION.set(version)
@@ -74,7 +104,7 @@ class ModelState:
         if self.ranker is None:
             return
         try:
-            await self.ranker.load()
+            await self.ranker.load(version)
             self.triton_version = version
         except RankingUnavailable as error:
             log.warning("Triton did not load version %d, serving degraded until it does: %s", version, error)

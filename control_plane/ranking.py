@@ -1,4 +1,4 @@
-"""Scores (user, candidate) pairs with the ``ranking`` ensemble in Triton, within a time limit."""
+"""Scores (user, candidate) pairs with a serving version's ensemble in Triton, within a time limit."""
 
 from __future__ import annotations
 
@@ -16,31 +16,30 @@ class RankingUnavailable(RuntimeError):
 
 
 class TritonRanker:
-    def __init__(self, url: str, *, model: str = triton.ENSEMBLE) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.model = model
         self.client = triton_aio.InferenceServerClient(url)
 
-    async def load(self, timeout: float = 60.0) -> None:
-        """Load (or reload, picking up a new version) the ensemble and its steps."""
+    async def load(self, version: int, timeout: float = 60.0) -> None:
+        """Load version ``version``'s ensemble and the step model versions it pins."""
+        model = triton.ensemble_model(version)
         try:
-            await self.client.load_model(self.model, client_timeout=timeout)
+            await self.client.load_model(model, client_timeout=timeout)
         except InferenceServerException as error:
-            raise RankingUnavailable(f"loading {self.model}: {error.message()}") from error
+            raise RankingUnavailable(f"loading {model}: {error.message()}") from error
 
     async def rank(
         self, user: int, items: NDArray[np.int64], *, version: int, timeout: float
     ) -> NDArray[np.float32]:
-        """Ensemble scores for ``items`` of ``user``, in the order of ``items``."""
+        """Version ``version``'s ensemble scores for ``items`` of ``user``, in the order of ``items``."""
         user_input = InferInput(triton.USER_IDX, [len(items), 1], "INT64")
         user_input.set_data_from_numpy(np.full((len(items), 1), user, dtype=np.int64))
         item_input = InferInput(triton.ITEM_IDX, [len(items), 1], "INT64")
         item_input.set_data_from_numpy(items.astype(np.int64).reshape(-1, 1))
         try:
             result = await self.client.infer(
-                self.model,
+                triton.ensemble_model(version),
                 [user_input, item_input],
-                model_version=str(version),
                 outputs=[InferRequestedOutput(triton.SCORE)],
                 client_timeout=timeout,
             )

@@ -24,7 +24,8 @@ from recsys.run import load_run
 @pytest.fixture(scope="module")
 def serving_dir(small_run: Path, exported_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("service")
-    publish(load_run(small_run), exported_run, repository=root / "repo", serving_dir=root / "serving", target="python")
+    publish(load_run(small_run), exported_run, repository=root / "repo", serving_dir=root / "serving", target="python",
+            triton_url=None, keep=3)
     return root / "serving"
 
 

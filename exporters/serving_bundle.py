@@ -1,5 +1,5 @@
 """Writes the serving bundle (layout in cinesync.bundle): catalog, users, each user's history,
-popularity and every retriever's index arrays, then points CURRENT at the new version."""
+popularity and every retriever's index arrays. Making it current is the publisher's last step."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ from typing import Any
 import numpy as np
 
 from cinesync import bundle
-from exporters.files import replace_file, version_folders
 from recsys.run import TrainedRun
 
 
-def existing_versions(serving_dir: Path) -> list[int]:
-    return version_folders(serving_dir)
-
-
 def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_manifest: dict[str, Any]) -> Path:
-    """Stage the bundle, rename it to <serving>/<version>, then point CURRENT at it.
+    """Stage the bundle and rename it to <serving>/<version>.
 
     A user's history (what exclude_seen leaves out) is exactly what the members were fitted on: for
     a run fitted on its training part, what offline evaluation excluded, so the served answer for a
@@ -60,10 +55,4 @@ def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_mani
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    point_current(serving_dir, version)
     return target
-
-
-def point_current(serving_dir: Path, version: int) -> None:
-    """Atomically make ``version`` the live bundle."""
-    replace_file(Path(serving_dir) / bundle.CURRENT, f"{version}\n")

@@ -1,4 +1,4 @@
-"""Triton repository: layout, configs that parse, the stock-container switch, atomic versions."""
+"""Triton repository: layout, configs that parse, pinned ensembles, the stock-container switch."""
 
 from __future__ import annotations
 
@@ -8,51 +8,68 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync.bundle import CURRENT
-from cinesync.triton import ENSEMBLE, FEATURES, FUSION, scorer_model
+from cinesync.triton import FEATURES, FUSION, ensemble_model, scorer_model
 from exporters.publish import publish
+from exporters.test_lifecycle import clone_run
 from exporters.triton_repository import read_config
 from recsys.run import load_run
+
+MEMBERS = ["popularity", "ease", "two_tower"]
 
 
 @pytest.fixture(scope="module")
 def published(small_run: Path, exported_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("published")
-    run = load_run(small_run)
     for target in ("python", "stock"):
-        version = publish(run, exported_run, repository=root / target, serving_dir=root / f"serving-{target}",
-                          target=target)
+        version = publish(load_run(small_run), exported_run, repository=root / target,
+                          serving_dir=root / f"serving-{target}", target=target, triton_url=None, keep=3)
         assert version == 1
-    assert publish(run, exported_run, repository=root / "python", serving_dir=root / "serving-python",
-                   target="python") == 2
+    second = load_run(clone_run(small_run, root / "second"))
+    assert publish(second, exported_run, repository=root / "python", serving_dir=root / "serving-python",
+                   target="python", triton_url=None, keep=3) == 2
     return root / "python", root / "stock"
 
 
-MEMBERS = ["popularity", "ease", "two_tower"]
+def _steps(repository: Path, version: int) -> dict[str, mc.ModelEnsembling.Step]:
+    ensemble = read_config(repository / ensemble_model(version) / "config.pbtxt")
+    return {step.model_name.rsplit("_", 1)[0]: step for step in ensemble.ensemble_scheduling.step}
 
 
-def test_layout_and_python_backend_configs(published: tuple[Path, Path]) -> None:
+def test_each_version_has_an_ensemble_pinned_to_its_own_model_versions(published: tuple[Path, Path]) -> None:
     repository, _ = published
-    for version in ("1", "2"):
-        for model in [*map(scorer_model, MEMBERS), FUSION]:
-            assert (repository / model / version / "model.onnx").is_file()
-            assert (repository / model / version / "model.py").is_file()
-        assert (repository / FEATURES / version / "feature_assembly.py").is_file()
-        assert (repository / ENSEMBLE / version).is_dir()
-    scorer = read_config(repository / scorer_model("ease") / "config.pbtxt")
+    for version in (1, 2):
+        steps = _steps(repository, version)
+        assert list(steps) == [FEATURES, *map(scorer_model, MEMBERS), FUSION]
+        for step in steps.values():
+            assert step.model_version == version
+            assert (repository / step.model_name / str(version)).is_dir()
+        for base in [*map(scorer_model, MEMBERS), FUSION]:
+            assert (repository / steps[base].model_name / str(version) / "model.onnx").is_file()
+            assert (repository / steps[base].model_name / str(version) / "model.py").is_file()
+        assert (repository / steps[FEATURES].model_name / str(version) / "feature_assembly.py").is_file()
+    # Same interfaces, same families: version 2 sits beside version 1 in each model's folder.
+    assert {s.model_name for s in _steps(repository, 1).values()} == {s.model_name for s in _steps(repository, 2).values()}
+    assert not list(repository.parent.glob(".*staging*/*")), "staging folders left behind"
+
+
+def test_step_configs_serve_every_version_warmed_up(published: tuple[Path, Path]) -> None:
+    repository, _ = published
+    steps = _steps(repository, 1)
+    scorer = read_config(repository / steps[scorer_model("ease")].model_name / "config.pbtxt")
     assert scorer.backend == "python" and scorer.max_batch_size > 0
     assert scorer.dynamic_batching.max_queue_delay_microseconds > 0
     assert [t.name for t in scorer.input] == ["user_idx", "item_idx"]
-    fusion = read_config(repository / FUSION / "config.pbtxt")
+    assert scorer.version_policy.WhichOneof("policy_choice") == "all"
+    assert set(scorer.model_warmup[0].inputs) == {"user_idx", "item_idx"}
+    fusion = read_config(repository / steps[FUSION].model_name / "config.pbtxt")
     assert [t.name for t in fusion.input] == [*(f"score_{m}" for m in MEMBERS), "dense"]
-    assert not list(repository.parent.glob(".*staging*/*")), "staging folders left behind"
 
 
 def test_ensemble_runs_features_and_member_scorers_in_parallel_then_the_fusion(published: tuple[Path, Path]) -> None:
     repository, _ = published
-    ensemble = read_config(repository / ENSEMBLE / "config.pbtxt")
+    ensemble = read_config(repository / ensemble_model(1) / "config.pbtxt")
     assert ensemble.platform == "ensemble"
     steps = list(ensemble.ensemble_scheduling.step)
-    assert [step.model_name for step in steps] == [FEATURES, *map(scorer_model, MEMBERS), FUSION]
     # Every step but the fusion reads only the ensemble's inputs, so Triton can run them at once.
     for step in steps[:-1]:
         assert set(step.input_map.values()) == {"USER_IDX", "ITEM_IDX"}
@@ -63,12 +80,13 @@ def test_ensemble_runs_features_and_member_scorers_in_parallel_then_the_fusion(p
 
 def test_stock_target_uses_onnxruntime_platform(published: tuple[Path, Path]) -> None:
     _, stock = published
-    for model in [*map(scorer_model, MEMBERS), FUSION]:
-        config = read_config(stock / model / "config.pbtxt")
+    steps = _steps(stock, 1)
+    for base in [*map(scorer_model, MEMBERS), FUSION]:
+        config = read_config(stock / steps[base].model_name / "config.pbtxt")
         assert config.platform == "onnxruntime_onnx" and not config.backend
-        assert not (stock / model / "1" / "model.py").exists()
-        assert (stock / model / "1" / "model.onnx").is_file()
-    assert read_config(stock / FUSION / "config.pbtxt").input[0].data_type == mc.TYPE_FP32
+        assert not (stock / steps[base].model_name / "1" / "model.py").exists()
+        assert (stock / steps[base].model_name / "1" / "model.onnx").is_file()
+    assert read_config(stock / steps[FUSION].model_name / "config.pbtxt").input[0].data_type == mc.TYPE_FP32
 
 
 def test_serving_bundle_points_at_newest_version(published: tuple[Path, Path]) -> None:

@@ -1,14 +1,17 @@
-"""Writes one version of the ranking models into a Triton model repository.
+"""Writes one serving version of the ranking models into a Triton model repository.
 
-Layout: <repository>/<model>/config.pbtxt and <repository>/<model>/<version>/..., for
-feature_assembly (python backend), one score_<member> ONNX model per scoring member, the fusion
-ONNX model, and the ``ranking`` ensemble: feature assembly and the member scorers run as parallel
-steps, the fusion last. Names come from cinesync.triton; each version is built in a staging folder
-beside the repository and renamed into place.
+Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for
+feature_assembly (python backend), one score_<member> ONNX model per scoring member and the fusion
+ONNX model (a family is a base name plus its configuration's digest; every family serves all of its
+version folders), and one ensemble per serving version, <repository>/ranking_<version>/, whose steps
+are pinned to that version: feature assembly and the member scorers in parallel, the fusion last.
+Names come from cinesync.triton. Everything is built in a staging folder beside the repository and
+renamed into place, the ensemble last, so a version is either whole or not referenced at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import site
@@ -34,9 +37,27 @@ def _tensor(group: object, name: str, data_type: int, dims: Iterable[int]) -> No
 
 
 def _base_config(name: str) -> mc.ModelConfig:
-    config = mc.ModelConfig(name=name, max_batch_size=triton.MAX_BATCH_SIZE)
-    config.version_policy.latest.num_versions = 1
-    return config
+    return mc.ModelConfig(name=name, max_batch_size=triton.MAX_BATCH_SIZE)
+
+
+def _warmed_up(config: mc.ModelConfig) -> None:
+    """Serve every version folder of the family, each warmed up by one all-zero row before it is ready."""
+    config.version_policy.all.SetInParent()
+    warmup = config.model_warmup.add(name="zero_row", batch_size=1)
+    for tensor in config.input:
+        warmup.inputs[tensor.name].data_type = tensor.data_type
+        warmup.inputs[tensor.name].dims.extend(tensor.dims)
+        warmup.inputs[tensor.name].zero_data = True
+
+
+def family_config(config: mc.ModelConfig) -> mc.ModelConfig:
+    """``config`` named after its family: its base name and the digest of everything else in it."""
+    digest = hashlib.sha256(text_format.MessageToString(config).encode()).hexdigest()
+    named = mc.ModelConfig()
+    named.CopyFrom(config)
+    named.name = triton.model_family(config.name, digest)
+    _warmed_up(named)
+    return named
 
 
 def _batched_on_cpu(config: mc.ModelConfig) -> None:
@@ -85,22 +106,23 @@ def fusion_config(members: list[str], dense_dim: int, target: TritonTarget) -> m
     return onnx_config(triton.FUSION, [*inputs, (triton.DENSE_INPUT, mc.TYPE_FP32, [dense_dim])], target)
 
 
-def ensemble_config(members: list[str]) -> mc.ModelConfig:
-    """Feature assembly and every member scorer from (USER_IDX, ITEM_IDX), then the fusion."""
-    config = _base_config(triton.ENSEMBLE)
+def ensemble_config(version: int, members: list[str], families: dict[str, str]) -> mc.ModelConfig:
+    """Feature assembly and every member scorer from (USER_IDX, ITEM_IDX), then the fusion; every
+    step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
+    config = _base_config(triton.ensemble_model(version))
     config.platform = "ensemble"
     _tensor(config.input, triton.USER_IDX, mc.TYPE_INT64, [1])
     _tensor(config.input, triton.ITEM_IDX, mc.TYPE_INT64, [1])
     _tensor(config.output, triton.SCORE, mc.TYPE_FP32, [1])
     steps = config.ensemble_scheduling.step
-    features = steps.add(model_name=triton.FEATURES, model_version=-1)
+    features = steps.add(model_name=families[triton.FEATURES], model_version=version)
     features.input_map.update({triton.USER_IDX: triton.USER_IDX, triton.ITEM_IDX: triton.ITEM_IDX})
     features.output_map.update({triton.DENSE: triton.DENSE})
     for member in members:
-        scorer = steps.add(model_name=triton.scorer_model(member), model_version=-1)
+        scorer = steps.add(model_name=families[triton.scorer_model(member)], model_version=version)
         scorer.input_map.update(dict(zip(triton.PAIR_INPUTS, (triton.USER_IDX, triton.ITEM_IDX), strict=True)))
         scorer.output_map.update({triton.OUTPUT: triton.member_score(member)})
-    fusion = steps.add(model_name=triton.FUSION, model_version=-1)
+    fusion = steps.add(model_name=families[triton.FUSION], model_version=version)
     fusion.input_map.update({triton.member_score(m): triton.member_score(m) for m in members})
     fusion.input_map.update({triton.DENSE_INPUT: triton.DENSE})
     fusion.output_map.update({triton.OUTPUT: triton.SCORE})
@@ -115,8 +137,22 @@ def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
 
 
-def existing_versions(repository: Path) -> list[int]:
-    return version_folders(Path(repository) / triton.ENSEMBLE)
+def ensemble_versions(repository: Path) -> list[int]:
+    """Serving versions that have an ensemble in the repository."""
+    repository = Path(repository)
+    names = (p.name for p in repository.iterdir()) if repository.is_dir() else iter(())
+    return sorted(v for v in map(triton.ensemble_version, names) if v is not None)
+
+
+def step_versions(repository: Path) -> dict[int, list[Path]]:
+    """Every version folder of every step model family, by version number."""
+    found: dict[int, list[Path]] = {}
+    repository = Path(repository)
+    for family in (p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else ():
+        if triton.ensemble_version(family.name) is None:
+            for version in version_folders(family):
+                found.setdefault(version, []).append(family / str(version))
+    return found
 
 
 def write_version(
@@ -127,8 +163,9 @@ def write_version(
     onnx_dir: Path,
     tables: FeatureTables,
     target: TritonTarget,
-) -> None:
-    """Stage every model's ``version`` folder, then move configs and folders into the repository.
+) -> dict[str, str]:
+    """Stage every step model's ``version`` folder and the version's ensemble, then move them into
+    the repository, the ensemble last; returns each step's family by base name.
 
     ``members`` are the scoring members in the fusion's input order; ``onnx_dir`` holds
     score_<member>.onnx and fusion.onnx.
@@ -138,27 +175,30 @@ def write_version(
     staging = repository.parent / f".{repository.name}.staging" / uuid.uuid4().hex
     onnx_models = {triton.scorer_model(m): scorer_config(m, target) for m in members}
     onnx_models[triton.FUSION] = fusion_config(members, tables.dense_dim, target)
-    configs = {
-        triton.FEATURES: feature_assembly_config(tables.dense_dim),
-        **onnx_models,
-        triton.ENSEMBLE: ensemble_config(members),
-    }
+    steps = {triton.FEATURES: feature_assembly_config(tables.dense_dim), **onnx_models}
+    configs = {base: family_config(config) for base, config in steps.items()}
+    families = {base: config.name for base, config in configs.items()}
+    ensemble = ensemble_config(version, members, families)
     try:
-        features_dir = staging / triton.FEATURES / str(version)
+        features_dir = staging / families[triton.FEATURES] / str(version)
         features_dir.mkdir(parents=True)
         shutil.copy2(TEMPLATES / "feature_assembly" / "model.py", features_dir / "model.py")
         shutil.copy2(recsys.feature_assembly.__file__, features_dir / "feature_assembly.py")
         tables.save(features_dir)
-        for name in onnx_models:
-            model_dir = staging / name / str(version)
+        for base in onnx_models:
+            model_dir = staging / families[base] / str(version)
             model_dir.mkdir(parents=True)
-            shutil.copy2(onnx_dir / f"{name}.onnx", model_dir / "model.onnx")
+            shutil.copy2(onnx_dir / f"{base}.onnx", model_dir / "model.onnx")
             if target == "python":
                 shutil.copy2(TEMPLATES / "onnx_runner" / "model.py", model_dir / "model.py")
-        (staging / triton.ENSEMBLE / str(version)).mkdir(parents=True)
-        for name, config in configs.items():
-            (repository / name).mkdir(exist_ok=True)
-            replace_file(repository / name / "config.pbtxt", config_text(config))
-            os.rename(staging / name / str(version), repository / name / str(version))
+        ensemble_dir = staging / ensemble.name
+        (ensemble_dir / "1").mkdir(parents=True)
+        (ensemble_dir / "config.pbtxt").write_text(config_text(ensemble))
+        for config in configs.values():
+            (repository / config.name).mkdir(exist_ok=True)
+            replace_file(repository / config.name / "config.pbtxt", config_text(config))
+            os.rename(staging / config.name / str(version), repository / config.name / str(version))
+        os.rename(ensemble_dir, repository / ensemble.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return families

@@ -1,4 +1,4 @@
-"""The `cinesync` command: up, demo, train, export, recommend."""
+"""The `cinesync` command: up, demo, train, export, versions, promote, rollback, evaluate-served, recommend."""
 
 from __future__ import annotations
 
@@ -148,6 +148,8 @@ def train(data: str | None, assignments: tuple[str, ...], publish: bool, serve: 
     say = _say_to(as_json)
     with Stack(settings, say=say) as stack:
         stack.ensure_redis()
+        if publish:
+            stack.ensure_triton()  # the worker checks the new version in it before making it current
         stack.ensure_worker()
         result = _run_pipeline(settings, pipeline_options(assignments), say, publish=publish, serve=serve)
         if publish:
@@ -181,10 +183,57 @@ def export(run_dir: Path) -> None:
     settings = get_settings()
     with Stack(settings) as stack:
         stack.ensure_redis()
+        stack.ensure_triton()
         stack.ensure_worker()
         steps = export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()
         result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
         click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+def versions() -> None:
+    """List the published versions on disk, the current one marked."""
+    from cinesync import bundle
+    from cinesync.bundle import current_version
+    from exporters.lifecycle import whole_versions
+
+    settings = get_settings()
+    current = current_version(settings.serving_dir)
+    for version in whole_versions(settings.model_repository, settings.serving_dir):
+        manifest = json.loads((settings.serving_dir / str(version) / bundle.MANIFEST).read_text())
+        served = manifest.get("served_metrics") or {}
+        click.echo(f"{'*' if version == current else ' '} {version:>4}  {manifest.get('published', '')}  "
+                   f"{manifest.get('dataset', '')}  fitted on {manifest.get('fitted_on', '?')}  "
+                   f"ndcg@10 {served.get('ndcg@10', float('nan')):.4f}  run {manifest.get('run_id', '')}")
+
+
+@main.command()
+@click.argument("version", type=int)
+def promote(version: int) -> None:
+    """Make a retained VERSION current; a running control plane switches to it within its poll time."""
+    from exporters.lifecycle import UnknownVersion
+    from exporters.lifecycle import promote as promote_version
+
+    settings = get_settings()
+    try:
+        previous = promote_version(settings.model_repository, settings.serving_dir, version)
+    except UnknownVersion as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"current version: {version} (was {previous})")
+
+
+@main.command()
+def rollback() -> None:
+    """Make the newest retained version older than the current one current."""
+    from exporters.lifecycle import UnknownVersion
+    from exporters.lifecycle import rollback as roll_back
+
+    settings = get_settings()
+    try:
+        previous, version = roll_back(settings.model_repository, settings.serving_dir)
+    except UnknownVersion as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"current version: {version} (was {previous})")
 
 
 @main.command(name="evaluate-served")

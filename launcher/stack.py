@@ -130,9 +130,9 @@ class Stack:
     def start_all(self) -> None:
         self.say("Starting the CineSync stack:")
         self.ensure_redis()
+        self.ensure_triton()  # before the worker, which checks each version it publishes in this Triton
         self.ensure_worker()
         self.start_flower()
-        self.ensure_triton()
         self.start_control_plane()
 
     def stop(self) -> None:

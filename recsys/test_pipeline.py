@@ -74,7 +74,7 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     assert json.loads((small_run / MANIFEST).read_text())["refit_on_all"]["interactions"] > 0
     export_run(everything, tmp_path / "onnx")
     version = publish(everything, tmp_path / "onnx", repository=tmp_path / "repo", serving_dir=tmp_path / "serving",
-                      target="python")
+                      target="python", triton_url=None, keep=3)
     bundle = json.loads((tmp_path / "serving" / str(version) / "manifest.json").read_text())
     assert bundle["fitted_on"] == "all" and bundle["metrics"]["cascade"] == json.loads(
         (small_run / METRICS_FILE).read_text())["cascade"]

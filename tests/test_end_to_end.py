@@ -93,8 +93,9 @@ def test_recommend_ranked_by_triton_excludes_seen(
 
 
 def _exec_count(metrics_url: str, model: str) -> float:
+    """Executions of every family of the step model ``model`` (its name plus a config digest)."""
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    pattern = rf'^nv_inference_exec_count\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.e+]+)$'
+    pattern = rf'^nv_inference_exec_count\{{[^}}]*model="{model}_[0-9a-f]{{8}}"[^}}]*\}} ([0-9.e+]+)$'
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
 
 

@@ -18,8 +18,8 @@ def imported_after(module: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("module", ["control_plane.server", "launcher.cli", "workers.tasks"])
-def test_serving_cli_and_task_definitions_import_no_torch(module: str) -> None:
+@pytest.mark.parametrize("module", ["control_plane.server", "launcher.cli", "workers.tasks", "exporters.lifecycle"])
+def test_serving_cli_task_definitions_and_lifecycle_import_no_torch(module: str) -> None:
     assert "torch" not in imported_after(module)
 
 

@@ -93,7 +93,7 @@ def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(bind=True, name="cinesync.publish")
 def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
-    """New Triton model version plus serving bundle; the control plane picks it up."""
+    """New Triton model version plus serving bundle, checked in Triton; the control plane picks it up."""
     from exporters.publish import publish as publish_run
     from recsys.run import load_run
 
@@ -105,6 +105,8 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
         repository=settings.model_repository,
         serving_dir=settings.serving_dir,
         target=settings.triton_target,
+        triton_url=settings.triton_url,
+        keep=settings.retained_versions,
     )
     return {**previous, "version": version}
 

@@ -1,0 +1,65 @@
+"""Checks a serving version in a real Triton before it becomes current: loads its ensemble (and so
+every pinned step) in explicit model-control mode, then sends one request to each step model at its
+pinned version and one through the ensemble. Requests are derived from the configs' inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as triton_grpc
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import InferenceServerException
+
+from cinesync import triton
+from exporters.triton_repository import read_config
+
+NUMPY_TYPES = {mc.TYPE_INT64: np.int64, mc.TYPE_FP32: np.float32}
+TRITON_TYPES = {mc.TYPE_INT64: "INT64", mc.TYPE_FP32: "FP32"}
+
+
+class VersionRejected(RuntimeError):
+    """Triton could not load or run a candidate version; the message says which model and why."""
+
+
+def _zero_row(config: mc.ModelConfig) -> list[triton_grpc.InferInput]:
+    inputs = []
+    for tensor in config.input:
+        shape = [1, *tensor.dims]
+        infer_input = triton_grpc.InferInput(tensor.name, shape, TRITON_TYPES[tensor.data_type])
+        infer_input.set_data_from_numpy(np.zeros(shape, dtype=NUMPY_TYPES[tensor.data_type]))
+        inputs.append(infer_input)
+    return inputs
+
+
+def check_version(url: str, repository: Path, version: int, *, timeout: float = 120.0) -> list[str]:
+    """Load ``ranking_<version>`` into the Triton at ``url`` and run one row through every model of
+    it; returns the models checked. Raises VersionRejected (after unloading the ensemble) on failure."""
+    ensemble = read_config(Path(repository) / triton.ensemble_model(version) / "config.pbtxt")
+    client = triton_grpc.InferenceServerClient(url)
+    checked: list[str] = []
+    model = ensemble.name
+    try:
+        client.load_model(ensemble.name, client_timeout=timeout)
+        for step in ensemble.ensemble_scheduling.step:
+            model = f"{step.model_name} version {step.model_version}"
+            config = read_config(Path(repository) / step.model_name / "config.pbtxt")
+            client.infer(step.model_name, _zero_row(config), model_version=str(step.model_version),
+                         client_timeout=timeout)
+            checked.append(model)
+        model = ensemble.name
+        result = client.infer(ensemble.name, _zero_row(ensemble), client_timeout=timeout)
+        scores = result.as_numpy(triton.SCORE)
+        if scores is None or not np.isfinite(scores).all():
+            raise VersionRejected(f"{ensemble.name} answered {scores!r} for a zero row")
+        checked.append(model)
+    except (InferenceServerException, VersionRejected) as error:
+        message = error.message() if isinstance(error, InferenceServerException) else str(error)
+        try:
+            client.unload_model(ensemble.name, unload_dependents=False)
+        except InferenceServerException:
+            pass
+        raise VersionRejected(f"version {version} failed in Triton at {url}, {model}: {message}") from error
+    finally:
+        client.close()
+    return checked

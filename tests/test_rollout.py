@@ -1,0 +1,123 @@
+"""Publish version N+1 and roll back to N under concurrent load on loopback, with a real Triton and
+control plane: no request fails, every answer is ranked by Triton and names the version that ranked it."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cinesync.settings import Settings
+from cinesync.v1 import recommendation_pb2 as pb
+from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from exporters import lifecycle
+from exporters.publish import publish
+from exporters.test_lifecycle import clone_run
+from exporters.triton_check import VersionRejected, check_version
+from launcher.client import wait_for_version
+from launcher.stack import Stack
+from recsys.run import load_run
+
+pytestmark = pytest.mark.slow
+CLIENTS = 4
+MAX_SECONDS = 90.0
+
+
+class Load:
+    """CLIENTS threads calling Recommend back to back until stopped (or MAX_SECONDS pass)."""
+
+    def __init__(self, address: str, users: list[str]) -> None:
+        self.address, self.users = address, users
+        self.answers: list[tuple[float, str, int]] = []  # (time, model_version, ranked_by)
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(CLIENTS)]
+
+    def _run(self, n: int) -> None:
+        deadline = time.monotonic() + MAX_SECONDS
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.RecommendationServiceStub(channel)
+            count = 0
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                user = self.users[(n * 7919 + count) % len(self.users)]
+                count += 1
+                try:
+                    response = stub.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=5)
+                    self.answers.append((time.monotonic(), response.model_version, response.ranked_by))
+                except grpc.RpcError as error:
+                    self.failures.append(f"{error.code().name}: {error.details()}")
+
+    def wait_for(self, version: str, timeout: float = 30.0) -> float:
+        """The time the first answer from ``version`` arrived after now."""
+        since = time.monotonic()
+        while time.monotonic() < since + timeout:
+            seen = [t for t, v, _ in list(self.answers) if v == version and t >= since]
+            if seen:
+                return seen[0]
+            time.sleep(0.1)
+        raise TimeoutError(f"no answer from version {version} within {timeout} s")
+
+
+def test_publish_and_rollback_under_load_fail_no_request(
+    small_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo", grpc_port=0, metrics_port=0,
+                        bundle_poll_s=0.2)
+    repository, serving = settings.model_repository.resolve(), settings.serving_dir
+    second = load_run(clone_run(small_run, tmp_path / "second-run"))
+    with Stack(settings, say=print) as stack:
+        stack.ensure_triton()
+        assert stack.triton_url
+        first = publish(load_run(small_run), exported_run, repository=repository, serving_dir=serving,
+                        target="python", triton_url=stack.triton_url, keep=3)
+        stack.start_control_plane()
+        users = json.loads((serving / str(first) / "users.json").read_text())
+        wait_for_version(stack.grpc_address, users[0], first, timeout=60)
+        load = Load(stack.grpc_address, users)
+        for thread in load.threads:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            newer = publish(second, exported_run, repository=repository, serving_dir=serving, target="python",
+                            triton_url=stack.triton_url, keep=3)
+            load.wait_for(str(newer))
+            time.sleep(1.0)
+            assert lifecycle.rollback(repository, serving) == (newer, first)
+            rolled_back = load.wait_for(str(first))
+            time.sleep(1.0)
+        finally:
+            load.stop.set()
+            for thread in load.threads:
+                thread.join()
+    assert load.failures == []
+    by_version = collections.Counter(v for _, v, _ in load.answers)
+    assert set(by_version) == {str(first), str(newer)} and min(by_version.values()) > 10, by_version
+    assert {r for _, _, r in load.answers} == {pb.RANKED_BY_TRITON}, "an answer was not ranked by Triton"
+    assert all(v == str(first) for t, v, _ in load.answers if t > rolled_back + 0.5), "switched back and forth"
+
+
+def test_a_version_triton_cannot_run_is_rejected_and_removed(
+    small_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
+    repository, serving = settings.model_repository.resolve(), settings.serving_dir
+    broken = tmp_path / "broken-onnx"
+    shutil.copytree(exported_run, broken)
+    (broken / "fusion.onnx").write_bytes(b"not an onnx model")
+    with Stack(settings, say=print) as stack:
+        stack.ensure_triton()
+        assert stack.triton_url
+        with pytest.raises(VersionRejected, match="version 1 failed in Triton"):
+            publish(load_run(small_run), broken, repository=repository, serving_dir=serving, target="python",
+                    triton_url=stack.triton_url, keep=3)
+        assert lifecycle.whole_versions(repository, serving) == [] and lifecycle.current_version(serving) is None
+        version = publish(load_run(small_run), exported_run, repository=repository, serving_dir=serving,
+                          target="python", triton_url=stack.triton_url, keep=3)
+        assert version == 2 and lifecycle.current_version(serving) == 2
+        assert len(check_version(stack.triton_url, repository, version)) == 6  # 5 steps and the ensemble
