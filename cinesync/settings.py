@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cinesync.triton import MAX_BATCH_SIZE
 
-TritonTarget = Literal["python", "stock"]
+TritonTarget = Literal["python", "stock", "tensorrt"]
+Precision = Literal["fp32", "int8"]
 
 
 class Settings(BaseSettings):
@@ -38,7 +39,15 @@ class Settings(BaseSettings):
     triton_target: TritonTarget = Field(
         default="python",
         description="'python': ONNX Runtime inside the python backend (bundled Triton); "
-        "'stock': platform onnxruntime_onnx for the stock Triton container.",
+        "'stock': platform onnxruntime_onnx with the TensorRT accelerator, for the stock Triton container; "
+        "'tensorrt': TensorRT engines (tensorrt_plan), built where the tensorrt package and a GPU are present.",
+    )
+    precision: Precision = Field(
+        default="fp32", description="'int8': serve the neural models as QDQ INT8, if the accuracy guard accepts."
+    )
+    int8_max_ndcg_loss: float = Field(
+        default=0.01, ge=0, lt=1,
+        description="Largest relative validation NDCG@10 loss of the INT8 pipeline against fp32 that may be published.",
     )
     data: str = Field(default="synthetic", description="Data set: 'synthetic' or a folder of a known format.")
     host: str = Field(default="127.0.0.1", description="Address the servers CineSync starts listen on.")
@@ -57,7 +66,13 @@ class Settings(BaseSettings):
     retained_versions: int = Field(
         default=3, ge=1, description="Published versions kept on disk (the current one is always kept too)."
     )
-    faiss_index: str = Field(default="Flat", description="faiss.index_factory string for item retrieval.")
+    faiss_exact_below: int = Field(
+        default=50_000, ge=0, description="Catalogs up to this size get exact FAISS search; larger ones an IVF index."
+    )
+    faiss_recall_target: float = Field(
+        default=0.98, gt=0, le=1,
+        description="Recall@100 against exact search that an IVF index must reach, per domain, measured at publish.",
+    )
     ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")

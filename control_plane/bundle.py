@@ -30,6 +30,7 @@ class RetrieverArrays:
     member: str
     index: str
     arrays: dict[str, NDArray[np.generic]]
+    plan: dict[str, Any]  # what the exporter built and how to search it
 
 
 @dataclass
@@ -59,7 +60,7 @@ def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
     retrievers = []
     for entry in manifest["retrievers"]:
         with np.load(folder / layout.retriever_file(entry["member"])) as arrays:
-            retrievers.append(RetrieverArrays(entry["member"], entry["index"], dict(arrays)))
+            retrievers.append(RetrieverArrays(entry["member"], entry["index"], dict(arrays), entry.get("plan", {})))
     return ServingBundle(
         version=version,
         manifest=manifest,

@@ -41,11 +41,9 @@ class ServingState:
         return items[keep], scores[keep]
 
 
-def build_indexes(bundle: ServingBundle, faiss_factory: str) -> list[CandidateIndex]:
-    return [
-        index_class(entry.index)(entry.arrays, bundle.item_domains, faiss_factory=faiss_factory)
-        for entry in bundle.retrievers
-    ]
+def load_indexes(bundle: ServingBundle) -> list[CandidateIndex]:
+    """One index per retriever, from the arrays and plan the exporter shipped."""
+    return [index_class(entry.index)(entry.arrays, bundle.item_domains, plan=entry.plan) for entry in bundle.retrievers]
 
 
 class BundleRefused(ValueError):
@@ -67,11 +65,10 @@ class ModelState:
     """Holds the live ServingState; ``refresh`` loads the version CURRENT names, Triton first."""
 
     def __init__(
-        self, serving_dir: Path, ranker: TritonRanker | None, *, faiss_index: str, candidates: int = 0
+        self, serving_dir: Path, ranker: TritonRanker | None, *, candidates: int = 0
     ) -> None:
         self.serving_dir = Path(serving_dir)
         self.ranker = ranker
-        self.faiss_index = faiss_index
         self.candidates = candidates
         self.state: ServingState | None = None
         self.triton_version: int | None = None
@@ -87,7 +84,7 @@ class ModelState:
             try:
                 bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
                 check_fits_one_batch(bundle, self.candidates)
-                indexes = await asyncio.to_thread(build_indexes, bundle, self.faiss_index)
+                indexes = await asyncio.to_thread(load_indexes, bundle)
             except Exception as error:  # noqa: BLE001  # any defect of the files: refuse the version, keep serving
                 self.refused = version
                 log.error("refused model version %d, still serving %s: %s", version, serving, error)

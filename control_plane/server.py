@@ -34,9 +34,7 @@ async def _track_health(models: ModelState, health_servicer: health.aio.HealthSe
 
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
-    models = ModelState(
-        settings.serving_dir, ranker, faiss_index=settings.faiss_index, candidates=settings.retrieval_candidates
-    )
+    models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates)
     server = grpc.aio.server()
     pb_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationService(

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.model_state import ModelState
@@ -24,9 +25,9 @@ from recsys.run import load_run
 @pytest.fixture(scope="module")
 def serving_dir(small_run: Path, exported_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("service")
-    publish(load_run(small_run), exported_run, repository=root / "repo", serving_dir=root / "serving", target="python",
-            triton_url=None, keep=3)
-    return root / "serving"
+    settings = Settings(home=root / "home", model_repository=root / "repo")
+    publish(load_run(small_run), exported_run, settings)
+    return settings.serving_dir
 
 
 @pytest.fixture()
@@ -41,7 +42,7 @@ def silent_triton() -> Iterator[str]:
 async def _call_with(serving_dir: Path, triton_url: str, requests: list[tuple[pb.RecommendRequest, float]]) -> list[
     tuple[pb.RecommendResponse | grpc.StatusCode, float]
 ]:
-    models = ModelState(serving_dir, TritonRanker(triton_url), faiss_index="Flat")
+    models = ModelState(serving_dir, TritonRanker(triton_url))
     models.ranker.load = _no_load  # type: ignore[union-attr,method-assign]  # loading would wait on the silent peer
     assert await models.refresh()
     server = grpc.aio.server()

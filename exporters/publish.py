@@ -3,14 +3,16 @@ checked in Triton, then made current; under the publishing lock, crash-safe and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 
 from cinesync import bundle
-from cinesync.settings import TritonTarget
+from cinesync.settings import Settings
 from exporters import lifecycle, serving_bundle, triton_repository
 from exporters.onnx_export import REPORT_FILE
+from exporters.targets import export_target
 from exporters.triton_check import VersionRejected, check_version
 from recsys.pipeline import CASCADE, METRICS_FILE
 from recsys.run import TrainedRun
@@ -18,41 +20,42 @@ from recsys.run import TrainedRun
 log = logging.getLogger(__name__)
 
 
-def published_version(repository: Path, serving_dir: Path, run_id: str, fitted_on: str) -> int | None:
-    """The whole version that already serves this run's fit (a redelivered publish finds it)."""
+def published_version(repository: Path, serving_dir: Path, key: dict[str, str]) -> int | None:
+    """The whole version already published from this export (a redelivered publish finds it)."""
     for version in lifecycle.whole_versions(repository, serving_dir):
         manifest = json.loads((Path(serving_dir) / str(version) / bundle.MANIFEST).read_text())
-        if manifest.get("run_id") == run_id and manifest.get("fitted_on") == fitted_on:
+        if all(manifest.get(field) == value for field, value in key.items()):
             return version
     return None
 
 
-def publish(
-    run: TrainedRun,
-    export_dir: Path,
-    *,
-    repository: Path,
-    serving_dir: Path,
-    target: TritonTarget,
-    triton_url: str | None,
-    keep: int,
-) -> int:
+def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
     """Write version N of the Triton models and of the serving bundle, check it in the Triton at
-    ``triton_url`` (when given), make it current and retire versions beyond the newest ``keep``.
+    ``settings.triton_url`` (when set), make it current and retire versions beyond the newest
+    ``settings.retained_versions``. FAISS retrievers are built here (``settings.faiss_*``).
 
-    Publishing the same run's fit again returns its existing version. A version Triton rejects is
+    Publishing the same export of the same run's fit again returns its existing version. A version Triton rejects is
     deleted and never becomes current (VersionRejected).
     """
+    repository, serving_dir = settings.model_repository.resolve(), settings.serving_dir
     with lifecycle.publishing_lock(serving_dir):
         removed = lifecycle.sweep(repository, serving_dir)
         if removed:
             log.warning("removed half-written versions %s left by an interrupted publish", removed)
-        version = published_version(repository, serving_dir, run.manifest["run_id"], run.fitted_on)
+        report_text = (export_dir / REPORT_FILE).read_text()
+        # One export of one fit of one run is one version: a redelivered publish finds it again.
+        key = {"run_id": run.manifest["run_id"], "fitted_on": run.fitted_on,
+               "export_digest": hashlib.sha256(report_text.encode()).hexdigest()}
+        version = published_version(repository, serving_dir, key)
         if version is None:
+            report = json.loads(report_text)
+            onnx_files = {m["name"]: (export_dir / m["served_file"], m["precision"]) for m in report["models"]}
+            target = export_target(settings.triton_target)
+            target.check_available()  # before a number is handed out
             version = lifecycle.allocate_version(repository, serving_dir)
             families = triton_repository.write_version(
                 repository, version, members=[m.name for m in run.members],
-                onnx_dir=export_dir, tables=run.tables, target=target,
+                onnx_files=onnx_files, tables=run.tables, target=target,
             )
             metrics_path = run.folder / METRICS_FILE
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
@@ -60,25 +63,29 @@ def publish(
                 serving_dir,
                 version,
                 run=run,
+                exact_below=settings.faiss_exact_below,
+                recall_target=settings.faiss_recall_target,
                 extra_manifest={
-                    "triton_target": target,
+                    "export_digest": key["export_digest"],
+                    "triton_target": settings.triton_target,
                     "triton_models": families,
                     "kinds": run.manifest["kinds"],
-                    "export": json.loads((export_dir / REPORT_FILE).read_text()),
+                    "export": report,
                     # Offline figures are always the evaluated fit's, also for a version refit on everything.
                     "metrics": metrics,
                     "served_metrics": (metrics or {}).get(CASCADE),
                 },
             )
-        if triton_url:
+        if settings.triton_url:
             try:
-                check_version(triton_url, repository, version)
+                check_version(settings.triton_url, repository, version)
             except VersionRejected:
                 lifecycle.remove_version(repository, serving_dir, version)
                 raise
         lifecycle.point_current(serving_dir, version)
-        retired = lifecycle.retain(repository, serving_dir, keep=keep)
+        retired = lifecycle.retain(repository, serving_dir, keep=settings.retained_versions)
         if retired:
-            log.info("retired versions %s (keeping the newest %d and the current one)", retired, keep)
+            log.info("retired versions %s (keeping the newest %d and the current one)", retired,
+                     settings.retained_versions)
     return version
 

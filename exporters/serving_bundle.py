@@ -14,11 +14,18 @@ from typing import Any
 import numpy as np
 
 from cinesync import bundle
+from control_plane.indexes import index_class
 from recsys.run import TrainedRun
 
 
-def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_manifest: dict[str, Any]) -> Path:
+def write_bundle(
+    serving_dir: Path, version: int, *, run: TrainedRun, extra_manifest: dict[str, Any], exact_below: int,
+    recall_target: float,
+) -> Path:
     """Stage the bundle and rename it to <serving>/<version>.
+
+    Each retriever's index kind prepares what the control plane will load (for FAISS: the index,
+    exact up to ``exact_below`` items, else tuned to ``recall_target``), and its plan is recorded.
 
     A user's history (what exclude_seen leaves out) is exactly what the members were fitted on: for
     a run fitted on its training part, what offline evaluation excluded, so the served answer for a
@@ -36,9 +43,13 @@ def write_bundle(serving_dir: Path, version: int, *, run: TrainedRun, extra_mani
         (staging / bundle.ITEMS).write_text(json.dumps([it.to_json() for it in run.items]))
         (staging / bundle.USERS).write_text(json.dumps(run.user_ids))
         retrievers = []
+        item_domains = np.array([item.domain.value for item in run.items])
         for member in run.spec.retrieving(run.members):
-            np.savez(staging / bundle.retriever_file(member.name), **member.retrieval_arrays())
-            retrievers.append({"member": member.name, "index": member.index_kind})
+            arrays, plan = index_class(member.index_kind).prepare(
+                member.retrieval_arrays(), item_domains, exact_below=exact_below, recall_target=recall_target
+            )
+            np.savez(staging / bundle.retriever_file(member.name), **arrays)
+            retrievers.append({"member": member.name, "index": member.index_kind, "plan": plan})
         manifest = {
             "version": version,
             "run_id": run.manifest["run_id"],

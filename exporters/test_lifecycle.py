@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cinesync.bundle import MANIFEST, current_version
+from cinesync.settings import Settings
 from cinesync.triton import ensemble_model
 from exporters import lifecycle
 from exporters.publish import publish
@@ -33,8 +34,7 @@ def runs(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path
 
 
 def _publish(run: Path, onnx: Path, root: Path, *, keep: int = 10) -> int:
-    return publish(load_run(run), onnx, repository=root / "repo", serving_dir=root / "serving", target="python",
-                   triton_url=None, keep=keep)
+    return publish(load_run(run), onnx, Settings(home=root, model_repository=root / "repo", retained_versions=keep))
 
 
 def test_concurrent_publishers_take_distinct_numbers(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:

@@ -17,11 +17,14 @@ from recsys.run import load_run
 
 def test_report_names_every_member_and_the_fusion_within_tolerance(exported_run: Path) -> None:
     report = json.loads((exported_run / REPORT_FILE).read_text())
-    assert [entry["name"] for entry in report] == [
+    models = report["models"]
+    assert report["precision"] == "fp32" and report["int8_guard"] is None
+    assert [entry["name"] for entry in models] == [
         "score_popularity", "score_ease", "score_two_tower", triton.FUSION,
     ]
-    assert all(0 <= entry["max_abs_error"] <= PARITY_TOLERANCE for entry in report)
-    fusion = report[-1]
+    assert all(0 <= entry["max_abs_error"] <= PARITY_TOLERANCE for entry in models)
+    assert all(entry["served_file"] == entry["file"] and entry["precision"] == "fp32" for entry in models)
+    fusion = models[-1]
     assert fusion["inputs"] == ["score_popularity", "score_ease", "score_two_tower", triton.DENSE_INPUT]
 
 
@@ -52,3 +55,48 @@ def test_the_dcn_fusion_itself_exports_with_parity(small_run: Path, tmp_path: Pa
     run.fusion.network.passthrough.fill_(-1)  # rank with the network even where validation chose a member
     report = onnx_export.export_run(run, tmp_path)
     assert report[-1].name == triton.FUSION and report[-1].max_abs_error <= PARITY_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def int8_export(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[onnx_export.ExportedModel]]:
+    folder = tmp_path_factory.mktemp("int8")
+    return folder, onnx_export.export_run(load_run(small_run), folder, precision="int8")
+
+
+def test_int8_quantizes_the_neural_models_and_records_the_guard(
+    small_run: Path, int8_export: tuple[Path, list[onnx_export.ExportedModel]]
+) -> None:
+    folder, exported = int8_export
+    precision = {m.name: m.precision for m in exported}
+    assert precision == {"score_popularity": "fp32", "score_ease": "fp32", "score_two_tower": "int8",
+                         triton.FUSION: "int8"}
+    tower = next(m for m in exported if m.name == "score_two_tower")
+    assert (folder / tower.served_file).stat().st_size * 3 < (folder / tower.file).stat().st_size  # int8 tables
+    guard = json.loads((folder / REPORT_FILE).read_text())["int8_guard"]
+    assert guard["relative_loss"] <= guard["max_loss"] == 0.01 and guard["users"] > 0 and guard["fp32_ndcg"] > 0
+    # The quantized tower ranks like the fp32 one on real pairs.
+    run = load_run(small_run)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, run.catalog.n_users, 500), rng.integers(0, run.catalog.n_items, 500)
+    feeds = dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
+    (int8,) = ort_session(folder / tower.served_file).run(None, feeds)
+    (fp32,) = ort_session(folder / tower.file).run(None, feeds)
+    assert np.corrcoef(int8.reshape(-1), fp32.reshape(-1))[0, 1] > 0.99 and not np.array_equal(int8, fp32)
+
+
+def test_an_int8_pipeline_losing_too_much_validation_ndcg_is_refused(small_run: Path, tmp_path: Path) -> None:
+    from exporters.quantize import QuantizationRejected
+
+    # A limit below any achievable loss: the guard must refuse, name the figures, and write no report.
+    with pytest.raises(QuantizationRejected, match=r"INT8 loses .* % of validation NDCG@10 \(0\.\d+ fp32 -> 0\.\d+ int8\)"):
+        onnx_export.export_run(load_run(small_run), tmp_path, precision="int8", max_loss=-1.0)
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_guard_measures_the_relative_loss() -> None:
+    from exporters.quantize import guard
+
+    result = guard(lambda: np.array([1.0]), lambda: np.array([0.9]), lambda s: float(s[0]), max_loss=0.05, users=3)
+    assert result.relative_loss == pytest.approx(0.1) and not result.accepted
+    assert guard(lambda: np.array([1.0]), lambda: np.array([0.995]), lambda s: float(s[0]), max_loss=0.01,
+                 users=3).accepted

@@ -8,6 +8,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync.bundle import CURRENT
+from cinesync.settings import Settings
 from cinesync.triton import FEATURES, FUSION, ensemble_model, scorer_model
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
@@ -20,14 +21,12 @@ MEMBERS = ["popularity", "ease", "two_tower"]
 @pytest.fixture(scope="module")
 def published(small_run: Path, exported_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("published")
+    settings = {t: Settings(home=root / t, model_repository=root / t / "repo", triton_target=t) for t in ("python", "stock")}
     for target in ("python", "stock"):
-        version = publish(load_run(small_run), exported_run, repository=root / target,
-                          serving_dir=root / f"serving-{target}", target=target, triton_url=None, keep=3)
-        assert version == 1
+        assert publish(load_run(small_run), exported_run, settings[target]) == 1
     second = load_run(clone_run(small_run, root / "second"))
-    assert publish(second, exported_run, repository=root / "python", serving_dir=root / "serving-python",
-                   target="python", triton_url=None, keep=3) == 2
-    return root / "python", root / "stock"
+    assert publish(second, exported_run, settings["python"]) == 2
+    return root / "python" / "repo", root / "stock" / "repo"
 
 
 def _steps(repository: Path, version: int) -> dict[str, mc.ModelEnsembling.Step]:
@@ -91,6 +90,6 @@ def test_stock_target_uses_onnxruntime_platform(published: tuple[Path, Path]) ->
 
 def test_serving_bundle_points_at_newest_version(published: tuple[Path, Path]) -> None:
     repository, _ = published
-    serving = repository.parent / "serving-python"
+    serving = repository.parent / "serving"
     assert (serving / CURRENT).read_text().strip() == "2"
     assert sorted(p.name for p in serving.iterdir() if p.is_dir()) == ["1", "2"]

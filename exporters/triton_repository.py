@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import site
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,8 +23,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import recsys.feature_assembly
 from cinesync import triton
-from cinesync.settings import TritonTarget
 from exporters.files import replace_file, version_folders
+from exporters.targets import ExportTarget, Precision
+from exporters.targets.python_backend import python_backend
 from recsys.feature_assembly import FeatureTables
 
 QUEUE_DELAY_US = 500
@@ -60,50 +60,40 @@ def family_config(config: mc.ModelConfig) -> mc.ModelConfig:
     return named
 
 
-def _batched_on_cpu(config: mc.ModelConfig) -> None:
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
-
-
-def _python_backend(config: mc.ModelConfig, *, threads: int = 1) -> None:
-    config.backend = "python"
-    # The python backend stub runs Python isolated: the models find numpy/onnxruntime here.
-    config.parameters["extra_sys_path"].string_value = os.pathsep.join(site.getsitepackages())
-    config.parameters["threads"].string_value = str(threads)
-
-
 def feature_assembly_config(dense_dim: int) -> mc.ModelConfig:
+    """Feature assembly is numpy code: the python backend on every target."""
     config = _base_config(triton.FEATURES)
     _tensor(config.input, triton.USER_IDX, mc.TYPE_INT64, [1])
     _tensor(config.input, triton.ITEM_IDX, mc.TYPE_INT64, [1])
     _tensor(config.output, triton.DENSE, mc.TYPE_FP32, [dense_dim])
-    _python_backend(config)
-    _batched_on_cpu(config)
+    python_backend(config)
+    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
     return config
 
 
-def onnx_config(name: str, inputs: list[tuple[str, int, list[int]]], target: TritonTarget) -> mc.ModelConfig:
-    """An ONNX model with the given (name, type, dims) inputs and one [1] FP32 output."""
+def onnx_config(
+    name: str, inputs: list[tuple[str, int, list[int]]], target: ExportTarget, precision: Precision
+) -> mc.ModelConfig:
+    """An ONNX model with the given (name, type, dims) inputs and one [1] FP32 output, run as ``target`` says."""
     config = _base_config(name)
     for input_name, data_type, dims in inputs:
         _tensor(config.input, input_name, data_type, dims)
     _tensor(config.output, triton.OUTPUT, mc.TYPE_FP32, [1])
-    if target == "stock":
-        config.platform = "onnxruntime_onnx"
-    else:
-        _python_backend(config)
-    _batched_on_cpu(config)
+    target.configure(config, precision=precision)
+    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
     return config
 
 
-def scorer_config(member: str, target: TritonTarget) -> mc.ModelConfig:
+def scorer_config(member: str, target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
     pair = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]
-    return onnx_config(triton.scorer_model(member), pair, target)
+    return onnx_config(triton.scorer_model(member), pair, target, precision)
 
 
-def fusion_config(members: list[str], dense_dim: int, target: TritonTarget) -> mc.ModelConfig:
+def fusion_config(
+    members: list[str], dense_dim: int, target: ExportTarget, precision: Precision = "fp32"
+) -> mc.ModelConfig:
     inputs = [(triton.member_score(m), mc.TYPE_FP32, [1]) for m in members]
-    return onnx_config(triton.FUSION, [*inputs, (triton.DENSE_INPUT, mc.TYPE_FP32, [dense_dim])], target)
+    return onnx_config(triton.FUSION, [*inputs, (triton.DENSE_INPUT, mc.TYPE_FP32, [dense_dim])], target, precision)
 
 
 def ensemble_config(version: int, members: list[str], families: dict[str, str]) -> mc.ModelConfig:
@@ -160,21 +150,23 @@ def write_version(
     version: int,
     *,
     members: list[str],
-    onnx_dir: Path,
+    onnx_files: dict[str, tuple[Path, Precision]],
     tables: FeatureTables,
-    target: TritonTarget,
+    target: ExportTarget,
 ) -> dict[str, str]:
     """Stage every step model's ``version`` folder and the version's ensemble, then move them into
     the repository, the ensemble last; returns each step's family by base name.
 
-    ``members`` are the scoring members in the fusion's input order; ``onnx_dir`` holds
-    score_<member>.onnx and fusion.onnx.
+    ``members`` are the scoring members in the fusion's input order; ``onnx_files`` maps
+    score_<member> and fusion to the ONNX file to serve and its precision.
     """
+    target.check_available()
     repository = Path(repository).resolve()
     repository.mkdir(parents=True, exist_ok=True)
     staging = repository.parent / f".{repository.name}.staging" / uuid.uuid4().hex
-    onnx_models = {triton.scorer_model(m): scorer_config(m, target) for m in members}
-    onnx_models[triton.FUSION] = fusion_config(members, tables.dense_dim, target)
+    onnx_models = {triton.scorer_model(m): scorer_config(m, target, onnx_files[triton.scorer_model(m)][1])
+                   for m in members}
+    onnx_models[triton.FUSION] = fusion_config(members, tables.dense_dim, target, onnx_files[triton.FUSION][1])
     steps = {triton.FEATURES: feature_assembly_config(tables.dense_dim), **onnx_models}
     configs = {base: family_config(config) for base, config in steps.items()}
     families = {base: config.name for base, config in configs.items()}
@@ -188,9 +180,8 @@ def write_version(
         for base in onnx_models:
             model_dir = staging / families[base] / str(version)
             model_dir.mkdir(parents=True)
-            shutil.copy2(onnx_dir / f"{base}.onnx", model_dir / "model.onnx")
-            if target == "python":
-                shutil.copy2(TEMPLATES / "onnx_runner" / "model.py", model_dir / "model.py")
+            onnx_path, precision = onnx_files[base]
+            target.write_model(onnx_path, model_dir, precision=precision)
         ensemble_dir = staging / ensemble.name
         (ensemble_dir / "1").mkdir(parents=True)
         (ensemble_dir / "config.pbtxt").write_text(config_text(ensemble))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cinesync.settings import Settings
 from recsys.kinds import UnknownOption
 from recsys.pipeline import CASCADE, METRICS_FILE, PipelineSpec, train
 from recsys.run import MANIFEST, load_run
@@ -73,9 +74,9 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     np.testing.assert_allclose(ease_after.weights, weights, rtol=1e-5, atol=1e-6)
     assert json.loads((small_run / MANIFEST).read_text())["refit_on_all"]["interactions"] > 0
     export_run(everything, tmp_path / "onnx")
-    version = publish(everything, tmp_path / "onnx", repository=tmp_path / "repo", serving_dir=tmp_path / "serving",
-                      target="python", triton_url=None, keep=3)
-    bundle = json.loads((tmp_path / "serving" / str(version) / "manifest.json").read_text())
+    settings = Settings(home=tmp_path, model_repository=tmp_path / "repo")
+    version = publish(everything, tmp_path / "onnx", settings)
+    bundle = json.loads((settings.serving_dir / str(version) / "manifest.json").read_text())
     assert bundle["fitted_on"] == "all" and bundle["metrics"]["cascade"] == json.loads(
         (small_run / METRICS_FILE).read_text())["cascade"]
 

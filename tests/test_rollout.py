@@ -73,9 +73,8 @@ def test_publish_and_rollback_under_load_fail_no_request(
     second = load_run(clone_run(small_run, tmp_path / "second-run"))
     with Stack(settings, say=print) as stack:
         stack.ensure_triton()
-        assert stack.triton_url
-        first = publish(load_run(small_run), exported_run, repository=repository, serving_dir=serving,
-                        target="python", triton_url=stack.triton_url, keep=3)
+        publishing = settings.model_copy(update={"triton_url": stack.triton_url})
+        first = publish(load_run(small_run), exported_run, publishing)
         stack.start_control_plane()
         users = json.loads((serving / str(first) / "users.json").read_text())
         wait_for_version(stack.grpc_address, users[0], first, timeout=60)
@@ -84,8 +83,7 @@ def test_publish_and_rollback_under_load_fail_no_request(
             thread.start()
         try:
             time.sleep(1.0)
-            newer = publish(second, exported_run, repository=repository, serving_dir=serving, target="python",
-                            triton_url=stack.triton_url, keep=3)
+            newer = publish(second, exported_run, publishing)
             load.wait_for(str(newer))
             time.sleep(1.0)
             assert lifecycle.rollback(repository, serving) == (newer, first)
@@ -113,11 +111,10 @@ def test_a_version_triton_cannot_run_is_rejected_and_removed(
     with Stack(settings, say=print) as stack:
         stack.ensure_triton()
         assert stack.triton_url
+        publishing = settings.model_copy(update={"triton_url": stack.triton_url})
         with pytest.raises(VersionRejected, match="version 1 failed in Triton"):
-            publish(load_run(small_run), broken, repository=repository, serving_dir=serving, target="python",
-                    triton_url=stack.triton_url, keep=3)
+            publish(load_run(small_run), broken, publishing)
         assert lifecycle.whole_versions(repository, serving) == [] and lifecycle.current_version(serving) is None
-        version = publish(load_run(small_run), exported_run, repository=repository, serving_dir=serving,
-                          target="python", triton_url=stack.triton_url, keep=3)
+        version = publish(load_run(small_run), exported_run, publishing)
         assert version == 2 and lifecycle.current_version(serving) == 2
         assert len(check_version(stack.triton_url, repository, version)) == 6  # 5 steps and the ensemble

@@ -87,7 +87,9 @@ def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     _report(self, "export", percent=0.0)
     run_dir, fitted_on = Path(previous["run_dir"]), previous.get("fitted_on", "train")
     export_dir = run_dir / f"onnx-{fitted_on}"
-    exported = export_run(load_run(run_dir, fitted_on=fitted_on), export_dir)
+    settings = get_settings()
+    exported = export_run(load_run(run_dir, fitted_on=fitted_on), export_dir, precision=settings.precision,
+                          max_loss=settings.int8_max_ndcg_loss)
     return {**previous, "export_dir": str(export_dir), "onnx": [asdict(m) for m in exported]}
 
 
@@ -99,15 +101,8 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
 
     settings = get_settings()
     _report(self, "publish", percent=0.0)
-    version = publish_run(
-        load_run(Path(previous["run_dir"]), fitted_on=previous.get("fitted_on", "train")),
-        Path(previous["export_dir"]),
-        repository=settings.model_repository,
-        serving_dir=settings.serving_dir,
-        target=settings.triton_target,
-        triton_url=settings.triton_url,
-        keep=settings.retained_versions,
-    )
+    run = load_run(Path(previous["run_dir"]), fitted_on=previous.get("fitted_on", "train"))
+    version = publish_run(run, Path(previous["export_dir"]), settings)
     return {**previous, "version": version}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,13 +28,26 @@ def best_unseen(scores: NDArray[np.float32], n: int, exclude: NDArray[np.int64])
 
 
 class CandidateIndex(ABC):
-    """Top-n unseen items for a user within a domain, from a retriever member's exported arrays."""
+    """Top-n unseen items for a user within a domain, from a retriever member's exported arrays.
+
+    ``prepare`` runs at publish time (in the exporter) and may add built structures to the arrays
+    and return a plan for the manifest; the control plane constructs the index from both.
+    """
 
     kind: ClassVar[str]
 
+    @classmethod
+    def prepare(
+        cls, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *,
+        exact_below: int, recall_target: float,
+    ) -> tuple[dict[str, NDArray[np.generic]], dict[str, Any]]:
+        """The arrays to ship and the plan to record; by default the arrays as they are, no plan."""
+        del item_domains, exact_below, recall_target
+        return dict(arrays), {}
+
     @abstractmethod
     def __init__(
-        self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, faiss_factory: str
+        self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, plan: Mapping[str, Any]
     ) -> None: ...
 
     @abstractmethod

@@ -4,6 +4,7 @@ their history into i, over the pruned neighbour lists the exporter shipped."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,9 +18,9 @@ class ItemItemIndex(CandidateIndex):
     kind = "item_item"
 
     def __init__(
-        self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, faiss_factory: str
+        self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, plan: Mapping[str, Any]
     ) -> None:
-        del faiss_factory
+        del plan
         sources = np.asarray(arrays["sources"], dtype=np.int64)  # [target, neighbours]
         weights = np.asarray(arrays["weights"], dtype=np.float32)
         n_items, width = sources.shape

@@ -22,7 +22,7 @@ def test_item_item_index_matches_ease_offline_scores_and_top_items() -> None:
     ease.fit(protocol.validation)
     histories = protocol.validation.train_sequences
     domains = np.array([str(item.domain) for item in dataset.items])
-    index = ItemItemIndex(ease.retrieval_arrays(), domains, faiss_factory="Flat")
+    index = ItemItemIndex(ease.retrieval_arrays(), domains, plan={})
     assert index_class("item_item") is ItemItemIndex
     users = np.arange(0, 200, 7)
     offline = ease.score(users)

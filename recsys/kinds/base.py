@@ -82,6 +82,7 @@ class ModelKind(ABC):
     name: ClassVar[str]
     roles: ClassVar[frozenset[Role]]
     Params: ClassVar[type[Any]]
+    quantizable: ClassVar[bool] = False  # a neural model the exporter may serve as INT8 (QDQ)
 
     def __init__(self, catalog: Catalog, params: Any, *, seed: int = 0) -> None:
         self.catalog = catalog

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from recsys.kinds.base import MemberKind
 
@@ -22,8 +23,9 @@ class InnerProductScorer(torch.nn.Module):
         self.register_buffer("item_vectors", torch.from_numpy(item_vectors))
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        users = self.user_vectors[user_idx.reshape(-1)]
-        items = self.item_vectors[item_idx.reshape(-1)]
+        # F.embedding exports as ONNX Gather, whose table INT8 quantization stores as int8.
+        users = F.embedding(user_idx.reshape(-1), self.user_vectors)
+        items = F.embedding(item_idx.reshape(-1), self.item_vectors)
         return (users * items).sum(dim=1, keepdim=True)
 
 
@@ -31,6 +33,7 @@ class EmbeddingMember(MemberKind):
     """A member whose fitted state ends as ``user_vectors`` and ``item_vectors``."""
 
     index_kind = "faiss"
+    quantizable = True
     user_vectors: np.ndarray
     item_vectors: np.ndarray
 

@@ -77,6 +77,7 @@ class DcnFusion(ModelKind):
     name = "dcn_fusion"
     roles = frozenset({Role.FUSION})
     Params = FusionParams
+    quantizable = True
 
     network: FusionNetwork
 

@@ -1,0 +1,137 @@
+"""Export targets: the Triton configs each writes, and the TensorRT engine build's settings
+(checked against a recording stand-in for the tensorrt module, which cannot be installed here)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from cinesync import triton
+from exporters.targets import TARGETS, TargetUnavailable, export_target
+from exporters.targets.tensorrt_plan import build_engine, cuda_gpus
+from exporters.triton_repository import scorer_config
+
+
+def test_registry_lists_the_targets_and_rejects_unknown_ones() -> None:
+    assert set(TARGETS) == {"python", "stock", "tensorrt"}
+    with pytest.raises(ValueError, match="unknown Triton target 'openvino'; known: python, stock, tensorrt"):
+        export_target("openvino")
+
+
+@pytest.mark.parametrize(("precision", "mode"), [("fp32", "FP16"), ("int8", "INT8")])
+def test_stock_target_accelerates_onnxruntime_with_tensorrt(precision: Any, mode: str) -> None:
+    config = scorer_config("ease", export_target("stock"), precision)
+    assert config.platform == "onnxruntime_onnx" and not config.backend and not config.instance_group
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == mode
+
+
+def test_python_target_runs_on_the_cpu_in_the_python_backend() -> None:
+    config = scorer_config("ease", export_target("python"))
+    assert config.backend == "python" and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_tensorrt_target_writes_plan_models_on_the_gpu() -> None:
+    config = scorer_config("ease", export_target("tensorrt"), "int8")
+    assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+
+
+@pytest.mark.skipif(cuda_gpus() > 0, reason="this machine has a GPU")
+def test_tensorrt_target_says_what_is_missing() -> None:
+    with pytest.raises(TargetUnavailable, match="no CUDA GPU is visible.*CINESYNC_TRITON_TARGET=stock"):
+        export_target("tensorrt").check_available()
+
+
+class _Recorder:
+    """Stands in for the tensorrt module: records what build_engine configures."""
+
+    def __init__(self) -> None:
+        self.flags: list[str] = []
+        self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+        self.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+        recorder = self
+
+        class Logger:
+            WARNING = 0
+
+            def __init__(self, level: int) -> None: ...
+
+        class Network:
+            num_inputs = 2
+
+            def get_input(self, i: int) -> Any:
+                return types.SimpleNamespace(name=triton.PAIR_INPUTS[i], shape=(-1, 1))
+
+        class Profile:
+            def set_shape(self, name: str, *shapes: tuple[int, ...]) -> None:
+                recorder.shapes[name] = shapes
+
+        class Config:
+            def set_memory_pool_limit(self, pool: str, size: int) -> None:
+                recorder.workspace = size
+
+            def set_flag(self, flag: str) -> None:
+                recorder.flags.append(flag)
+
+            def add_optimization_profile(self, profile: Profile) -> None:
+                recorder.profile = profile
+
+        class Builder:
+            def __init__(self, logger: object) -> None: ...
+            def create_network(self, flags: int) -> Network:
+                return Network()
+
+            def create_builder_config(self) -> Config:
+                return Config()
+
+            def create_optimization_profile(self) -> Profile:
+                return Profile()
+
+            def build_serialized_network(self, network: Network, config: Config) -> bytes:
+                return b"engine"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network: Network, logger: object) -> None: ...
+            def parse(self, data: bytes) -> bool:
+                return data.startswith(b"onnx")
+
+        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
+
+
+def test_engine_build_sets_precision_flags_and_a_batch_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder()
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder)
+    (tmp_path / "m.onnx").write_bytes(b"onnx model")
+    build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="int8", max_batch=4096)
+    assert recorder.flags == ["FP16", "INT8"] and (tmp_path / "model.plan").read_bytes() == b"engine"
+    assert recorder.shapes == {name: ((1, 1), (256, 1), (4096, 1)) for name in triton.PAIR_INPUTS}
+    recorder.flags.clear()
+    build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="fp32", max_batch=128)
+    assert recorder.flags == ["FP16"] and recorder.shapes[triton.PAIR_INPUTS[0]] == ((1, 1), (128, 1), (128, 1))
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="TensorRT cannot parse bad.onnx"):
+        build_engine(tmp_path / "bad.onnx", tmp_path / "x.plan", precision="fp32", max_batch=8)
+
+
+@pytest.mark.skipif(cuda_gpus() > 0, reason="this machine has a GPU")
+def test_publishing_to_an_unavailable_target_fails_before_taking_a_number(
+    small_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    from cinesync.settings import Settings
+    from exporters.publish import publish
+    from recsys.run import load_run
+
+    settings = Settings(home=tmp_path, model_repository=tmp_path / "repo", triton_target="tensorrt")
+    with pytest.raises(TargetUnavailable, match="needs TensorRT and a GPU"):
+        publish(load_run(small_run), exported_run, settings)
+    assert not (tmp_path / "repo").exists() and not list(settings.serving_dir.glob("[0-9]*"))
