@@ -76,7 +76,7 @@ def main() -> None:
             stack.ensure_worker()
             stack.ensure_triton()
             stack.start_control_plane()
-            result = follow(training_pipeline(data).apply_async(queue=settings.celery_queue), say=lambda line: None)
+            result = follow(training_pipeline(data).apply_async(queue=settings.job_queue), say=lambda line: None)
             users = json.loads((settings.serving_dir / str(result["version"]) / "users.json").read_text())[:500]
             wait_for_version(stack.grpc_address, users[0], result["version"])
             ready_s = time.perf_counter() - started

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -54,7 +56,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="Control plane gRPC port (0: any free).")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Control plane Prometheus port.")
     flower_port: int = Field(default=5555, ge=0, le=65535, description="Flower dashboard port.")
-    celery_queue: str = Field(default="cinesync", description="Queue the training pipeline runs on.")
+    celery_queue: str = Field(
+        default="cinesync", description="Prefix of the queue the training pipeline runs on (see job_queue)."
+    )
     visibility_timeout_s: int = Field(
         default=3600, ge=1, description="Seconds before an unacknowledged job is delivered to another worker."
     )
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
                 f"max_batch_size {MAX_BATCH_SIZE}: Triton would reject every request's candidates"
             )
         return self
+
+    @property
+    def job_queue(self) -> str:
+        """The Celery queue of this installation and home: workers started for another home, another
+        model repository or another Python environment consume other queues and never take these jobs."""
+        owner = f"{self.home.resolve()}|{self.model_repository.resolve()}|{sys.prefix}"
+        return f"{self.celery_queue}.{hashlib.sha256(owner.encode()).hexdigest()[:10]}"
 
     @property
     def runs_dir(self) -> Path:

@@ -73,6 +73,7 @@ class ModelState:
         self.state: ServingState | None = None
         self.triton_version: int | None = None
         self.refused: int | None = None  # the last version that could not be loaded, not retried
+        self.triton_unavailable = False
 
     async def refresh(self) -> bool:
         """Switch to the published version if it changed; True when a state is being served.
@@ -93,9 +94,12 @@ class ModelState:
             self.state = ServingState(bundle, indexes)
             MODEL_VERSION.set(version)
             log.info("serving model version %d (%s)", version, bundle.manifest.get("dataset"))
-        elif self.state is not None and self.triton_version != self.state.bundle.version:
-            await self._load_triton(self.state.bundle.version)
+        elif self.state is not None and not await self._triton_ready(self.state.bundle.version):
+            await self._load_triton(self.state.bundle.version)  # Triton restarted, or never loaded it
         return self.state is not None
+
+    async def _triton_ready(self, version: int) -> bool:
+        return self.ranker is None or (self.triton_version == version and await self.ranker.ready(version))
 
     async def _load_triton(self, version: int) -> None:
         if self.ranker is None:
@@ -103,8 +107,14 @@ class ModelState:
         try:
             await self.ranker.load(version)
             self.triton_version = version
+            if self.triton_unavailable:
+                log.info("Triton is back: version %d loaded, ranking again", version)
+            self.triton_unavailable = False
         except RankingUnavailable as error:
-            log.warning("Triton did not load version %d, serving degraded until it does: %s", version, error)
+            self.triton_version = None
+            if not self.triton_unavailable:  # once per outage
+                log.warning("Triton did not load version %d, serving degraded until it does: %s", version, error)
+            self.triton_unavailable = True
 
     async def watch(self, interval: float) -> None:
         while True:

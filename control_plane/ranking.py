@@ -28,6 +28,13 @@ class TritonRanker:
         except InferenceServerException as error:
             raise RankingUnavailable(f"loading {model}: {error.message()}") from error
 
+    async def ready(self, version: int, timeout: float = 1.0) -> bool:
+        """Whether version ``version``'s ensemble is loaded and ready (False when Triton is away)."""
+        try:
+            return bool(await self.client.is_model_ready(triton.ensemble_model(version), client_timeout=timeout))
+        except InferenceServerException:
+            return False
+
     async def rank(
         self, user: int, items: NDArray[np.int64], *, version: int, timeout: float
     ) -> NDArray[np.float32]:

@@ -1,16 +1,22 @@
-"""The `cinesync` command: up, demo, train, export, versions, promote, rollback, evaluate-served, recommend."""
+"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, evaluate-served, recommend."""
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from cinesync.bundle import current_version
 from cinesync.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from launcher.stack import Stack
 
 
 def _say_to(json_mode: bool) -> Callable[[str], None]:
@@ -46,11 +52,11 @@ def _run_pipeline(
     from launcher.jobs import JobFailed, follow
     from workers.tasks import training_pipeline
 
-    say(f"Training on {settings.data} (Celery queue {settings.celery_queue}):")
+    say(f"Training on {settings.data} (Celery queue {settings.job_queue}):")
     started = time.monotonic()
     chain = training_pipeline(settings.data, pipeline, publish_model=publish, serve=serve)
     try:
-        result = follow(chain.apply_async(queue=settings.celery_queue), say=say)
+        result = follow(chain.apply_async(queue=settings.job_queue), say=say)
     except JobFailed as error:
         raise click.ClickException(str(error)) from None
     say(f"  done in {time.monotonic() - started:.0f} s · run {result['run_dir']}")
@@ -89,12 +95,29 @@ def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | 
         if keep_serving:
             say(f"\nServing on {stack.grpc_address}; try `cinesync recommend {user_id} --address "
                 f"{stack.grpc_address}`. Ctrl-C stops everything started here.")
-            try:
-                while all(p.running() for p in stack.started):
-                    time.sleep(1.0)
-                say("a server exited; stopping the rest")
-            except KeyboardInterrupt:
-                say("\nStopping:")
+            _supervise_until_stopped(stack)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop like Ctrl-C."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop the command as Ctrl-C does, so every process it started is stopped."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stopped)
+
+
+def _supervise_until_stopped(stack: Stack) -> None:
+    """Keep the stack's processes running until Ctrl-C, SIGTERM or SIGHUP."""
+    try:
+        stack.supervise(threading.Event())
+    except KeyboardInterrupt as stop:
+        stack.say(f"\nStopping ({stop or 'Ctrl-C'}):")
 
 
 def _training_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -114,6 +137,20 @@ _user = click.option("--user", default=None, help="User to recommend for (defaul
 @click.group()
 def main() -> None:
     """CineSync: movie and TV recommendations served over gRPC."""
+    _stop_on_signals()
+
+
+@main.command()
+def serve() -> None:
+    """Start what is missing and serve the current published version until Ctrl-C (no training)."""
+    from launcher.stack import Stack
+
+    settings = get_settings()
+    with Stack(settings, say=click.echo) as stack:
+        stack.start_all()
+        stack.say(f"Serving on {stack.grpc_address} (version {current_version(settings.serving_dir) or 'none yet'}). "
+                  "Ctrl-C stops everything started here.")
+        _supervise_until_stopped(stack)
 
 
 @main.command()
@@ -186,7 +223,7 @@ def export(run_dir: Path) -> None:
         stack.ensure_triton()
         stack.ensure_worker()
         steps = export_task.s({"run_dir": str(run_dir.resolve())}) | publish.s()
-        result = follow(steps.apply_async(queue=settings.celery_queue), say=click.echo)
+        result = follow(steps.apply_async(queue=settings.job_queue), say=click.echo)
         click.echo(json.dumps(result, indent=2))
 
 
@@ -194,7 +231,6 @@ def export(run_dir: Path) -> None:
 def versions() -> None:
     """List the published versions on disk, the current one marked."""
     from cinesync import bundle
-    from cinesync.bundle import current_version
     from exporters.lifecycle import whole_versions
 
     settings = get_settings()

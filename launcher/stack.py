@@ -1,9 +1,13 @@
-"""Starts what is missing of the serving stack, tells where each part listens, and stops what it started."""
+"""Starts what is missing of the serving stack, tells where each part listens, keeps what it started
+running (restarting a process that exits, with backoff, on the same ports) and stops it all."""
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Self
 
 from cinesync.settings import Settings
@@ -25,12 +29,25 @@ def workers_on_queue(queue: str) -> list[str]:
     return [worker for worker, queues in replies.items() if any(q["name"] == queue for q in queues)]
 
 
+RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after the 1st, 2nd, ... exit in a row
+STABLE_AFTER_S = 60.0  # a process up this long has its backoff reset
+
+
+@dataclass
+class Restarts:
+    """Backoff state of one supervised process."""
+
+    in_a_row: int = 0
+    due: float | None = None  # when the pending restart happens
+    started: float = 0.0
+
+
 class Stack:
     """The processes of one `cinesync up` / `demo`; a context manager that stops them in reverse order."""
 
     def __init__(self, settings: Settings, *, say: Callable[[str], None] = print) -> None:
         self.settings = settings
-        self.say = say
+        self._say_to = say
         self.started: list[ManagedProcess] = []
         self.addresses: dict[str, str] = {}
         self.home = settings.home.resolve()
@@ -43,6 +60,35 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def say(self, line: str) -> None:
+        """Report progress; a closed stdout (``| head``, a dead terminal) silences it rather than failing."""
+        try:
+            self._say_to(line)
+        except (BrokenPipeError, OSError):
+            self._say_to = lambda line: None
+
+    def supervise(self, stop: threading.Event, *, interval: float = 0.5) -> None:
+        """Until ``stop`` is set: restart every started process that exits, after 1, 2, 4 … 30 s in a
+        row (reset once it stays up a minute), with the same command and ports, and say so."""
+        state = {id(p): Restarts(started=time.monotonic()) for p in self.started}
+        while not stop.wait(interval):
+            now = time.monotonic()
+            for process in list(self.started):
+                entry = state.setdefault(id(process), Restarts(started=now))
+                if process.running():
+                    if entry.in_a_row and now - entry.started > STABLE_AFTER_S:
+                        entry.in_a_row = 0
+                    continue
+                if entry.due is None:
+                    delay = RESTART_DELAYS_S[min(entry.in_a_row, len(RESTART_DELAYS_S) - 1)]
+                    entry.due = now + delay
+                    self.say(f"  {process.name} exited (code {process.popen.returncode}); restarting in "
+                             f"{delay:.0f} s, log {process.log_path}")
+                elif now >= entry.due:
+                    process.restart()
+                    entry.in_a_row, entry.due, entry.started = entry.in_a_row + 1, None, now
+                    self.say(f"  {process.name} restarted (pid {process.pid})")
 
     def child_env(self) -> dict[str, str]:
         """Settings for child processes, with paths made absolute so every process agrees."""
@@ -75,7 +121,7 @@ class Stack:
             self._started(process, "redis", self.settings.redis_url)
 
     def ensure_worker(self) -> None:
-        queue = self.settings.celery_queue
+        queue = self.settings.job_queue
         busy = workers_on_queue(queue)
         if busy:
             self._found("celery worker", f"{busy[0]} on queue {queue}")

@@ -50,7 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, di
         stack.start_control_plane()
         # The evaluated fit is published, so served answers can be scored against the offline figures.
         pipeline = training_pipeline(DATA, small_pipeline().to_dict(), serve="train")
-        result = follow(pipeline.apply_async(queue=settings.celery_queue), say=print, timeout=600)
+        result = follow(pipeline.apply_async(queue=settings.job_queue), say=print, timeout=600)
         yield stack, result
 
 

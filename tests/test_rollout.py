@@ -6,16 +6,13 @@ from __future__ import annotations
 import collections
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
-from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from exporters import lifecycle
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
@@ -23,45 +20,9 @@ from exporters.triton_check import VersionRejected, check_version
 from launcher.client import wait_for_version
 from launcher.stack import Stack
 from recsys.run import load_run
+from tests.loopback import Load
 
 pytestmark = pytest.mark.slow
-CLIENTS = 4
-MAX_SECONDS = 90.0
-
-
-class Load:
-    """CLIENTS threads calling Recommend back to back until stopped (or MAX_SECONDS pass)."""
-
-    def __init__(self, address: str, users: list[str]) -> None:
-        self.address, self.users = address, users
-        self.answers: list[tuple[float, str, int]] = []  # (time, model_version, ranked_by)
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(CLIENTS)]
-
-    def _run(self, n: int) -> None:
-        deadline = time.monotonic() + MAX_SECONDS
-        with grpc.insecure_channel(self.address) as channel:
-            stub = pb_grpc.RecommendationServiceStub(channel)
-            count = 0
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                user = self.users[(n * 7919 + count) % len(self.users)]
-                count += 1
-                try:
-                    response = stub.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=5)
-                    self.answers.append((time.monotonic(), response.model_version, response.ranked_by))
-                except grpc.RpcError as error:
-                    self.failures.append(f"{error.code().name}: {error.details()}")
-
-    def wait_for(self, version: str, timeout: float = 30.0) -> float:
-        """The time the first answer from ``version`` arrived after now."""
-        since = time.monotonic()
-        while time.monotonic() < since + timeout:
-            seen = [t for t, v, _ in list(self.answers) if v == version and t >= since]
-            if seen:
-                return seen[0]
-            time.sleep(0.1)
-        raise TimeoutError(f"no answer from version {version} within {timeout} s")
 
 
 def test_publish_and_rollback_under_load_fail_no_request(
@@ -78,10 +39,7 @@ def test_publish_and_rollback_under_load_fail_no_request(
         stack.start_control_plane()
         users = json.loads((serving / str(first) / "users.json").read_text())
         wait_for_version(stack.grpc_address, users[0], first, timeout=60)
-        load = Load(stack.grpc_address, users)
-        for thread in load.threads:
-            thread.start()
-        try:
+        with Load(stack.grpc_address, users) as load:
             time.sleep(1.0)
             newer = publish(second, exported_run, publishing)
             load.wait_for(str(newer))
@@ -89,10 +47,6 @@ def test_publish_and_rollback_under_load_fail_no_request(
             assert lifecycle.rollback(repository, serving) == (newer, first)
             rolled_back = load.wait_for(str(first))
             time.sleep(1.0)
-        finally:
-            load.stop.set()
-            for thread in load.threads:
-                thread.join()
     assert load.failures == []
     by_version = collections.Counter(v for _, v, _ in load.answers)
     assert set(by_version) == {str(first), str(newer)} and min(by_version.values()) > 10, by_version

@@ -17,7 +17,7 @@ def create_app() -> Celery:
         task_track_started=True,
         result_extended=True,
         result_expires=7 * 24 * 3600,
-        task_default_queue=settings.celery_queue,
+        task_default_queue=settings.job_queue,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,

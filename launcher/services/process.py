@@ -39,16 +39,25 @@ class ManagedProcess:
         self.name = name
         self.command = list(command)
         self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(
                 self.command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env=self.env,
                 start_new_session=True,  # Ctrl-C in the terminal reaches CineSync, which stops us in order
             )
+
+    def restart(self) -> None:
+        """Start the same command again (same arguments, hence the same ports), after it exited."""
+        self.stop()
+        self.popen = self._spawn()
 
     @property
     def pid(self) -> int:
