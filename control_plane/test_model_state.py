@@ -1,0 +1,46 @@
+"""The version watcher: a bundle it cannot serve is refused with a logged error and the version being
+served stays; a later good version is still picked up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cinesync.bundle import ITEMS
+from cinesync.settings import Settings
+from control_plane.model_state import ModelState
+from exporters import lifecycle
+from exporters.publish import publish
+from exporters.test_lifecycle import clone_run
+from recsys.run import load_run
+
+
+def test_a_bad_bundle_is_refused_and_the_watcher_keeps_watching(
+    small_run: Path, exported_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
+    serving = settings.serving_dir
+    first = publish(load_run(small_run), exported_run, settings)
+    models = ModelState(serving, None)
+    assert asyncio.run(models.refresh()) and models.state is not None and models.state.bundle.version == first
+    broken = publish(load_run(clone_run(small_run, tmp_path / "second")), exported_run, settings)
+    (serving / str(broken) / ITEMS).write_text("{not json")
+    with caplog.at_level(logging.ERROR):
+        assert asyncio.run(models.refresh())
+    assert models.state.bundle.version == first and models.refused == broken
+    assert f"refused model version {broken}, still serving {first}" in caplog.text
+    shutil.rmtree(serving / str(broken))
+    third = publish(load_run(clone_run(small_run, tmp_path / "third")), exported_run, settings)
+    assert lifecycle.current_version(serving) == third != broken
+    assert asyncio.run(models.refresh()) and models.state.bundle.version == third
+
+
+def test_candidates_beyond_one_ranking_batch_are_refused(small_run: Path, exported_run: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
+    publish(load_run(small_run), exported_run, settings)
+    models = ModelState(settings.serving_dir, None, candidates=4096)  # two retrievers: 8,192 rows
+    assert not asyncio.run(models.refresh()) and models.refused == 1
