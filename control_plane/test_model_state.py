@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cinesync.bundle import ITEMS
+from cinesync.bundle import ITEMS, current_version
 from cinesync.settings import Settings
 from control_plane.model_state import ModelState
-from exporters import lifecycle
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
 from recsys.run import load_run
@@ -35,7 +34,7 @@ def test_a_bad_bundle_is_refused_and_the_watcher_keeps_watching(
     assert f"refused model version {broken}, still serving {first}" in caplog.text
     shutil.rmtree(serving / str(broken))
     third = publish(load_run(clone_run(small_run, tmp_path / "third")), exported_run, settings)
-    assert lifecycle.current_version(serving) == third != broken
+    assert current_version(serving) == third != broken
     assert asyncio.run(models.refresh()) and models.state.bundle.version == third
 
 
