@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-PROTO := protos/cinesync/v1/recommendation.proto
-GENERATED := cinesync/v1/recommendation_pb2.py
+PROTO := protos/cinesync/v1/recommendation.proto protos/cinesync/v1/admin.proto
+GENERATED := cinesync/v1/recommendation_pb2.py cinesync/v1/admin_pb2.py
 
 .PHONY: setup run test test-fast lint clean
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(GENERATED): $(PROTO) $(STAMP)
+$(GENERATED) &: $(PROTO) $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
 
 run: setup

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cinesync import triton
+from cinesync import triton, versions
 from cinesync.settings import Settings
-from exporters import lifecycle
 from exporters.onnx_export import REPORT_FILE, export_run, fusion_feeds, ort_session, parity_pairs
 from exporters.publish import publish
 from launcher.client import wait_for_version
@@ -54,7 +53,7 @@ def throughput(path: Path, feeds: dict[str, np.ndarray], seconds: float = 1.0) -
 
 
 def served_ndcg(stack: Stack, settings: Settings, run_folder: Path, version: int, user: str) -> dict[str, object]:
-    lifecycle.promote(settings.model_repository.resolve(), settings.serving_dir, version)
+    versions.promote(settings.model_repository.resolve(), settings.serving_dir, version)
     wait_for_version(stack.grpc_address, user, version, timeout=120)
     served = evaluate_served(stack.grpc_address, run_folder)
     return {"version": version, "ndcg@10": round(served.metrics["ndcg@10"], 4),

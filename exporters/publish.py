@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from cinesync import bundle
+from cinesync import bundle, versions
 from cinesync.settings import Settings
 from exporters import lifecycle, serving_bundle, triton_repository
 from exporters.onnx_export import REPORT_FILE
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def published_version(repository: Path, serving_dir: Path, key: dict[str, str]) -> int | None:
     """The whole version already published from this export (a redelivered publish finds it)."""
-    for version in lifecycle.whole_versions(repository, serving_dir):
+    for version in versions.whole_versions(repository, serving_dir):
         manifest = json.loads((Path(serving_dir) / str(version) / bundle.MANIFEST).read_text())
         if all(manifest.get(field) == value for field, value in key.items()):
             return version
@@ -38,7 +38,7 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
     deleted and never becomes current (VersionRejected).
     """
     repository, serving_dir = settings.model_repository.resolve(), settings.serving_dir
-    with lifecycle.publishing_lock(serving_dir):
+    with versions.publishing_lock(serving_dir):
         removed = lifecycle.sweep(repository, serving_dir)
         if removed:
             log.warning("removed half-written versions %s left by an interrupted publish", removed)
@@ -82,7 +82,7 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
             except VersionRejected:
                 lifecycle.remove_version(repository, serving_dir, version)
                 raise
-        lifecycle.point_current(serving_dir, version)
+        versions.point_current(serving_dir, version)
         retired = lifecycle.retain(repository, serving_dir, keep=settings.retained_versions)
         if retired:
             log.info("retired versions %s (keeping the newest %d and the current one)", retired,

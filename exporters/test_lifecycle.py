@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cinesync import versions
 from cinesync.bundle import MANIFEST, current_version
 from cinesync.settings import Settings
 from cinesync.triton import ensemble_model
@@ -38,15 +39,15 @@ def _publish(run: Path, onnx: Path, root: Path, *, keep: int = 10) -> int:
 
 
 def test_concurrent_publishers_take_distinct_numbers(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:
-    versions: list[int] = []
-    threads = [threading.Thread(target=lambda r=run: versions.append(_publish(r, exported_run, tmp_path)))
+    published: list[int] = []
+    threads = [threading.Thread(target=lambda r=run: published.append(_publish(r, exported_run, tmp_path)))
                for run in runs[:3]]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(versions) == [1, 2, 3]
-    assert lifecycle.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 2, 3]
+    assert sorted(published) == [1, 2, 3]
+    assert versions.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 2, 3]
 
 
 def test_publishing_the_same_fit_again_returns_its_version(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_publishing_the_same_fit_again_returns_its_version(runs: list[Path], exp
     assert _publish(runs[1], exported_run, tmp_path) == 2
     assert _publish(runs[0], exported_run, tmp_path) == 1  # a redelivered publish of run 0
     assert current_version(tmp_path / "serving") == 1
-    assert lifecycle.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 2]
+    assert versions.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 2]
 
 
 def test_a_half_written_version_is_never_current_and_never_blocks_the_next(
@@ -67,34 +68,38 @@ def test_a_half_written_version_is_never_current_and_never_blocks_the_next(
     shutil.rmtree(tmp_path / "serving" / "2")
     (tmp_path / "serving" / "CURRENT").write_text("1\n")
     assert 2 in step_versions(tmp_path / "repo")
-    assert lifecycle.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1]
-    with pytest.raises(lifecycle.UnknownVersion, match="version 2 is not published here; retained: \\[1\\]"):
-        lifecycle.promote(tmp_path / "repo", tmp_path / "serving", 2)
+    assert versions.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1]
+    with pytest.raises(versions.UnknownVersion, match="version 2 is not published here; retained: \\[1\\]"):
+        versions.promote(tmp_path / "repo", tmp_path / "serving", 2)
     assert _publish(runs[2], exported_run, tmp_path) == 3
     assert 2 not in step_versions(tmp_path / "repo"), "the half-written version was not swept"
-    assert lifecycle.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 3]
+    assert versions.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 3]
 
 
 def test_retention_keeps_the_newest_and_the_current(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:
     for run in runs[:3]:
         _publish(run, exported_run, tmp_path, keep=2)
     repo, serving = tmp_path / "repo", tmp_path / "serving"
-    assert lifecycle.whole_versions(repo, serving) == [2, 3]
-    assert lifecycle.rollback(repo, serving) == (3, 2)
+    assert versions.whole_versions(repo, serving) == [2, 3]
+    assert versions.rollback(repo, serving) == (3, 2)
     _publish(runs[3], exported_run, tmp_path, keep=2)  # version 4 is current; 2 was current until now
-    assert lifecycle.whole_versions(repo, serving) == [3, 4]
-    assert lifecycle.promote(repo, serving, 3) == 4
+    assert versions.whole_versions(repo, serving) == [3, 4]
+    assert versions.promote(repo, serving, 3) == 4
     _publish(runs[4], exported_run, tmp_path, keep=1)  # publishing makes 5 current
-    assert lifecycle.whole_versions(repo, serving) == [5]
+    assert versions.whole_versions(repo, serving) == [5]
     assert sorted(step_versions(repo)) == [5] and not (serving / "3").exists()
-    with pytest.raises(lifecycle.UnknownVersion, match="no retained version older than 5"):
-        lifecycle.rollback(repo, serving)
+    with pytest.raises(versions.UnknownVersion, match="no retained version older than 5"):
+        versions.rollback(repo, serving)
 
 
 def test_retention_spares_referenced_versions(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:
     for run in runs[:3]:
         _publish(run, exported_run, tmp_path)
     repo, serving = tmp_path / "repo", tmp_path / "serving"
-    with lifecycle.publishing_lock(serving):
+    with versions.publishing_lock(serving):
         assert lifecycle.retain(repo, serving, keep=1, referenced=frozenset({1})) == [2]
-    assert lifecycle.whole_versions(repo, serving) == [1, 3]
+    assert versions.whole_versions(repo, serving) == [1, 3]
+    versions.set_references(serving, "experiment-x", [3])
+    _publish(runs[3], exported_run, tmp_path, keep=1)  # 4 is current, 3 referenced, 1 neither
+    assert versions.whole_versions(repo, serving) == [3, 4]
+    assert versions.referenced_versions(serving) == {3: ["experiment-x"]}

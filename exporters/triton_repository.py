@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import recsys.feature_assembly
 from cinesync import triton
-from exporters.files import replace_file, version_folders
+from cinesync.versions import replace_file, version_folders
 from exporters.targets import ExportTarget, Precision
 from exporters.targets.python_backend import python_backend
 from recsys.feature_assembly import FeatureTables
@@ -125,13 +125,6 @@ def config_text(config: mc.ModelConfig) -> str:
 
 def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
-
-
-def ensemble_versions(repository: Path) -> list[int]:
-    """Serving versions that have an ensemble in the repository."""
-    repository = Path(repository)
-    names = (p.name for p in repository.iterdir()) if repository.is_dir() else iter(())
-    return sorted(v for v in map(triton.ensemble_version, names) if v is not None)
 
 
 def step_versions(repository: Path) -> dict[int, list[Path]]:

@@ -231,7 +231,7 @@ def export(run_dir: Path) -> None:
 def versions() -> None:
     """List the published versions on disk, the current one marked."""
     from cinesync import bundle
-    from exporters.lifecycle import whole_versions
+    from cinesync.versions import whole_versions
 
     settings = get_settings()
     current = current_version(settings.serving_dir)
@@ -247,8 +247,8 @@ def versions() -> None:
 @click.argument("version", type=int)
 def promote(version: int) -> None:
     """Make a retained VERSION current; a running control plane switches to it within its poll time."""
-    from exporters.lifecycle import UnknownVersion
-    from exporters.lifecycle import promote as promote_version
+    from cinesync.versions import UnknownVersion
+    from cinesync.versions import promote as promote_version
 
     settings = get_settings()
     try:
@@ -261,8 +261,8 @@ def promote(version: int) -> None:
 @main.command()
 def rollback() -> None:
     """Make the newest retained version older than the current one current."""
-    from exporters.lifecycle import UnknownVersion
-    from exporters.lifecycle import rollback as roll_back
+    from cinesync.versions import UnknownVersion
+    from cinesync.versions import rollback as roll_back
 
     settings = get_settings()
     try:

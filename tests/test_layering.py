@@ -27,6 +27,6 @@ def test_the_control_plane_imports_no_other_role() -> None:
     assert not imported_after("control_plane.server") & {*ROLES} - {"control_plane"}
 
 
-@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle"])
+@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle", "cinesync.versions"])
 def test_contracts_import_no_role(module: str) -> None:
     assert not imported_after(module) & {*ROLES, "torch"}

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cinesync import versions
+from cinesync.bundle import current_version
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
-from exporters import lifecycle
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
 from exporters.triton_check import VersionRejected, check_version
@@ -44,7 +45,7 @@ def test_publish_and_rollback_under_load_fail_no_request(
             newer = publish(second, exported_run, publishing)
             load.wait_for(str(newer))
             time.sleep(1.0)
-            assert lifecycle.rollback(repository, serving) == (newer, first)
+            assert versions.rollback(repository, serving) == (newer, first)
             rolled_back = load.wait_for(str(first))
             time.sleep(1.0)
     assert load.failures == []
@@ -68,7 +69,7 @@ def test_a_version_triton_cannot_run_is_rejected_and_removed(
         publishing = settings.model_copy(update={"triton_url": stack.triton_url})
         with pytest.raises(VersionRejected, match="version 1 failed in Triton"):
             publish(load_run(small_run), broken, publishing)
-        assert lifecycle.whole_versions(repository, serving) == [] and lifecycle.current_version(serving) is None
+        assert versions.whole_versions(repository, serving) == [] and current_version(serving) is None
         version = publish(load_run(small_run), exported_run, publishing)
-        assert version == 2 and lifecycle.current_version(serving) == 2
+        assert version == 2 and current_version(serving) == 2
         assert len(check_version(stack.triton_url, repository, version)) == 6  # 5 steps and the ensemble
