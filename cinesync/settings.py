@@ -80,6 +80,23 @@ class Settings(BaseSettings):
     ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")
+    admin_tokens: str = Field(
+        default="",
+        description="Comma-separated bearer tokens for the AdminService; unset: the launcher makes one "
+        "and keeps it in <home>/admin-token (mode 600).",
+    )
+    max_concurrent_rpcs: int = Field(
+        default=256, ge=1, description="RPCs the control plane runs at once; more get RESOURCE_EXHAUSTED."
+    )
+    max_message_bytes: int = Field(default=1 << 20, ge=1024, description="Largest gRPC message accepted.")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve gRPC over TLS.")
+    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (TLS) or neither")
+        return self
 
     @model_validator(mode="after")
     def _candidates_fit_one_batch(self) -> Settings:
@@ -91,11 +108,32 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def job_queue(self) -> str:
-        """The Celery queue of this installation and home: workers started for another home, another
-        model repository or another Python environment consume other queues and never take these jobs."""
+    def installation(self) -> str:
+        """A short digest of this home, model repository and Python environment."""
         owner = f"{self.home.resolve()}|{self.model_repository.resolve()}|{sys.prefix}"
-        return f"{self.celery_queue}.{hashlib.sha256(owner.encode()).hexdigest()[:10]}"
+        return hashlib.sha256(owner.encode()).hexdigest()[:10]
+
+    @property
+    def job_queue(self) -> str:
+        """The Celery queue of this installation: workers started for another home, another model
+        repository or another Python environment consume other queues and never take these jobs."""
+        return f"{self.celery_queue}.{self.installation}"
+
+    @property
+    def redis_namespace(self) -> str:
+        """Prefix of this installation's experiment, exposure and feedback keys in Redis."""
+        return f"cinesync:{self.installation}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home.resolve() / "admin-token"
+
+    def admin_token_list(self) -> list[str]:
+        """The configured admin tokens, else the one in admin_token_file (none when neither exists)."""
+        configured = [t.strip() for t in self.admin_tokens.split(",") if t.strip()]
+        if configured or not self.admin_token_file.is_file():
+            return configured
+        return [self.admin_token_file.read_text().strip()]
 
     @property
     def runs_dir(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,64 +63,86 @@ def check_fits_one_batch(bundle: ServingBundle, candidates: int) -> None:
 
 
 class ModelState:
-    """Holds the live ServingState; ``refresh`` loads the version CURRENT names, Triton first."""
+    """Holds the served versions: the current one (CURRENT) and those experiments' variants use
+    (``wanted``); ``refresh`` loads what changed, bundles and indexes first, then Triton."""
 
-    def __init__(
-        self, serving_dir: Path, ranker: TritonRanker | None, *, candidates: int = 0
-    ) -> None:
+    def __init__(self, serving_dir: Path, ranker: TritonRanker | None, *, candidates: int = 0) -> None:
         self.serving_dir = Path(serving_dir)
         self.ranker = ranker
         self.candidates = candidates
-        self.state: ServingState | None = None
-        self.triton_version: int | None = None
-        self.refused: int | None = None  # the last version that could not be loaded, not retried
+        self.states: dict[int, ServingState] = {}
+        self.current: int | None = None
+        self.wanted: set[int] = set()  # retrieval versions of experiment variants
+        self.wanted_ranking: set[int] = set()  # their ranking versions
+        self.refused: set[int] = set()  # versions that could not be loaded: not retried
+        self.triton_loaded: set[int] = set()
         self.triton_unavailable = False
 
+    @property
+    def state(self) -> ServingState | None:
+        """The current version's state (None before the first version is loaded)."""
+        return self.states.get(self.current) if self.current is not None else None
+
+    async def _load_bundle(self, version: int) -> bool:
+        try:
+            bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
+            check_fits_one_batch(bundle, self.candidates)
+            indexes = await asyncio.to_thread(load_indexes, bundle)
+        except Exception as error:  # noqa: BLE001  # any defect of the files: refuse the version, keep serving
+            self.refused.add(version)
+            log.error("refused model version %d, still serving %s: %s", version, self.current, error)
+            return False
+        self.states[version] = ServingState(bundle, indexes)
+        return True
+
     async def refresh(self) -> bool:
-        """Switch to the published version if it changed; True when a state is being served.
+        """Load the published version if it changed and the versions experiments want; keep Triton's
+        ensembles loaded (again, after a Triton restart). True when a current state is served.
 
         A version that cannot be loaded is logged once and skipped; the current state stays."""
         version = current_version(self.serving_dir)
-        serving = self.state.bundle.version if self.state is not None else None
-        if version is not None and version not in (serving, self.refused):
-            try:
-                bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
-                check_fits_one_batch(bundle, self.candidates)
-                indexes = await asyncio.to_thread(load_indexes, bundle)
-            except Exception as error:  # noqa: BLE001  # any defect of the files: refuse the version, keep serving
-                self.refused = version
-                log.error("refused model version %d, still serving %s: %s", version, serving, error)
-                return self.state is not None
+        fresh = version is not None and version != self.current and version not in self.refused
+        if fresh and version is not None and (version in self.states or await self._load_bundle(version)):
             await self._load_triton(version)
-            self.state = ServingState(bundle, indexes)
+            self.current = version
             MODEL_VERSION.set(version)
-            log.info("serving model version %d (%s)", version, bundle.manifest.get("dataset"))
-        elif self.state is not None and not await self._triton_ready(self.state.bundle.version):
-            await self._load_triton(self.state.bundle.version)  # Triton restarted, or never loaded it
+            log.info("serving model version %d (%s)", version, self.states[version].bundle.manifest.get("dataset"))
+        for wanted in sorted(self.wanted - set(self.states) - self.refused):
+            await self._load_bundle(wanted)
+        keep = {self.current, *self.wanted}
+        for old in set(self.states) - keep:
+            del self.states[old]
+        ranked = {v for v in (self.current, *self.wanted_ranking) if v is not None and v not in self.refused}
+        for needed in sorted(ranked):
+            if not await self._triton_ready(needed):
+                await self._load_triton(needed)  # Triton restarted, or never loaded it
         return self.state is not None
 
     async def _triton_ready(self, version: int) -> bool:
-        return self.ranker is None or (self.triton_version == version and await self.ranker.ready(version))
+        return self.ranker is None or (version in self.triton_loaded and await self.ranker.ready(version))
 
     async def _load_triton(self, version: int) -> None:
         if self.ranker is None:
             return
         try:
             await self.ranker.load(version)
-            self.triton_version = version
+            self.triton_loaded.add(version)
             if self.triton_unavailable:
                 log.info("Triton is back: version %d loaded, ranking again", version)
             self.triton_unavailable = False
         except RankingUnavailable as error:
-            self.triton_version = None
+            self.triton_loaded.discard(version)
             if not self.triton_unavailable:  # once per outage
                 log.warning("Triton did not load version %d, serving degraded until it does: %s", version, error)
             self.triton_unavailable = True
 
-    async def watch(self, interval: float) -> None:
+    async def watch(self, interval: float, before: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Refresh every ``interval`` seconds, after ``before`` (the experiments' refresh)."""
         while True:
             try:
+                if before is not None:
+                    await before()
                 await self.refresh()
             except Exception:
-                log.exception("could not switch model version")
+                log.exception("could not refresh the served versions")
             await asyncio.sleep(interval)

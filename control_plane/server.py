@@ -1,4 +1,5 @@
-"""Runs the grpc.aio server: Recommend, health checking, reflection and a Prometheus endpoint."""
+"""Runs the grpc.aio server: Recommend and RecordFeedback, the token-checked AdminService, health
+checking, reflection and a Prometheus endpoint."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from cinesync.settings import Settings
+from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
+from control_plane.experiments.router import ExperimentRouter
+from control_plane.experiments.store import ExperimentStore
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
@@ -23,23 +28,43 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name
 
 
-async def _track_health(models: ModelState, health_servicer: health.aio.HealthServicer, interval: float) -> None:
-    """SERVING once a model version is loaded; the watcher keeps it current."""
-    while not await models.refresh():
+async def _track_health(
+    models: ModelState, router: ExperimentRouter, health_servicer: health.aio.HealthServicer, interval: float
+) -> None:
+    """SERVING once a model version is loaded; the watcher keeps it and the experiments current."""
+    while True:
+        await router.refresh()
+        if await models.refresh():
+            break
         await asyncio.sleep(interval)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await models.watch(interval)
+    await models.watch(interval, before=router.refresh)
 
 
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
     models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates)
-    server = grpc.aio.server()
+    store = ExperimentStore(settings.redis_url, settings.redis_namespace)
+    router = ExperimentRouter(store, models)
+    tokens = settings.admin_token_list()
+    if not tokens:
+        log.warning("no admin tokens (CINESYNC_ADMIN_TOKENS): every admin call will be refused")
+    server = grpc.aio.server(
+        interceptors=[AdminAuth(tokens)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[("grpc.max_receive_message_length", settings.max_message_bytes),
+                 ("grpc.max_send_message_length", settings.max_message_bytes)],
+    )
     pb_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationService(
-            models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s
+            models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
+            router=router,
         ),
+        server,
+    )
+    admin_grpc.add_AdminServiceServicer_to_server(
+        AdminService(repository=settings.model_repository.resolve(), serving_dir=settings.serving_dir, router=router),
         server,
     )
     health_servicer = health.aio.HealthServicer()
@@ -47,16 +72,22 @@ async def serve(settings: Settings) -> None:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [SERVICE_NAME, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
     )
     address = f"{settings.host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        credentials = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)
-    watcher = asyncio.create_task(_track_health(models, health_servicer, settings.bundle_poll_s))
+    watcher = asyncio.create_task(_track_health(models, router, health_servicer, settings.bundle_poll_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,3 +100,5 @@ async def serve(settings: Settings) -> None:
     metrics_server.shutdown()
     if ranker is not None:
         await ranker.close()
+    await store.flush()
+    await store.close()

@@ -30,7 +30,7 @@ def test_a_bad_bundle_is_refused_and_the_watcher_keeps_watching(
     (serving / str(broken) / ITEMS).write_text("{not json")
     with caplog.at_level(logging.ERROR):
         assert asyncio.run(models.refresh())
-    assert models.state.bundle.version == first and models.refused == broken
+    assert models.state.bundle.version == first and models.refused == {broken}
     assert f"refused model version {broken}, still serving {first}" in caplog.text
     shutil.rmtree(serving / str(broken))
     third = publish(load_run(clone_run(small_run, tmp_path / "third")), exported_run, settings)
@@ -42,4 +42,4 @@ def test_candidates_beyond_one_ranking_batch_are_refused(small_run: Path, export
     settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
     publish(load_run(small_run), exported_run, settings)
     models = ModelState(settings.serving_dir, None, candidates=4096)  # two retrievers: 8,192 rows
-    assert not asyncio.run(models.refresh()) and models.refused == 1
+    assert not asyncio.run(models.refresh()) and models.refused == {1}

@@ -1,4 +1,4 @@
-"""Checks a Recommend request; every problem becomes an INVALID_ARGUMENT message."""
+"""Checks Recommend and RecordFeedback requests; every problem becomes an INVALID_ARGUMENT message."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from cinesync.v1 import recommendation_pb2 as pb
 
 MAX_K = 1000
 USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+FEEDBACK_KINDS = {value: pb.FeedbackKind.Name(value).removeprefix("FEEDBACK_KIND_").lower()
+                  for value in pb.FeedbackKind.values() if value}
 # Proto enum value <-> catalog domain name ("any" for DOMAIN_ANY).
 DOMAINS = {value: pb.Domain.Name(value).removeprefix("DOMAIN_").lower() for value in pb.Domain.values()}
 DOMAIN_VALUES = {name: cast(pb.Domain, value) for value, name in DOMAINS.items()}
@@ -25,6 +28,16 @@ class RecommendQuery:
     k: int
     domain: str  # "any" | "movie" | "tv"
     exclude_seen: bool
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class FeedbackQuery:
+    request_id: str
+    user_id: str
+    item_id: str
+    kind: str  # impression | click | watch | rating
+    value: float
 
 
 def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
@@ -36,4 +49,19 @@ def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
     if domain is None:
         raise InvalidRequest(f"unknown domain {request.domain}: expected DOMAIN_ANY, DOMAIN_MOVIE or DOMAIN_TV")
     exclude_seen = request.exclude_seen if request.HasField("exclude_seen") else True
-    return RecommendQuery(request.user_id, request.k, domain, exclude_seen)
+    return RecommendQuery(request.user_id, request.k, domain, exclude_seen, request.explain)
+
+
+def parse_feedback(request: pb.FeedbackRequest) -> FeedbackQuery:
+    if not REQUEST_ID.fullmatch(request.request_id):
+        raise InvalidRequest("request_id must be the 32 hex digits a Recommend answer carried")
+    if not USER_ID.fullmatch(request.user_id):
+        raise InvalidRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
+    if not USER_ID.fullmatch(request.item_id):
+        raise InvalidRequest("item_id must be 1-128 characters of letters, digits and _ . : -")
+    kind = FEEDBACK_KINDS.get(request.kind)
+    if kind is None:
+        raise InvalidRequest(f"kind must be one of {', '.join(f'FEEDBACK_KIND_{k.upper()}' for k in FEEDBACK_KINDS.values())}")
+    if kind == "rating" and not 1 <= request.value <= 10:
+        raise InvalidRequest(f"a rating's value must be between 1 and 10, got {request.value:g}")
+    return FeedbackQuery(request.request_id, request.user_id, request.item_id, kind, float(request.value))

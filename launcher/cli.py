@@ -1,4 +1,4 @@
-"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, evaluate-served, recommend."""
+"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, experiment, evaluate-served, recommend."""
 
 from __future__ import annotations
 
@@ -270,6 +270,95 @@ def rollback() -> None:
     except UnknownVersion as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"current version: {version} (was {previous})")
+
+
+@main.group()
+def experiment() -> None:
+    """A/B experiments on a running control plane (AdminService; the token comes from the settings
+    or <home>/admin-token)."""
+
+
+_address = click.option("--address", default=None, help="Control plane host:port (default: CINESYNC_HOST:CINESYNC_GRPC_PORT).")
+
+
+def _admin(address: str | None, method: str, request: Any) -> Any:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from launcher.client import admin_call
+
+    settings = get_settings()
+    tokens = settings.admin_token_list()
+    if not tokens:
+        raise click.ClickException(f"no admin token: set CINESYNC_ADMIN_TOKENS or start the stack ({settings.admin_token_file})")
+    try:
+        reply = admin_call(address or f"{settings.host}:{settings.grpc_port}", method, request, token=tokens[0])
+    except grpc.RpcError as error:
+        raise click.ClickException(f"{error.code().name}: {error.details()}") from None
+    click.echo(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+
+
+def _variant(text: str) -> Any:
+    from cinesync.v1 import admin_pb2 as admin
+
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise click.BadParameter(f"{text!r}: expected NAME:WEIGHT:RETRIEVAL_VERSION[:RANKING_VERSION]")
+    try:
+        return admin.Variant(name=parts[0], weight=float(parts[1]), retrieval_version=int(parts[2]),
+                             ranking_version=int(parts[3]) if len(parts) == 4 else int(parts[2]))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: weight is a number, versions are integers") from None
+
+
+@experiment.command(name="create")
+@click.argument("name")
+@click.option("--variant", "variants", multiple=True, required=True,
+              metavar="NAME:WEIGHT:RETRIEVAL[:RANKING]", help="A variant; RANKING 0 serves retrieval order.")
+@click.option("--holdout", default=0.0, show_default=True, help="Share of users kept on the current version.")
+@click.option("--salt", default="", help="Assignment salt (default: the name).")
+@click.option("--domain", "domains", multiple=True, type=click.Choice(["movie", "tv"]), help="Only these domains.")
+@click.option("--override", "overrides", multiple=True, metavar="USER=VARIANT", help="Pin a user to a variant.")
+@click.option("--update", is_flag=True, help="Change an existing experiment instead.")
+@_address
+def experiment_create(name: str, variants: tuple[str, ...], holdout: float, salt: str, domains: tuple[str, ...],
+                      overrides: tuple[str, ...], update: bool, address: str | None) -> None:
+    """Create (or --update) experiment NAME."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    pinned = dict(o.split("=", 1) for o in overrides)
+    request = admin.Experiment(name=name, salt=salt, variants=[_variant(v) for v in variants], holdout=holdout,
+                               domains=list(domains), overrides=pinned)
+    _admin(address, "UpdateExperiment" if update else "CreateExperiment", request)
+
+
+@experiment.command(name="list")
+@_address
+def experiment_list(address: str | None) -> None:
+    """List the experiments."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    _admin(address, "ListExperiments", admin.ListExperimentsRequest())
+
+
+@experiment.command(name="stop")
+@click.argument("name")
+@_address
+def experiment_stop(name: str, address: str | None) -> None:
+    """Stop experiment NAME (its versions are no longer kept for it)."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    _admin(address, "StopExperiment", admin.ExperimentRequest(name=name))
+
+
+@experiment.command(name="report")
+@click.argument("name")
+@_address
+def experiment_report(name: str, address: str | None) -> None:
+    """Exposures, click and watch rates with 95 % intervals, z-tests and the sample-ratio check."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    _admin(address, "GetExperimentReport", admin.ExperimentRequest(name=name))
 
 
 @main.command(name="evaluate-served")

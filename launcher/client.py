@@ -80,3 +80,12 @@ def format_table(response: pb.RecommendResponse, user_id: str) -> str:
     if data["degraded_reason"]:
         lines.append(f"  degraded: {data['degraded_reason']}")
     return "\n".join(lines)
+
+
+def admin_call(address: str, method: str, request: Any, *, token: str, timeout: float = 30.0) -> Any:
+    """Call AdminService.``method`` with the bearer token."""
+    from cinesync.v1 import admin_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        return getattr(stub, method)(request, timeout=timeout, metadata=(("authorization", f"Bearer {token}"),))

@@ -3,6 +3,8 @@ running (restarting a process that exits, with backoff, on the same ports) and s
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import threading
 import time
@@ -12,7 +14,7 @@ from typing import Self
 
 from cinesync.settings import Settings
 from launcher.services.process import ManagedProcess, free_port, port_open
-from launcher.services.redis_server import ensure_redis
+from launcher.services.redis_server import ensure_redis, persistent
 from launcher.services.triton import start_triton
 
 
@@ -114,11 +116,26 @@ class Stack:
         self.say(f"  {name:<14} {address}  (already running)")
 
     def ensure_redis(self) -> None:
-        process = ensure_redis(self.settings.redis_url, logs_dir=self.settings.logs_dir)
+        process = ensure_redis(self.settings.redis_url, logs_dir=self.settings.logs_dir,
+                               data_dir=self.home / "redis")
         if process is None:
             self._found("redis", self.settings.redis_url)
+            if not persistent(self.settings.redis_url):
+                self.say("  warning: that Redis has no append-only file: exposures and feedback since its last "
+                         "save are lost if it restarts (redis-cli CONFIG SET appendonly yes)")
         else:
             self._started(process, "redis", self.settings.redis_url)
+
+    def ensure_admin_token(self) -> None:
+        """Without CINESYNC_ADMIN_TOKENS, make one token for this home (the control plane and the CLI read it)."""
+        path = self.settings.admin_token_file
+        if self.settings.admin_tokens or path.is_file():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        self.say(f"  admin token   {path} (made now; `cinesync experiment ...` reads it)")
 
     def ensure_worker(self) -> None:
         queue = self.settings.job_queue
@@ -158,6 +175,7 @@ class Stack:
         self.addresses["triton metrics"] = endpoints.metrics
 
     def start_control_plane(self) -> None:
+        self.ensure_admin_token()
         host = self.settings.host
         port = pick_port(host, self.settings.grpc_port)
         metrics_port = pick_port(host, self.settings.metrics_port)

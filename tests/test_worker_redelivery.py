@@ -32,7 +32,7 @@ def _worker(name: str, queue: str, home: Path) -> ManagedProcess:
 
 def test_killed_worker_job_is_redelivered(tmp_path: Path) -> None:
     settings = Settings()
-    redis_process = ensure_redis(settings.redis_url, logs_dir=tmp_path)
+    redis_process = ensure_redis(settings.redis_url, logs_dir=tmp_path, data_dir=tmp_path / "redis")
     queue = f"redelivery-{uuid.uuid4().hex[:8]}"
     first = _worker("first", queue, tmp_path)
     second = None

@@ -87,16 +87,25 @@ class ManagedProcess:
         raise StartupError(f"{self.name} not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
-        if not self.running():
-            return
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout``. The group is
+        signalled even when its leader already exited, so its children (Triton's python stubs) go too."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.popen.pid, sig)
             except ProcessLookupError:
                 return
-            try:
+            deadline = time.monotonic() + wait
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(wait)
+            while _group_alive(self.popen.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _group_alive(self.popen.pid):
                 return
-            except subprocess.TimeoutExpired:
-                continue
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

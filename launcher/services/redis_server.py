@@ -19,8 +19,18 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def ensure_redis(url: str, *, logs_dir: Path) -> ManagedProcess | None:
-    """None when Redis already answers at ``url``; else a redis-server started on the URL's port."""
+def persistent(url: str) -> bool:
+    """Whether the Redis at ``url`` keeps an append-only file (exposures and feedback survive a restart)."""
+    with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
+        try:
+            return client.config_get("appendonly").get("appendonly") == "yes"
+        except redis.ResponseError:  # CONFIG disabled: cannot tell
+            return True
+
+
+def ensure_redis(url: str, *, logs_dir: Path, data_dir: Path) -> ManagedProcess | None:
+    """None when Redis already answers at ``url``; else a redis-server started on the URL's port, with
+    append-only persistence (fsync every second) in ``data_dir``."""
     if redis_answers(url):
         return None
     parsed = urlparse(url)
@@ -34,9 +44,11 @@ def ensure_redis(url: str, *, logs_dir: Path) -> ManagedProcess | None:
             "(Debian: apt-get install -y redis-server; `make setup` does this when run as root)"
         )
     port = parsed.port or 6379
+    data_dir.mkdir(parents=True, exist_ok=True)
     process = ManagedProcess(
         "redis",
-        [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "yes",
+         "--appendfsync", "everysec", "--dir", str(data_dir.resolve())],
         log_path=logs_dir / "redis.log",
     )
     process.wait_ready(lambda: redis_answers(url), timeout=15)

@@ -1,0 +1,149 @@
+"""The AdminService RPCs (model versions, promotion, experiments and their reports) and the
+bearer-token check every admin call passes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+
+from cinesync import bundle as layout
+from cinesync import versions
+from cinesync.bundle import current_version
+from cinesync.v1 import admin_pb2 as admin
+from cinesync.v1 import admin_pb2_grpc as admin_grpc
+from control_plane.experiments.definition import Experiment, InvalidExperiment, check
+from control_plane.experiments.report import arms, build_report
+from control_plane.experiments.router import ExperimentRouter
+
+ADMIN_SERVICE = admin.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("ServicerContext.abort returns only by raising")
+
+
+def _refuse(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class AdminAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # untyped base
+    """Admin calls need 'authorization: Bearer <token>' with one of ``tokens``: UNAUTHENTICATED
+    without it, PERMISSION_DENIED with another. Other services pass untouched."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self.tokens = [t.encode() for t in tokens if t]
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if not details.method.startswith(f"/{ADMIN_SERVICE}/"):
+            return await continuation(details)
+        header = dict(details.invocation_metadata or ()).get("authorization", "")
+        scheme, _, token = str(header).partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return _refuse(grpc.StatusCode.UNAUTHENTICATED, "admin calls need metadata 'authorization: Bearer <token>'")
+        if not any(hmac.compare_digest(token.encode(), known) for known in self.tokens):
+            return _refuse(grpc.StatusCode.PERMISSION_DENIED, "that token may not call the admin service")
+        return await continuation(details)
+
+
+def catalog_digest(serving_dir: Path, version: int) -> str:
+    """What must agree for one version's retrieval to be ranked by another's ensemble: items and users."""
+    folder = Path(serving_dir) / str(version)
+    return hashlib.sha256((folder / layout.ITEMS).read_bytes() + (folder / layout.USERS).read_bytes()).hexdigest()
+
+
+class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # untyped generated base
+    def __init__(self, *, repository: Path, serving_dir: Path, router: ExperimentRouter) -> None:
+        self.repository = Path(repository)
+        self.serving_dir = Path(serving_dir)
+        self.router = router
+
+    async def ListVersions(self, request: admin.ListVersionsRequest, context: grpc.aio.ServicerContext) -> Any:
+        whole = await asyncio.to_thread(versions.whole_versions, self.repository, self.serving_dir)
+        current, referenced = current_version(self.serving_dir), versions.referenced_versions(self.serving_dir)
+        listed = []
+        for version in whole:
+            manifest = json.loads((self.serving_dir / str(version) / layout.MANIFEST).read_text())
+            listed.append(admin.ModelVersion(
+                version=version, current=version == current, published=manifest.get("published", ""),
+                dataset=str(manifest.get("dataset", "")), fitted_on=manifest.get("fitted_on", ""),
+                ndcg_at_10=(manifest.get("served_metrics") or {}).get("ndcg@10", 0.0),
+                run_id=manifest.get("run_id", ""),
+                experiments=[h.removeprefix("experiment-") for h in referenced.get(version, [])],
+            ))
+        return admin.ListVersionsResponse(versions=listed)
+
+    async def Promote(self, request: admin.PromoteRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            previous = await asyncio.to_thread(versions.promote, self.repository, self.serving_dir, request.version)
+        except versions.UnknownVersion as error:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+        return admin.VersionChange(previous=previous or 0, current=request.version)
+
+    async def Rollback(self, request: admin.RollbackRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            previous, current = await asyncio.to_thread(versions.rollback, self.repository, self.serving_dir)
+        except versions.UnknownVersion as error:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return admin.VersionChange(previous=previous or 0, current=current)
+
+    async def _checked(self, message: admin.Experiment, context: grpc.aio.ServicerContext) -> Experiment:
+        experiment = Experiment.from_proto(message)
+        whole = set(await asyncio.to_thread(versions.whole_versions, self.repository, self.serving_dir))
+        try:
+            digests = {v: catalog_digest(self.serving_dir, v) for v in experiment.versions() & whole}
+            check(experiment, whole_versions=whole, compatible=digests)
+        except InvalidExperiment as error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return experiment
+
+    async def _store(self, experiment: Experiment) -> admin.Experiment:
+        holder = f"experiment-{experiment.name}"
+        await asyncio.to_thread(versions.set_references, self.serving_dir, holder,
+                                () if experiment.stopped else experiment.versions())
+        await self.router.store.save(experiment)
+        await self.router.refresh()
+        return experiment.to_proto()
+
+    async def _existing(self, name: str, context: grpc.aio.ServicerContext) -> Experiment:
+        experiment = await self.router.store.get(name)
+        if experiment is None:
+            known = [e.name for e in await self.router.store.all()]
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no experiment {name!r}; known: {known or 'none'}")
+        return experiment
+
+    async def CreateExperiment(self, request: admin.Experiment, context: grpc.aio.ServicerContext) -> Any:
+        experiment = await self._checked(request, context)
+        if await self.router.store.get(experiment.name) is not None:
+            await _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"experiment {experiment.name!r} exists; update it")
+        return await self._store(experiment)
+
+    async def UpdateExperiment(self, request: admin.Experiment, context: grpc.aio.ServicerContext) -> Any:
+        await self._existing(request.name, context)
+        return await self._store(await self._checked(request, context))
+
+    async def StopExperiment(self, request: admin.ExperimentRequest, context: grpc.aio.ServicerContext) -> Any:
+        experiment = await self._existing(request.name, context)
+        return await self._store(Experiment.from_json({**experiment.to_json(), "stopped": True}))
+
+    async def ListExperiments(self, request: admin.ListExperimentsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return admin.ListExperimentsResponse(experiments=[e.to_proto() for e in await self.router.store.all()])
+
+    async def GetExperimentReport(self, request: admin.ExperimentRequest, context: grpc.aio.ServicerContext) -> Any:
+        experiment = await self._existing(request.name, context)
+        counts = {name: await self.router.store.counts(experiment.name, name) for name, _ in arms(experiment)}
+        return build_report(experiment, counts, await self.router.store.unmatched())
