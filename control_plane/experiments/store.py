@@ -9,6 +9,7 @@ records in a bounded in-memory queue and sends them when Redis answers again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -68,6 +69,8 @@ class ExperimentStore:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.ns = namespace
         self.pending: deque[Exposure | Feedback] = deque(maxlen=MAX_PENDING)
+        self.away = False  # Redis failed: requests only queue; the watcher's flush tries again
+        self._flushing = asyncio.Lock()
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -109,21 +112,37 @@ class ExperimentStore:
         return matched
 
     async def record(self, record: Exposure | Feedback) -> bool | None:
-        """Write ``record``, first whatever waits from an outage; None when Redis is away (kept for later)."""
-        self.pending.append(record)
-        return await self.flush()
+        """Write ``record``; None when it must wait (Redis away, or records from an outage still
+        wait): it joins them in memory and the watcher's next flush sends them in order, so requests
+        never wait on a dead Redis."""
+        if self.away or self.pending:
+            self.pending.append(record)
+            return None
+        try:
+            return await self._write(record)
+        except (RedisError, OSError) as error:
+            self.pending.append(record)
+            self._went_away(error)
+            return None
 
-    async def flush(self) -> bool | None:
-        """Send the waiting records in order; the last one's result, None if Redis is unreachable."""
-        result: bool | None = None
-        while self.pending:
-            try:
-                result = await self._write(self.pending[0])
-            except (RedisError, OSError) as error:
-                log.warning("Redis unreachable, %d records wait: %s", len(self.pending), error)
-                return None
-            self.pending.popleft()
-        return result
+    def _went_away(self, error: Exception) -> None:
+        if not self.away:
+            log.warning("Redis unreachable, records wait in memory: %s", error)
+        self.away = True
+
+    async def flush(self) -> None:
+        """Send the waiting records in order (one flush at a time, so none is sent twice)."""
+        async with self._flushing:
+            while self.pending:
+                try:
+                    await self._write(self.pending[0])
+                except (RedisError, OSError) as error:
+                    self._went_away(error)
+                    return
+                self.pending.popleft()
+            if self.away:
+                log.info("Redis answers again: the waiting records were sent")
+            self.away = False
 
     async def counts(self, experiment: str, variant: str) -> VariantCounts:
         pipe = self.redis.pipeline(transaction=False)
