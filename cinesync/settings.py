@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="Control plane gRPC port (0: any free).")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Control plane Prometheus port.")
     flower_port: int = Field(default=5555, ge=0, le=65535, description="Flower dashboard port.")
+    triton_http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the Triton CineSync starts.")
+    triton_grpc_port: int = Field(default=8001, ge=0, le=65535, description="gRPC port of the Triton CineSync starts.")
+    triton_metrics_port: int = Field(
+        default=8002, ge=0, le=65535, description="Prometheus port of the Triton CineSync starts (deploy/prometheus.yml)."
+    )
     celery_queue: str = Field(
         default="cinesync", description="Prefix of the queue the training pipeline runs on (see job_queue)."
     )

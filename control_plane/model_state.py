@@ -15,7 +15,7 @@ from cinesync.bundle import current_version
 from cinesync.triton import MAX_BATCH_SIZE
 from control_plane.bundle import ServingBundle, load_bundle
 from control_plane.indexes import CandidateIndex, index_class
-from control_plane.metrics import MODEL_VERSION
+from control_plane.metrics import INDEX_ITEMS, MODEL_VERSION
 from control_plane.ranking import RankingUnavailable, TritonRanker
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class ModelState:
             log.error("refused model version %d, still serving %s: %s", version, self.current, error)
             return False
         self.states[version] = ServingState(bundle, indexes)
+        for entry in bundle.retrievers:
+            INDEX_ITEMS.labels(str(version), entry.member).set(len(bundle.items))
         return True
 
     async def refresh(self) -> bool:
@@ -111,7 +113,8 @@ class ModelState:
             await self._load_bundle(wanted)
         keep = {self.current, *self.wanted}
         for old in set(self.states) - keep:
-            del self.states[old]
+            for entry in self.states.pop(old).bundle.retrievers:
+                INDEX_ITEMS.remove(str(old), entry.member)
         ranked = {v for v in (self.current, *self.wanted_ranking) if v is not None and v not in self.refused}
         for needed in sorted(ranked):
             if not await self._triton_ready(needed):

@@ -9,6 +9,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from cinesync import triton
+from control_plane.metrics import TRITON_LATENCY
 
 
 class RankingUnavailable(RuntimeError):
@@ -44,12 +45,13 @@ class TritonRanker:
         item_input = InferInput(triton.ITEM_IDX, [len(items), 1], "INT64")
         item_input.set_data_from_numpy(items.astype(np.int64).reshape(-1, 1))
         try:
-            result = await self.client.infer(
-                triton.ensemble_model(version),
-                [user_input, item_input],
-                outputs=[InferRequestedOutput(triton.SCORE)],
-                client_timeout=timeout,
-            )
+            with TRITON_LATENCY.time():
+                result = await self.client.infer(
+                    triton.ensemble_model(version),
+                    [user_input, item_input],
+                    outputs=[InferRequestedOutput(triton.SCORE)],
+                    client_timeout=timeout,
+                )
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
         scores = result.as_numpy(triton.SCORE)

@@ -17,7 +17,15 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.experiments.router import ExperimentRouter, Route
 from control_plane.experiments.store import Exposure, Feedback, now
-from control_plane.metrics import LATENCY, RANKING_FAILURES, REQUESTS
+from control_plane.metrics import (
+    ERRORS,
+    EXPOSURES,
+    FEEDBACK,
+    LATENCY,
+    RANKING_FAILURES,
+    REQUESTS,
+    STAGE_LATENCY,
+)
 from control_plane.model_state import ModelState, ServingState
 from control_plane.ranking import RankingUnavailable
 from control_plane.validation import (
@@ -33,7 +41,8 @@ log = logging.getLogger(__name__)
 DEADLINE_MARGIN_S = 0.02  # left for building the answer after ranking gives up
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str) -> NoReturn:
+    ERRORS.labels(method, code.name).inc()
     await context.abort(code, message)
     raise AssertionError("ServicerContext.abort returns only by raising")
 
@@ -67,11 +76,11 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             query = parse_request(request)
         except InvalidRequest as error:
             REQUESTS.labels("invalid").inc()
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await _abort(context, "Recommend", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         current = self.models.state
         if current is None:
             REQUESTS.labels("unavailable").inc()
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+            await _abort(context, "Recommend", grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
         route = self.router.route(query.user_id, query.domain) if self.router else None
         state, ranking_version = current, current.bundle.version
         config = route.config if route is not None else None
@@ -85,7 +94,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         if user is None:
             response = self._cold_start(state, query)
         else:
-            response = await self._personalised(state, query, user, ranking_version, context.time_remaining())
+            response = await self._personalised(state, query, user, ranking_version, context.time_remaining(),
+                                                variant=route.variant if route else "")
         response.request_id = uuid.uuid4().hex
         if route is not None:
             response.experiment, response.variant = route.experiment, route.variant
@@ -93,7 +103,9 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         outcome = "cold_start" if response.cold_start else "degraded" if response.degraded else (
             "triton" if response.ranked_by == pb.RANKED_BY_TRITON else "retrieval")
         REQUESTS.labels(outcome).inc()
-        LATENCY.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        LATENCY.observe(elapsed)
+        STAGE_LATENCY.labels("total", response.variant).observe(elapsed)
         return response
 
     async def RecordFeedback(
@@ -102,17 +114,20 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         try:
             feedback = parse_feedback(request)
         except InvalidRequest as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await _abort(context, "RecordFeedback", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if self.router is None:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "feedback needs Redis (CINESYNC_REDIS_URL)")
+            await _abort(context, "RecordFeedback", grpc.StatusCode.FAILED_PRECONDITION,
+                         "feedback needs Redis (CINESYNC_REDIS_URL)")
         record = Feedback(feedback.request_id, feedback.user_id, feedback.item_id, FEEDBACK_KINDS[request.kind],
                           feedback.value, now())
-        matched = await self.router.store.record(record)
-        return pb.FeedbackResponse(matched_exposure=bool(matched))
+        matched = bool(await self.router.store.record(record))
+        FEEDBACK.labels(record.kind, str(matched).lower()).inc()
+        return pb.FeedbackResponse(matched_exposure=matched)
 
     async def _log_exposure(
         self, response: pb.RecommendResponse, query: RecommendQuery, route: Route | None, retrieval: int, ranking: int
     ) -> None:
+        EXPOSURES.labels(response.experiment, response.variant).inc()
         if self.router is None:
             return
         await self.router.store.record(Exposure(
@@ -133,12 +148,14 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
 
     async def _personalised(
         self, state: ServingState, query: RecommendQuery, user: int, ranking_version: int,
-        time_remaining: float | None,
+        time_remaining: float | None, *, variant: str,
     ) -> pb.RecommendResponse:
         bundle = state.bundle
         exclude = bundle.histories[user] if query.exclude_seen else np.zeros(0, dtype=np.int64)
         depth = max(self.candidates or bundle.depth, query.k)
+        started = time.perf_counter()
         items, scores = state.candidates(user, depth, domain=query.domain, exclude=exclude)
+        STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
         because = (lambda chosen: explain(state, user, chosen)) if query.explain else None
         budget = self.ranking_timeout
         if time_remaining is not None:
@@ -152,7 +169,9 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             reason = "deadline too short to rank"
         else:
             try:
+                started = time.perf_counter()
                 ranked = await self.models.ranker.rank(user, items, version=ranking_version, timeout=budget)
+                STAGE_LATENCY.labels("ranking", variant).observe(time.perf_counter() - started)
                 order = np.argsort(-ranked, kind="stable")[: query.k]
                 return self._response(state, items[order], ranked[order], ranked_by=pb.RANKED_BY_TRITON,
                                       because=because)

@@ -169,7 +169,10 @@ class Stack:
         if self.triton_url:
             self._found("triton", self.triton_url)
             return
-        process, endpoints = start_triton(self.repository, host=self.settings.host, logs_dir=self.settings.logs_dir)
+        host, settings = self.settings.host, self.settings
+        ports = (pick_port(host, settings.triton_http_port), pick_port(host, settings.triton_grpc_port),
+                 pick_port(host, settings.triton_metrics_port))
+        process, endpoints = start_triton(self.repository, host=host, logs_dir=settings.logs_dir, ports=ports)
         self.triton_url = endpoints.grpc
         self._started(process, "triton", f"grpc {endpoints.grpc}, http {endpoints.http}, metrics {endpoints.metrics}")
         self.addresses["triton metrics"] = endpoints.metrics
@@ -189,6 +192,7 @@ class Stack:
         )
         process.wait_ready(lambda: port_open(host, port), timeout=60)
         self.grpc_address = f"{host}:{port}"
+        self.addresses["control plane metrics"] = f"http://{host}:{metrics_port}/metrics"
         self._started(process, "control plane", f"grpc {self.grpc_address}, metrics http://{host}:{metrics_port}/metrics")
 
     def start_all(self) -> None:

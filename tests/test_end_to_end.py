@@ -3,10 +3,14 @@ ports; training through Celery, then Recommend over gRPC."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +27,7 @@ from conftest import SHARED_DATA, SMALL_SYNTHETIC, small_pipeline
 from launcher.client import recommend, wait_for_version
 from launcher.jobs import follow
 from launcher.served_eval import evaluate_served
+from launcher.services.process import ManagedProcess, free_port
 from launcher.stack import Stack
 from recsys.data import InteractionDataset, load_dataset
 from workers.tasks import training_pipeline
@@ -119,6 +124,57 @@ def test_triton_metrics_count_fusion_and_scorer_executions(
         assert before > 0
         recommend(stack.grpc_address, user)
         assert _count_exceeds(metrics_url, model, before) > before
+
+
+def _prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    reply = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    assert reply["status"] == "success", reply
+    return list(reply["data"]["result"])
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus binary (make setup installs it as root)")
+def test_prometheus_scrapes_the_control_plane_and_triton(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes the running stack; the series come back through its HTTP API."""
+    stack, result = served
+    targets = {name: urllib.parse.urlparse(stack.addresses[name]).netloc
+               for name in ("control plane metrics", "triton metrics")}
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "control-plane", "static_configs": [{"targets": [targets["control plane metrics"]]}]},
+                           {"job_name": "triton", "static_configs": [{"targets": [targets["triton metrics"]]}]}],
+    }))
+    port = free_port()
+    prometheus = ManagedProcess(
+        "prometheus", ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                       f"--web.listen-address=127.0.0.1:{port}"], log_path=tmp_path / "prometheus.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        prometheus.wait_ready(lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=1).status == 200, timeout=30)
+        wait_for_version(stack.grpc_address, dataset.user_ids[2], result["version"], timeout=60)
+        for _ in range(5):
+            recommend(stack.grpc_address, dataset.user_ids[2])
+        deadline = time.monotonic() + 30
+        wanted = {
+            "ranked requests": 'cinesync_recommend_requests_total{outcome="triton"}',
+            "ranking stage": 'cinesync_stage_latency_seconds_count{stage="ranking"}',
+            "Triton calls": "cinesync_triton_call_seconds_count",
+            "index size": "cinesync_index_items",
+            "fusion executions": 'nv_inference_exec_count{model=~"fusion_.*"}',
+        }
+        found: dict[str, list[dict[str, Any]]] = {}
+        while time.monotonic() < deadline and len(found) < len(wanted):
+            found = {name: series for name, query in wanted.items() if (series := _prometheus_query(base, query))}
+            time.sleep(0.5)
+        assert set(found) == set(wanted), f"missing: {set(wanted) - set(found)}"
+        assert float(found["ranked requests"][0]["value"][1]) >= 5
+        assert {s["metric"]["job"] for s in _prometheus_query(base, "up == 1")} == {"control-plane", "triton"}
+    finally:
+        prometheus.stop()
 
 
 def test_bad_inputs_get_invalid_argument(served: tuple[Stack, dict[str, Any]]) -> None:

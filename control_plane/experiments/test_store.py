@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.experiments.store import Exposure, ExperimentStore, Feedback
+from control_plane.experiments.store import ExperimentStore, Exposure, Feedback
 from launcher.services.process import free_port
 from launcher.services.redis_server import ensure_redis
 

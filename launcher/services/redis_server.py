@@ -23,7 +23,7 @@ def persistent(url: str) -> bool:
     """Whether the Redis at ``url`` keeps an append-only file (exposures and feedback survive a restart)."""
     with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
         try:
-            return client.config_get("appendonly").get("appendonly") == "yes"
+            return bool(client.config_get("appendonly").get("appendonly") == "yes")
         except redis.ResponseError:  # CONFIG disabled: cannot tell
             return True
 

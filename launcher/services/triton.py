@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tritonclient.grpc as triton_grpc
 
-from launcher.services.process import ManagedProcess, StartupError, free_port
+from launcher.services.process import ManagedProcess, StartupError
 
 STUB = "triton_python_backend_stub"
 
@@ -72,10 +72,11 @@ def triton_ready(grpc_url: str) -> bool:
 
 
 def start_triton(
-    repository: Path, *, host: str, logs_dir: Path, timeout: float = 120.0
+    repository: Path, *, host: str, logs_dir: Path, ports: tuple[int, int, int], timeout: float = 120.0
 ) -> tuple[ManagedProcess, TritonEndpoints]:
+    """Triton on ``ports`` (http, grpc, metrics), each already checked free by the caller."""
     install = find_triton()
-    http_port, grpc_port, metrics_port = free_port(host), free_port(host), free_port(host)
+    http_port, grpc_port, metrics_port = ports
     command = [
         str(install.binary),
         f"--model-repository={Path(repository).resolve()}",
