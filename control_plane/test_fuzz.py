@@ -68,10 +68,10 @@ def _requests(rng: random.Random) -> list[tuple[str, str, Any]]:
 
     makers: list[Callable[[], tuple[str, str, Any]]] = [
         lambda: ("Recommend", "Recommend", pb.RecommendRequest(
-            user_id=_text(rng), k=_integer(rng), domain=rng.choice([0, 1, 2, 3, -5, 77]),
+            user_id=_text(rng), k=_integer(rng), domain=rng.choice([0, 1, 2, 3, -5, 77]),  # type: ignore[arg-type]
             exclude_seen=rng.random() < 0.5, explain=rng.random() < 0.5)),
         lambda: ("RecordFeedback", "RecordFeedback", pb.FeedbackRequest(
-            request_id=_text(rng), user_id=_text(rng), item_id=_text(rng), kind=rng.choice([0, 1, 2, 3, 4, 9]),
+            request_id=_text(rng), user_id=_text(rng), item_id=_text(rng), kind=rng.choice([0, 1, 2, 3, 4, 9]),  # type: ignore[arg-type]
             value=_number(rng))),
         lambda: ("admin", "ListVersions", admin.ListVersionsRequest()),
         lambda: ("admin", "Promote", admin.PromoteRequest(version=_integer(rng))),
@@ -91,7 +91,7 @@ def test_every_rpc_survives_malformed_values(small_run: Path, exported_run: Path
     publish(load_run(small_run), exported_run, settings)
     requests = _requests(random.Random(7))
 
-    async def scenario() -> list[tuple[str, str, C]]:
+    async def scenario() -> list[tuple[str, str, grpc.StatusCode]]:
         models = ModelState(settings.serving_dir, None)
         store = ExperimentStore(settings.redis_url, f"fuzz:{uuid.uuid4().hex}")
         router = ExperimentRouter(store, models)
