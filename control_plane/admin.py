@@ -21,12 +21,13 @@ from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from control_plane.experiments.definition import Experiment, InvalidExperiment, check
 from control_plane.experiments.report import arms, build_report
 from control_plane.experiments.router import ExperimentRouter
+from control_plane.validation import shorten
 
 ADMIN_SERVICE = admin.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    await context.abort(code, message)
+    await context.abort(code, shorten(message))
     raise AssertionError("ServicerContext.abort returns only by raising")
 
 

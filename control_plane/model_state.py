@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,14 @@ class ServingState:
 
     bundle: ServingBundle
     indexes: list[CandidateIndex]
+
+    @cached_property
+    def popular(self) -> dict[str, NDArray[np.int64]]:
+        """Per domain ("any" too), the catalog by descending popularity (ties to the lower index):
+        the cold-start answers, computed once per version."""
+        order = np.argsort(-self.bundle.popularity, kind="stable")
+        domains = self.bundle.item_domains[order]
+        return {"any": order, **{d: order[domains == d] for d in sorted(set(domains.tolist()))}}
 
     def candidates(
         self, user: int, depth: int, *, domain: str, exclude: NDArray[np.int64]

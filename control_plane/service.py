@@ -3,6 +3,7 @@ candidates, rank with Triton, fall back without hanging, log the exposure."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from control_plane.validation import (
     RecommendQuery,
     parse_feedback,
     parse_request,
+    shorten,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ DEADLINE_MARGIN_S = 0.02  # left for building the answer after ranking gives up
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str) -> NoReturn:
     ERRORS.labels(method, code.name).inc()
-    await context.abort(code, message)
+    await context.abort(code, shorten(message))
     raise AssertionError("ServicerContext.abort returns only by raising")
 
 
@@ -136,14 +138,9 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         ))
 
     def _cold_start(self, state: ServingState, query: RecommendQuery) -> pb.RecommendResponse:
-        bundle = state.bundle
-        candidates = np.arange(len(bundle.items))
-        if query.domain != "any":
-            candidates = candidates[bundle.item_domains == query.domain]
-        popularity = bundle.popularity[candidates]
-        order = np.argsort(-popularity, kind="stable")[: query.k]
+        items = state.popular.get(query.domain, np.zeros(0, dtype=np.int64))[: query.k]
         return self._response(
-            state, candidates[order], popularity[order], ranked_by=pb.RANKED_BY_POPULARITY, cold_start=True
+            state, items, state.bundle.popularity[items], ranked_by=pb.RANKED_BY_POPULARITY, cold_start=True
         )
 
     async def _personalised(
@@ -154,7 +151,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         exclude = bundle.histories[user] if query.exclude_seen else np.zeros(0, dtype=np.int64)
         depth = max(self.candidates or bundle.depth, query.k)
         started = time.perf_counter()
-        items, scores = state.candidates(user, depth, domain=query.domain, exclude=exclude)
+        # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
+        items, scores = await asyncio.to_thread(state.candidates, user, depth, domain=query.domain, exclude=exclude)
         STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
         because = (lambda chosen: explain(state, user, chosen)) if query.explain else None
         budget = self.ranking_timeout

@@ -18,8 +18,16 @@ DOMAINS = {value: pb.Domain.Name(value).removeprefix("DOMAIN_").lower() for valu
 DOMAIN_VALUES = {name: cast(pb.Domain, value) for value, name in DOMAINS.items()}
 
 
+MAX_MESSAGE = 1000  # characters of an error message; longer ones would not fit gRPC's metadata limits
+
+
 class InvalidRequest(ValueError):
     pass
+
+
+def shorten(message: str) -> str:
+    """``message`` cut to MAX_MESSAGE characters (it may quote a huge malformed value)."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
 @dataclass(frozen=True)
