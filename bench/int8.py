@@ -27,7 +27,7 @@ from launcher.client import wait_for_version
 from launcher.served_eval import evaluate_served
 from launcher.stack import Stack
 from recsys.cascade import pair_features
-from recsys.pipeline import CASCADE, evaluate, train
+from recsys.pipeline import CASCADE, PipelineSpec, evaluate, train
 from recsys.run import load_run
 
 BATCHES = (1, 64, 256)
@@ -70,7 +70,7 @@ def main() -> None:
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory() as root_name:
         root = Path(root_name)
-        run_folder = train(data, root / "runs")
+        run_folder = train(data, root / "runs", PipelineSpec())
         offline = evaluate(run_folder)[CASCADE]
         run = load_run(run_folder)
         fp32_models = export_run(run, root / "fp32")

@@ -1,5 +1,6 @@
 """Publish version N+1 and roll back to N under concurrent load on loopback, with a real Triton and
-control plane: no request fails, every answer is ranked by Triton and names the version that ranked it."""
+control plane: no request fails, every answer is ranked by Triton and names the version that ranked
+it. Then a version Triton cannot run is rejected and removed, and the current one stays."""
 
 from __future__ import annotations
 
@@ -48,28 +49,15 @@ def test_publish_and_rollback_under_load_fail_no_request(
             assert versions.rollback(repository, serving) == (newer, first)
             rolled_back = load.wait_for(str(first))
             time.sleep(1.0)
+        broken = tmp_path / "broken-onnx"
+        shutil.copytree(exported_run, broken)
+        (broken / "fusion.onnx").write_bytes(b"not an onnx model")
+        with pytest.raises(VersionRejected, match=f"version {newer + 1} failed in Triton"):
+            publish(load_run(clone_run(small_run, tmp_path / "third-run")), broken, publishing)
+        assert versions.whole_versions(repository, serving) == [first, newer] and current_version(serving) == first
+        assert len(check_version(stack.triton_url, repository, first)) == 6  # 5 steps and the ensemble
     assert load.failures == []
     by_version = collections.Counter(v for _, v, _ in load.answers)
     assert set(by_version) == {str(first), str(newer)} and min(by_version.values()) > 10, by_version
     assert {r for _, _, r in load.answers} == {pb.RANKED_BY_TRITON}, "an answer was not ranked by Triton"
     assert all(v == str(first) for t, v, _ in load.answers if t > rolled_back + 0.5), "switched back and forth"
-
-
-def test_a_version_triton_cannot_run_is_rejected_and_removed(
-    small_run: Path, exported_run: Path, tmp_path: Path
-) -> None:
-    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
-    repository, serving = settings.model_repository.resolve(), settings.serving_dir
-    broken = tmp_path / "broken-onnx"
-    shutil.copytree(exported_run, broken)
-    (broken / "fusion.onnx").write_bytes(b"not an onnx model")
-    with Stack(settings, say=print) as stack:
-        stack.ensure_triton()
-        assert stack.triton_url
-        publishing = settings.model_copy(update={"triton_url": stack.triton_url})
-        with pytest.raises(VersionRejected, match="version 1 failed in Triton"):
-            publish(load_run(small_run), broken, publishing)
-        assert versions.whole_versions(repository, serving) == [] and current_version(serving) is None
-        version = publish(load_run(small_run), exported_run, publishing)
-        assert version == 2 and current_version(serving) == 2
-        assert len(check_version(stack.triton_url, repository, version)) == 6  # 5 steps and the ensemble

@@ -86,10 +86,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_stops_everything_serve_started_even_with_stdout_closed(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
+def test_sigterm_and_sighup_stop_like_ctrl_c() -> None:
+    from launcher.cli import Stopped, _stop_on_signals
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _stop_on_signals()
+        for sig in previous:
+            with pytest.raises(Stopped):
+                signal.raise_signal(sig)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_sighup_stops_everything_serve_started_even_with_stdout_closed(tmp_path: Path) -> None:
+    """(SIGTERM takes the same path: the test above.)"""
     env = {**os.environ, "CINESYNC_HOME": str(tmp_path / "home"), "CINESYNC_MODEL_REPOSITORY": str(tmp_path / "repo"),
            "CINESYNC_GRPC_PORT": "0", "CINESYNC_METRICS_PORT": "0", "CINESYNC_FLOWER_PORT": "0"}
     launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "serve"], stdout=subprocess.PIPE,
@@ -104,7 +116,7 @@ def test_a_signal_stops_everything_serve_started_even_with_stdout_closed(
                 break
         assert len(pids) >= 4, pids  # triton, worker, flower, control plane (Redis may be running already)
         launcher.stdout.close()  # every later write of the launcher meets a closed pipe
-        launcher.send_signal(stop_signal)
+        launcher.send_signal(signal.SIGHUP)
         launcher.wait(timeout=60)
         deadline = time.monotonic() + 10
         while any(map(_alive, pids)) and time.monotonic() < deadline:

@@ -1,0 +1,133 @@
+"""Benchmark: open-loop load on Recommend over gRPC on loopback, and the in-process floor.
+
+Requests leave at a fixed arrival rate whatever the answers do; each latency is measured from the
+request's scheduled send time, so a stalled server shows up in full (no coordinated omission). Each
+rate runs for --seconds (bounded count), all on loopback, and the script stops everything it started.
+Then the floor: the same retrieval (the bundle's indexes) and ranking (ONNX Runtime sessions of the
+scorers and the fusion, features assembled in numpy) in a loop in this process.
+
+    .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,400,700,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+
+from cinesync import triton
+from cinesync.settings import Settings
+from cinesync.v1 import recommendation_pb2 as pb
+from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from control_plane.bundle import load_bundle
+from control_plane.model_state import ServingState, load_indexes
+from exporters.onnx_export import REPORT_FILE, export_run, fusion_feeds, ort_session
+from exporters.publish import publish
+from launcher.client import wait_for_version
+from launcher.stack import Stack
+from recsys.feature_assembly import FeatureTables, assemble_dense
+from recsys.pipeline import PipelineSpec, train
+from recsys.run import load_run
+
+
+async def open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, float]:
+    """Send rate × seconds requests at fixed intervals; latencies from the scheduled send times."""
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    failures = 0
+    ranked = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+
+        async def one(index: int, scheduled: float) -> None:
+            nonlocal failures, ranked
+            try:
+                reply = await stub.Recommend(pb.RecommendRequest(user_id=users[index % len(users)], k=10), timeout=5)
+                ranked += reply.ranked_by == pb.RANKED_BY_TRITON
+            except grpc.aio.AioRpcError:
+                failures += 1
+            latencies.append(time.perf_counter() - scheduled)
+
+        start = time.perf_counter() + 0.1
+        tasks = []
+        for index in range(count):
+            scheduled = start + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index, scheduled)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {"offered_per_s": rate, "requests": count, "achieved_per_s": round(count / wall, 1),
+            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+            "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 2),
+            "failures": failures, "ranked_by_triton": ranked}
+
+
+def in_process_floor(serving_dir: Path, version: int, export_dir: Path, tables: FeatureTables, seconds: float) -> float:
+    """Requests per second of retrieval + ranking in one loop, no RPC: the same indexes, the same ONNX models."""
+    bundle = load_bundle(serving_dir, version)
+    state = ServingState(bundle, load_indexes(bundle))
+    report = json.loads((export_dir / REPORT_FILE).read_text())
+    sessions = {m["name"]: ort_session(export_dir / m["served_file"], threads=1) for m in report["models"]}
+    members = [m["name"].removeprefix("score_") for m in report["models"] if m["name"] != triton.FUSION]
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        user = done % len(bundle.histories)
+        items, _ = state.candidates(user, bundle.depth, domain="any", exclude=bundle.histories[user])
+        users = np.full(len(items), user, dtype=np.int64)
+        pairs = dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
+        scores = [sessions[triton.scorer_model(m)].run(None, pairs)[0] for m in members]
+        features = np.concatenate([*scores, assemble_dense(tables, users, items)], axis=1).astype(np.float32)
+        ranked = sessions[triton.FUSION].run(None, fusion_feeds(members, features))[0].reshape(-1)
+        np.argsort(-ranked, kind="stable")[:10]
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/ml-100k")
+    parser.add_argument("--rates", default="100,200,400,700,1000")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
+    with tempfile.TemporaryDirectory() as root_name:
+        root = Path(root_name)
+        run = load_run(train(data, root / "runs", PipelineSpec()))
+        export_run(run, root / "onnx")
+        settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
+                            triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
+        with Stack(settings, say=lambda line: None) as stack:
+            stack.ensure_redis()
+            stack.ensure_triton()
+            version = publish(run, root / "onnx", settings.model_copy(update={"triton_url": stack.triton_url}))
+            stack.start_control_plane()
+            users = run.user_ids
+            wait_for_version(stack.grpc_address, users[0], version)
+            asyncio.run(open_loop(stack.grpc_address, users, 100, 2.0))  # warm-up
+            results = [asyncio.run(open_loop(stack.grpc_address, users, float(rate), args.seconds))
+                       for rate in args.rates.split(",")]
+        floor = in_process_floor(settings.serving_dir, version, root / "onnx", run.tables, args.seconds)
+    saturation = max(r["achieved_per_s"] for r in results if r["p99_ms"] < 1000 and not r["failures"])
+    print(json.dumps({
+        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, generator on the same machine",
+        "open_loop": results, "saturation_per_s": saturation, "in_process_floor_per_s": round(floor, 1),
+        "saturation_share_of_floor": round(saturation / floor, 2),
+        "median_p99_ms": statistics.median(r["p99_ms"] for r in results),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
