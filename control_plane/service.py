@@ -101,7 +101,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         response.request_id = uuid.uuid4().hex
         if route is not None:
             response.experiment, response.variant = route.experiment, route.variant
-        await self._log_exposure(response, query, route, state.bundle.version, ranking_version)
+        self._log_exposure(response, query, route, state.bundle.version, ranking_version)
         outcome = "cold_start" if response.cold_start else "degraded" if response.degraded else (
             "triton" if response.ranked_by == pb.RANKED_BY_TRITON else "retrieval")
         REQUESTS.labels(outcome).inc()
@@ -122,17 +122,17 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
                          "feedback needs Redis (CINESYNC_REDIS_URL)")
         record = Feedback(feedback.request_id, feedback.user_id, feedback.item_id, FEEDBACK_KINDS[request.kind],
                           feedback.value, now())
-        matched = bool(await self.router.store.record(record))
+        matched = bool(await self.router.store.feedback(record))
         FEEDBACK.labels(record.kind, str(matched).lower()).inc()
         return pb.FeedbackResponse(matched_exposure=matched)
 
-    async def _log_exposure(
+    def _log_exposure(
         self, response: pb.RecommendResponse, query: RecommendQuery, route: Route | None, retrieval: int, ranking: int
     ) -> None:
         EXPOSURES.labels(response.experiment, response.variant).inc()
         if self.router is None:
             return
-        await self.router.store.record(Exposure(
+        self.router.store.expose(Exposure(
             response.request_id, query.user_id, route.experiment if route else "", route.variant if route else "",
             retrieval, ranking if response.ranked_by == pb.RANKED_BY_TRITON else 0, now(),
         ))

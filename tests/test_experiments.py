@@ -45,6 +45,23 @@ def _services(address: str) -> list[str]:
         return [service.name for service in reply.list_services_response.service]
 
 
+def _wait_for_experiment(address: str, user: str, timeout: float = 30.0) -> None:
+    """Until the control plane answers ``user`` inside an experiment (it polls Redis and loads the
+    variants' versions first)."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        while True:
+            try:
+                if stub.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=5).experiment:
+                    return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            assert time.monotonic() < deadline, "no answer inside the experiment"
+            time.sleep(0.1)
+
+
 def test_experiment_routes_logs_and_reports_across_restarts(
     small_run: Path, exported_run: Path, tmp_path: Path
 ) -> None:
@@ -92,10 +109,7 @@ def test_experiment_routes_logs_and_reports_across_restarts(
                 stub = pb_grpc.RecommendationServiceStub(channel)
                 # The control plane picks the experiment up within its poll and loads the variants'
                 # version; from then on every answer carries it.
-                deadline = time.monotonic() + 30
-                while not stub.Recommend(pb.RecommendRequest(user_id=users[1], k=5), timeout=5).experiment:
-                    assert time.monotonic() < deadline, "the experiment was not picked up"
-                    time.sleep(0.1)
+                _wait_for_experiment(address, users[1])
                 answers = {}
                 for user in users[:60]:
                     answer = stub.Recommend(pb.RecommendRequest(user_id=user, k=5, explain=True), timeout=5)
@@ -122,7 +136,7 @@ def test_experiment_routes_logs_and_reports_across_restarts(
             redis_process.restart()  # SIGTERM: Redis writes its append-only file and stops; then starts again
             control_plane = next(p for p in stack.started if p.name == "control plane")
             control_plane.restart()
-            wait_for_version(address, users[1], second, timeout=60)
+            _wait_for_experiment(address, users[1])
             report = _admin(address, "GetExperimentReport", admin.ExperimentRequest(name="cascade-vs-retrieval"), token)
     finally:
         redis_process.stop()
