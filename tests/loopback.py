@@ -17,10 +17,11 @@ MAX_SECONDS = 90.0
 
 
 class Load:
-    """CLIENTS threads calling Recommend back to back until stopped (or MAX_SECONDS pass)."""
+    """CLIENTS threads calling Recommend until stopped (or MAX_SECONDS pass), each ``pause``
+    seconds after its previous answer (0: back to back)."""
 
-    def __init__(self, address: str, users: list[str]) -> None:
-        self.address, self.users = address, users
+    def __init__(self, address: str, users: list[str], *, pause: float = 0.0) -> None:
+        self.address, self.users, self.pause = address, users, pause
         self.answers: list[tuple[float, str, int]] = []  # (time, model_version, ranked_by)
         self.failures: list[str] = []
         self.stop = threading.Event()
@@ -39,6 +40,8 @@ class Load:
                     self.answers.append((time.monotonic(), response.model_version, response.ranked_by))
                 except grpc.RpcError as error:
                     self.failures.append(f"{error.code().name}: {error.details()}")
+                if self.pause:
+                    self.stop.wait(self.pause)
 
     def __enter__(self) -> Self:
         for thread in self.threads:

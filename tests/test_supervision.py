@@ -54,7 +54,8 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
         supervisor.start()
         triton = next(p for p in stack.started if p.name == "triton")
         try:
-            with Load(stack.grpc_address, users) as load:
+            # About 100 requests/s from 4 clients: load that leaves Triton the cores to reload its models.
+            with Load(stack.grpc_address, users, pause=0.03) as load:
                 time.sleep(1.0)
                 killed = time.monotonic()
                 triton.popen.kill()

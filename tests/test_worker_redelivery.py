@@ -37,7 +37,7 @@ def test_killed_worker_job_is_redelivered(tmp_path: Path) -> None:
     first = _worker("first", queue, tmp_path)
     second = None
     try:
-        slow = {"options": {"two_tower": {"epochs": 40, "patience": 40}, "dcn_fusion": {"epochs": 2}}}
+        slow = {"options": {"two_tower": {"epochs": 12, "patience": 12}, "dcn_fusion": {"epochs": 2}}}
         result = train.apply_async((SMALL_SYNTHETIC, slow), queue=queue)
         deadline = time.monotonic() + 60
         while result.state != PROGRESS or "epoch" not in (result.info or {}):

@@ -18,7 +18,13 @@ def create_app() -> Celery:
         result_extended=True,
         result_expires=7 * 24 * 3600,
         task_default_queue=settings.job_queue,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for unacknowledged jobs of dead workers at least every 10 s (kombu's default
+            # sweep is about every 100 s), so a redelivered job starts soon after its timeout.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
