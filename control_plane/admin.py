@@ -1,5 +1,5 @@
-"""The AdminService RPCs (model versions, promotion, experiments and their reports) and the
-bearer-token check every admin call passes."""
+"""The AdminService RPCs (model versions, promotion, experiments and their reports, training jobs)
+and the bearer-token check every admin call passes."""
 
 from __future__ import annotations
 
@@ -7,20 +7,22 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+from celery import Celery
 
 from cinesync import bundle as layout
-from cinesync import versions
+from cinesync import jobs, versions
 from cinesync.bundle import current_version
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from control_plane.experiments.definition import Experiment, InvalidExperiment, check
 from control_plane.experiments.report import arms, build_report
 from control_plane.experiments.router import ExperimentRouter
+from control_plane.jobs import JobRegistry
 from control_plane.validation import shorten
 
 ADMIN_SERVICE = admin.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -67,11 +69,65 @@ def catalog_digest(serving_dir: Path, version: int) -> str:
     return hashlib.sha256((folder / layout.ITEMS).read_bytes() + (folder / layout.USERS).read_bytes()).hexdigest()
 
 
+def job_progress(job_id: str, update: dict[str, Any]) -> admin.JobProgress:
+    """A job's status (cinesync.jobs.status) as the admin API streams it."""
+    result = update.get("result")
+    return admin.JobProgress(
+        job_id=job_id, state=update["state"], step=str(update.get("step", "")), stage=str(update.get("stage", "")),
+        percent=float(update.get("percent", 100.0 if update["state"] == "SUCCESS" else 0.0)),
+        message=update.get("error") or (jobs.describe(update) if update["state"] == jobs.PROGRESS else ""),
+        result_json=json.dumps(result) if result is not None else "",
+    )
+
+
 class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # untyped generated base
-    def __init__(self, *, repository: Path, serving_dir: Path, router: ExperimentRouter) -> None:
+    def __init__(
+        self, *, repository: Path, serving_dir: Path, router: ExperimentRouter, celery: Celery | None = None,
+        registry: JobRegistry | None = None,
+    ) -> None:
         self.repository = Path(repository)
         self.serving_dir = Path(serving_dir)
         self.router = router
+        self.celery = celery
+        self.registry = registry
+
+    async def StartTraining(
+        self, request: admin.TrainingRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin.JobProgress]:
+        if self.celery is None or self.registry is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this control plane cannot reach Celery")
+        serve = request.serve or "all"
+        try:
+            if not request.data:
+                raise ValueError("data is required: 'synthetic[:opts]' or a folder the workers can read")
+            options = jobs.pipeline_options(request.options.items())
+            signature = jobs.pipeline(self.celery, request.data, options, publish=request.publish, serve=serve)
+        except ValueError as error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        submitted = await asyncio.to_thread(signature.apply_async)
+        task_ids = jobs.chain_ids(submitted)
+        job_id = task_ids[-1]
+        await self.registry.add(job_id, task_ids, {"data": request.data, "options": dict(request.options),
+                                                   "publish": request.publish, "serve": serve})
+        updates = jobs.progress(self.celery, task_ids)
+        while True:
+            try:
+                update = await asyncio.to_thread(next, updates, None)
+            except jobs.JobFailed as error:
+                yield job_progress(job_id, {"state": "FAILURE", "error": str(error)})
+                return
+            if update is None:
+                return
+            yield job_progress(job_id, update)
+
+    async def ListJobs(self, request: admin.ListJobsRequest, context: grpc.aio.ServicerContext) -> Any:
+        if self.celery is None or self.registry is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this control plane cannot reach Celery")
+        listed = []
+        for entry in await self.registry.recent():
+            now = await asyncio.to_thread(jobs.status, self.celery, entry["task_ids"])
+            listed.append(job_progress(entry["job_id"], now))
+        return admin.ListJobsResponse(jobs=listed)
 
     async def ListVersions(self, request: admin.ListVersionsRequest, context: grpc.aio.ServicerContext) -> Any:
         whole = await asyncio.to_thread(versions.whole_versions, self.repository, self.serving_dir)

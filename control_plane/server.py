@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from cinesync.jobs import celery_app
 from cinesync.settings import Settings
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
@@ -20,6 +21,7 @@ from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
+from control_plane.jobs import JobRegistry
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
@@ -64,7 +66,10 @@ async def serve(settings: Settings) -> None:
         server,
     )
     admin_grpc.add_AdminServiceServicer_to_server(
-        AdminService(repository=settings.model_repository.resolve(), serving_dir=settings.serving_dir, router=router),
+        AdminService(
+            repository=settings.model_repository.resolve(), serving_dir=settings.serving_dir, router=router,
+            celery=celery_app(settings), registry=JobRegistry(store.redis, settings.redis_namespace),
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cinesync import jobs
 from cinesync.bundle import current_version
 from cinesync.settings import Settings, get_settings
 
@@ -26,14 +27,14 @@ def _say_to(json_mode: bool) -> Callable[[str], None]:
 
 def pipeline_options(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``kind.param=value`` pairs -> the pipeline's per-kind options (the worker checks the names)."""
-    options: dict[str, dict[str, str]] = {}
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        kind, dot, param = key.partition(".")
-        if not sep or not dot or not kind or not param:
-            raise click.BadParameter(f"{assignment!r}: expected KIND.PARAM=VALUE, e.g. two_tower.epochs=5")
-        options.setdefault(kind, {})[param] = value
-    return {"options": options} if options else {}
+    pairs = [assignment.partition("=") for assignment in assignments]
+    bad = [a for a, (_, sep, _) in zip(assignments, pairs, strict=True) if not sep]
+    try:
+        if bad:
+            raise ValueError(f"{bad[0]!r}: expected KIND.PARAM=VALUE")
+        return jobs.pipeline_options((key, value) for key, _, value in pairs)
+    except ValueError as error:
+        raise click.BadParameter(f"{error}, e.g. two_tower.epochs=5") from None
 
 
 def _settings(data: str | None) -> Settings:
@@ -49,7 +50,8 @@ def _run_pipeline(
     settings: Settings, pipeline: dict[str, Any], say: Callable[[str], None], *, publish: bool = True,
     serve: str = "all",
 ) -> dict[str, Any]:
-    from launcher.jobs import JobFailed, follow
+    from cinesync.jobs import JobFailed
+    from launcher.jobs import follow
     from workers.tasks import training_pipeline
 
     say(f"Training on {settings.data} (Celery queue {settings.job_queue}):")
@@ -359,6 +361,15 @@ def experiment_report(name: str, address: str | None) -> None:
     from cinesync.v1 import admin_pb2 as admin
 
     _admin(address, "GetExperimentReport", admin.ExperimentRequest(name=name))
+
+
+@main.command(name="jobs")
+@_address
+def jobs_command(address: str | None) -> None:
+    """The training jobs started through the admin API, newest first, with their state."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    _admin(address, "ListJobs", admin.ListJobsRequest())
 
 
 @main.command(name="evaluate-served")

@@ -21,6 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cinesync.settings import Settings
 from cinesync.triton import FUSION, scorer_model
+from cinesync.v1 import admin_pb2 as admin
+from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from conftest import SHARED_DATA, SMALL_SYNTHETIC, small_pipeline
@@ -175,6 +177,29 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
         assert {s["metric"]["job"] for s in _prometheus_query(base, "up == 1")} == {"control-plane", "triton"}
     finally:
         prometheus.stop()
+
+
+def test_admin_starts_a_training_job_and_streams_its_progress(served: tuple[Stack, dict[str, Any]]) -> None:
+    """StartTraining through the AdminService runs the pipeline on the Celery worker and streams its
+    progress to the end; ListJobs shows it; bad options are refused before any work."""
+    stack, _ = served
+    token = (("authorization", f"Bearer {stack.settings.admin_token_file.read_text().strip()}"),)
+    request = admin.TrainingRequest(data=SMALL_SYNTHETIC, options={"two_tower.epochs": "2", "dcn_fusion.epochs": "2"})
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        stub = admin_grpc.AdminServiceStub(channel)
+        updates = list(stub.StartTraining(request, timeout=300, metadata=token))
+        assert updates[-1].state == "SUCCESS" and "cascade" in json.loads(updates[-1].result_json)["metrics"]
+        assert any(u.state == "PROGRESS" and "epoch" in u.message for u in updates)
+        assert len({u.job_id for u in updates}) == 1
+        jobs = stub.ListJobs(admin.ListJobsRequest(), timeout=30, metadata=token).jobs
+        assert (jobs[0].job_id, jobs[0].state) == (updates[-1].job_id, "SUCCESS")
+        with pytest.raises(grpc.RpcError) as bad:
+            list(stub.StartTraining(admin.TrainingRequest(data=SMALL_SYNTHETIC, options={"epochs": "2"}),
+                                    timeout=30, metadata=token))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "KIND.PARAM" in (bad.value.details() or "")
+        with pytest.raises(grpc.RpcError) as anonymous:
+            list(stub.StartTraining(request, timeout=30))
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_bad_inputs_get_invalid_argument(served: tuple[Stack, dict[str, Any]]) -> None:

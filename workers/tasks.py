@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from celery import Task, chain
+from celery import Task
 from celery.canvas import Signature
 
+from cinesync import jobs
+from cinesync.jobs import PROGRESS
 from cinesync.settings import get_settings
 from workers.celery_app import app
-
-PROGRESS = "PROGRESS"
 
 
 def _report(task: Task, step: str, **meta: Any) -> None:
@@ -41,7 +41,7 @@ def _use_threads() -> None:
     torch.set_num_threads(get_settings().torch_threads)
 
 
-@app.task(bind=True, name="cinesync.train")
+@app.task(bind=True, name=jobs.TRAIN)
 def train(self: Task, data: str, pipeline: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit the pipeline's kinds on ``data`` (validation-driven), stack the fusion; returns {'run_dir': ...}."""
     from recsys.pipeline import PipelineSpec
@@ -54,7 +54,7 @@ def train(self: Task, data: str, pipeline: dict[str, Any] | None = None) -> dict
     return {"run_dir": str(run_dir), "data": data}
 
 
-@app.task(bind=True, name="cinesync.evaluate")
+@app.task(bind=True, name=jobs.EVALUATE)
 def evaluate(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     """Test-split metrics of every kind and of the served cascade, saved as metrics.json in the run."""
     from recsys.pipeline import CASCADE
@@ -65,7 +65,7 @@ def evaluate(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "metrics": evaluate_run(Path(previous["run_dir"])), "served": CASCADE}
 
 
-@app.task(bind=True, name="cinesync.refit")
+@app.task(bind=True, name=jobs.REFIT)
 def refit(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     """Refit the members on every interaction for the version users get (the evaluated figures stay)."""
     from recsys.pipeline import refit_on_everything
@@ -76,7 +76,7 @@ def refit(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "fitted_on": "all"}
 
 
-@app.task(bind=True, name="cinesync.export")
+@app.task(bind=True, name=jobs.EXPORT)
 def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     """ONNX export of every member scorer and the fusion, with parity against the kinds."""
     from dataclasses import asdict
@@ -93,7 +93,7 @@ def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "export_dir": str(export_dir), "onnx": [asdict(m) for m in exported]}
 
 
-@app.task(bind=True, name="cinesync.publish")
+@app.task(bind=True, name=jobs.PUBLISH)
 def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     """New Triton model version plus serving bundle, checked in Triton; the control plane picks it up."""
     from exporters.publish import publish as publish_run
@@ -109,14 +109,5 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
 def training_pipeline(
     data: str, pipeline: dict[str, Any] | None = None, *, publish_model: bool = True, serve: str = "all"
 ) -> Signature:
-    """train → evaluate (→ refit → export → publish) as one Celery chain.
-
-    ``serve="all"`` publishes the members refit on every interaction (what users should get);
-    ``serve="train"`` publishes the evaluated fit, whose served answers score as evaluate did.
-    """
-    if serve not in ("all", "train"):
-        raise ValueError(f"serve must be 'all' or 'train', not {serve!r}")
-    steps = [train.s(data, pipeline), evaluate.s()]
-    if publish_model:
-        steps += [*([refit.s()] if serve == "all" else []), export.s(), publish.s()]
-    return chain(*steps)
+    """train → evaluate (→ refit → export → publish) as one Celery chain (cinesync.jobs.pipeline)."""
+    return jobs.pipeline(app, data, pipeline, publish=publish_model, serve=serve)
