@@ -55,6 +55,9 @@ def as_json(response: pb.RecommendResponse, user_id: str) -> dict[str, Any]:
         "degraded": response.degraded,
         "degraded_reason": response.degraded_reason,
         "cold_start": response.cold_start,
+        "request_id": response.request_id,
+        "experiment": response.experiment,
+        "variant": response.variant,
         "items": [
             {
                 **MessageToDict(item, preserving_proto_field_name=True),
