@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.experiments.router import ExperimentRouter, Route
-from control_plane.experiments.store import Exposure, Feedback, now
+from control_plane.experiments.store import Exposure, now
 from control_plane.metrics import (
     ERRORS,
     EXPOSURES,
@@ -31,7 +31,6 @@ from control_plane.model_state import ModelState, ServingState
 from control_plane.ranking import RankingUnavailable
 from control_plane.validation import (
     DOMAIN_VALUES,
-    FEEDBACK_KINDS,
     InvalidRequest,
     RecommendQuery,
     parse_feedback,
@@ -114,14 +113,12 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackResponse:
         try:
-            feedback = parse_feedback(request)
+            record = parse_feedback(request)
         except InvalidRequest as error:
             await _abort(context, "RecordFeedback", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if self.router is None:
             await _abort(context, "RecordFeedback", grpc.StatusCode.FAILED_PRECONDITION,
                          "feedback needs Redis (CINESYNC_REDIS_URL)")
-        record = Feedback(feedback.request_id, feedback.user_id, feedback.item_id, FEEDBACK_KINDS[request.kind],
-                          feedback.value, now())
         matched = bool(await self.router.store.feedback(record))
         FEEDBACK.labels(record.kind, str(matched).lower()).inc()
         return pb.FeedbackResponse(matched_exposure=matched)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import cast
 
 from cinesync.v1 import recommendation_pb2 as pb
+from control_plane.experiments.store import Feedback
 
 MAX_K = 1000
 USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -39,15 +41,6 @@ class RecommendQuery:
     explain: bool = False
 
 
-@dataclass(frozen=True)
-class FeedbackQuery:
-    request_id: str
-    user_id: str
-    item_id: str
-    kind: str  # impression | click | watch | rating
-    value: float
-
-
 def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
     if not USER_ID.fullmatch(request.user_id):
         raise InvalidRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
@@ -60,7 +53,7 @@ def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
     return RecommendQuery(request.user_id, request.k, domain, exclude_seen, request.explain)
 
 
-def parse_feedback(request: pb.FeedbackRequest) -> FeedbackQuery:
+def parse_feedback(request: pb.FeedbackRequest) -> Feedback:
     if not REQUEST_ID.fullmatch(request.request_id):
         raise InvalidRequest("request_id must be the 32 hex digits a Recommend answer carried")
     if not USER_ID.fullmatch(request.user_id):
@@ -72,4 +65,4 @@ def parse_feedback(request: pb.FeedbackRequest) -> FeedbackQuery:
         raise InvalidRequest(f"kind must be one of {', '.join(f'FEEDBACK_KIND_{k.upper()}' for k in FEEDBACK_KINDS.values())}")
     if kind == "rating" and not 1 <= request.value <= 10:
         raise InvalidRequest(f"a rating's value must be between 1 and 10, got {request.value:g}")
-    return FeedbackQuery(request.request_id, request.user_id, request.item_id, kind, float(request.value))
+    return Feedback(request.request_id, request.user_id, request.item_id, kind, float(request.value), time.time())
