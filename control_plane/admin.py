@@ -19,7 +19,7 @@ from cinesync import jobs, versions
 from cinesync.bundle import current_version
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
-from control_plane.experiments.definition import Experiment, InvalidExperiment, check
+from control_plane.experiments.definition import NAME, Experiment, InvalidExperiment, check
 from control_plane.experiments.report import arms, build_report
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.jobs import JobRegistry
@@ -129,8 +129,8 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
             listed.append(job_progress(entry["job_id"], now))
         return admin.ListJobsResponse(jobs=listed)
 
-    async def ListVersions(self, request: admin.ListVersionsRequest, context: grpc.aio.ServicerContext) -> Any:
-        whole = await asyncio.to_thread(versions.whole_versions, self.repository, self.serving_dir)
+    def _versions(self) -> list[admin.ModelVersion]:
+        whole = versions.whole_versions(self.repository, self.serving_dir)
         current, referenced = current_version(self.serving_dir), versions.referenced_versions(self.serving_dir)
         listed = []
         for version in whole:
@@ -142,7 +142,10 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
                 run_id=manifest.get("run_id", ""),
                 experiments=[h.removeprefix("experiment-") for h in referenced.get(version, [])],
             ))
-        return admin.ListVersionsResponse(versions=listed)
+        return listed
+
+    async def ListVersions(self, request: admin.ListVersionsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return admin.ListVersionsResponse(versions=await asyncio.to_thread(self._versions))
 
     async def Promote(self, request: admin.PromoteRequest, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -158,20 +161,22 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
         return admin.VersionChange(previous=previous or 0, current=current)
 
-    async def _checked(self, message: admin.Experiment, context: grpc.aio.ServicerContext) -> Experiment:
-        experiment = Experiment.from_proto(message)
-        whole = set(await asyncio.to_thread(versions.whole_versions, self.repository, self.serving_dir))
+    def _check_and_reference(self, experiment: Experiment) -> None:
+        """Check ``experiment`` against the published versions and record the versions it uses, under
+        the publishing lock, so retention cannot delete a version between the check and the record."""
+        with versions.publishing_lock(self.serving_dir):
+            whole = set(versions.whole_versions(self.repository, self.serving_dir))
+            if not experiment.stopped:
+                digests = {v: catalog_digest(self.serving_dir, v) for v in experiment.versions() & whole}
+                check(experiment, whole_versions=whole, compatible=digests)
+            versions.set_references(self.serving_dir, f"experiment-{experiment.name}",
+                                    () if experiment.stopped else experiment.versions())
+
+    async def _store(self, experiment: Experiment, context: grpc.aio.ServicerContext) -> admin.Experiment:
         try:
-            digests = {v: catalog_digest(self.serving_dir, v) for v in experiment.versions() & whole}
-            check(experiment, whole_versions=whole, compatible=digests)
+            await asyncio.to_thread(self._check_and_reference, experiment)
         except InvalidExperiment as error:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        return experiment
-
-    async def _store(self, experiment: Experiment) -> admin.Experiment:
-        holder = f"experiment-{experiment.name}"
-        await asyncio.to_thread(versions.set_references, self.serving_dir, holder,
-                                () if experiment.stopped else experiment.versions())
         await self.router.store.save(experiment)
         await self.router.refresh()
         return experiment.to_proto()
@@ -184,18 +189,18 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
         return experiment
 
     async def CreateExperiment(self, request: admin.Experiment, context: grpc.aio.ServicerContext) -> Any:
-        experiment = await self._checked(request, context)
-        if await self.router.store.get(experiment.name) is not None:
+        experiment = Experiment.from_proto(request)
+        if NAME.match(experiment.name) and await self.router.store.get(experiment.name) is not None:
             await _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"experiment {experiment.name!r} exists; update it")
-        return await self._store(experiment)
+        return await self._store(experiment, context)
 
     async def UpdateExperiment(self, request: admin.Experiment, context: grpc.aio.ServicerContext) -> Any:
         await self._existing(request.name, context)
-        return await self._store(await self._checked(request, context))
+        return await self._store(Experiment.from_proto(request), context)
 
     async def StopExperiment(self, request: admin.ExperimentRequest, context: grpc.aio.ServicerContext) -> Any:
         experiment = await self._existing(request.name, context)
-        return await self._store(Experiment.from_json({**experiment.to_json(), "stopped": True}))
+        return await self._store(Experiment.from_json({**experiment.to_json(), "stopped": True}), context)
 
     async def ListExperiments(self, request: admin.ListExperimentsRequest, context: grpc.aio.ServicerContext) -> Any:
         return admin.ListExperimentsResponse(experiments=[e.to_proto() for e in await self.router.store.all()])

@@ -19,5 +19,5 @@ RANKING_FAILURES = Counter("cinesync_ranking_failures_total", "Triton ranking ca
 MODEL_VERSION = Gauge("cinesync_model_version", "Version of the serving bundle in use")
 INDEX_ITEMS = Gauge("cinesync_index_items", "Items in each loaded retriever index", ["version", "member"])
 EXPOSURES = Counter("cinesync_exposures_total", "Answers served, by experiment and variant", ["experiment", "variant"])
-FEEDBACK = Counter("cinesync_feedback_total", "Feedback received, by kind and whether its exposure was known",
-                   ["kind", "matched"])
+FEEDBACK = Counter("cinesync_feedback_total", "Feedback received, by kind and whether its exposure was known "
+                   "(true, false, unknown: Redis unreachable)", ["kind", "matched"])

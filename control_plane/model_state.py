@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +21,7 @@ from control_plane.metrics import INDEX_ITEMS, MODEL_VERSION
 from control_plane.ranking import RankingUnavailable, TritonRanker
 
 log = logging.getLogger(__name__)
+UNLOAD_GRACE_S = 10.0  # an ensemble no served version needs is unloaded this long after, not at once
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ModelState:
         self.wanted_ranking: set[int] = set()  # their ranking versions
         self.refused: set[int] = set()  # versions that could not be loaded: not retried
         self.triton_loaded: set[int] = set()
+        self.evicted: dict[int, float] = {}  # loaded ensembles no version needs any more, since when
         self.triton_unavailable = False
 
     @property
@@ -125,6 +128,16 @@ class ModelState:
             for entry in self.states.pop(old).bundle.retrievers:
                 INDEX_ITEMS.remove(str(old), entry.member)
         ranked = {v for v in (self.current, *self.wanted_ranking) if v is not None and v not in self.refused}
+        now = time.monotonic()
+        for unused in sorted(self.triton_loaded - ranked):  # evicted: free Triton of its ensemble once
+            since = self.evicted.setdefault(unused, now)  # requests already sent to it have finished
+            if now - since >= UNLOAD_GRACE_S:
+                self.triton_loaded.discard(unused)
+                del self.evicted[unused]
+                if self.ranker is not None:
+                    await self.ranker.unload(unused)
+        for back in set(self.evicted) & ranked:
+            del self.evicted[back]
         for needed in sorted(ranked):
             if not await self._triton_ready(needed):
                 await self._load_triton(needed)  # Triton restarted, or never loaded it
@@ -149,12 +162,21 @@ class ModelState:
             self.triton_unavailable = True
 
     async def watch(self, interval: float, before: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Refresh every ``interval`` seconds, after ``before`` (the experiments' refresh)."""
+        """Refresh every ``interval`` seconds, after ``before`` (the experiments' refresh); a failure
+        of either is logged and the next round tries again."""
         while True:
-            try:
-                if before is not None:
-                    await before()
-                await self.refresh()
-            except Exception:
-                log.exception("could not refresh the served versions")
+            await self.refresh_all(before)
             await asyncio.sleep(interval)
+
+    async def refresh_all(self, before: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """``before`` then ``refresh``, each failure logged; whether a current state is served."""
+        if before is not None:
+            try:
+                await before()
+            except Exception:
+                log.exception("could not refresh the experiments")
+        try:
+            return await self.refresh()
+        except Exception:
+            log.exception("could not refresh the served versions")
+            return self.state is not None

@@ -29,6 +29,13 @@ class TritonRanker:
         except InferenceServerException as error:
             raise RankingUnavailable(f"loading {model}: {error.message()}") from error
 
+    async def unload(self, version: int, timeout: float = 30.0) -> None:
+        """Unload version ``version``'s ensemble (its pinned steps stay while other versions use them)."""
+        try:
+            await self.client.unload_model(triton.ensemble_model(version), client_timeout=timeout)
+        except InferenceServerException:
+            pass  # Triton away or the model already gone: nothing to free
+
     async def ready(self, version: int, timeout: float = 1.0) -> bool:
         """Whether version ``version``'s ensemble is loaded and ready (False when Triton is away)."""
         try:

@@ -34,10 +34,7 @@ async def _track_health(
     models: ModelState, router: ExperimentRouter, health_servicer: health.aio.HealthServicer, interval: float
 ) -> None:
     """SERVING once a model version is loaded; the watcher keeps it and the experiments current."""
-    while True:
-        await router.refresh()
-        if await models.refresh():
-            break
+    while not await models.refresh_all(router.refresh):
         await asyncio.sleep(interval)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -99,7 +96,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # its failures were logged
         await watcher
     await server.stop(grace=2.0)
     metrics_server.shutdown()

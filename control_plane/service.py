@@ -119,9 +119,9 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         if self.router is None:
             await _abort(context, "RecordFeedback", grpc.StatusCode.FAILED_PRECONDITION,
                          "feedback needs Redis (CINESYNC_REDIS_URL)")
-        matched = bool(await self.router.store.feedback(record))
-        FEEDBACK.labels(record.kind, str(matched).lower()).inc()
-        return pb.FeedbackResponse(matched_exposure=matched)
+        matched = await self.router.store.feedback(record)
+        FEEDBACK.labels(record.kind, "unknown" if matched is None else str(matched).lower()).inc()
+        return pb.FeedbackResponse(matched_exposure=bool(matched))
 
     def _log_exposure(
         self, response: pb.RecommendResponse, query: RecommendQuery, route: Route | None, retrieval: int, ranking: int

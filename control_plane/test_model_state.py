@@ -43,3 +43,39 @@ def test_candidates_beyond_one_ranking_batch_are_refused(small_run: Path, export
     publish(load_run(small_run), exported_run, settings)
     models = ModelState(settings.serving_dir, None, candidates=4096)  # two retrievers: 8,192 rows
     assert not asyncio.run(models.refresh()) and models.refused == {1}
+
+
+class RecordingRanker:
+    """Stands in for TritonRanker in this module's test: records loads and unloads."""
+
+    def __init__(self) -> None:
+        self.loaded: set[int] = set()
+        self.unloaded: list[int] = []
+
+    async def load(self, version: int) -> None:
+        self.loaded.add(version)
+
+    async def unload(self, version: int) -> None:
+        self.loaded.discard(version)
+        self.unloaded.append(version)
+
+    async def ready(self, version: int) -> bool:
+        return version in self.loaded
+
+
+def test_an_ensemble_no_version_needs_is_unloaded_after_a_grace(
+    small_run: Path, exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane import model_state
+
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
+    first = publish(load_run(small_run), exported_run, settings)
+    ranker = RecordingRanker()
+    models = ModelState(settings.serving_dir, ranker)  # type: ignore[arg-type]
+    assert asyncio.run(models.refresh()) and ranker.loaded == {first}
+    second = publish(load_run(clone_run(small_run, tmp_path / "second")), exported_run, settings)
+    assert asyncio.run(models.refresh()) and ranker.loaded == {first, second}  # in-flight requests may still use it
+    assert ranker.unloaded == [] and first in models.evicted
+    monkeypatch.setattr(model_state, "UNLOAD_GRACE_S", 0.0)
+    asyncio.run(models.refresh())
+    assert ranker.unloaded == [first] and ranker.loaded == {second}

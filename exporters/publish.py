@@ -18,6 +18,7 @@ from recsys.pipeline import CASCADE, METRICS_FILE
 from recsys.run import TrainedRun
 
 log = logging.getLogger(__name__)
+RELEASED = ".released"  # in a bundle folder: the version passed its check and was made current once
 
 
 def published_version(repository: Path, serving_dir: Path, key: dict[str, str]) -> int | None:
@@ -76,12 +77,16 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
                     "served_metrics": (metrics or {}).get(CASCADE),
                 },
             )
+        released = Path(serving_dir) / str(version) / RELEASED
+        if released.exists():
+            return version  # a redelivered publish: made current once already; later promotions stand
         if settings.triton_url:
             try:
                 check_version(settings.triton_url, repository, version)
             except VersionRejected:
-                lifecycle.remove_version(repository, serving_dir, version)
+                lifecycle.remove_version(repository, serving_dir, version)  # never current: nothing serves it
                 raise
+        released.touch()
         versions.point_current(serving_dir, version)
         retired = lifecycle.retain(repository, serving_dir, keep=settings.retained_versions)
         if retired:

@@ -53,8 +53,8 @@ def test_concurrent_publishers_take_distinct_numbers(runs: list[Path], exported_
 def test_publishing_the_same_fit_again_returns_its_version(runs: list[Path], exported_run: Path, tmp_path: Path) -> None:
     assert _publish(runs[0], exported_run, tmp_path) == 1
     assert _publish(runs[1], exported_run, tmp_path) == 2
-    assert _publish(runs[0], exported_run, tmp_path) == 1  # a redelivered publish of run 0
-    assert current_version(tmp_path / "serving") == 1
+    assert _publish(runs[0], exported_run, tmp_path) == 1  # a redelivered publish of run 0 ...
+    assert current_version(tmp_path / "serving") == 2  # ... leaves the current version alone
     assert versions.whole_versions(tmp_path / "repo", tmp_path / "serving") == [1, 2]
 
 

@@ -72,7 +72,8 @@ class ExperimentStore:
     def __init__(self, url: str, namespace: str) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.ns = namespace
-        self.pending: deque[Exposure | Feedback] = deque(maxlen=MAX_PENDING)
+        self.pending: deque[Exposure | Feedback] = deque()
+        self.dropped = 0  # records refused because MAX_PENDING were already waiting (logged)
         self.away = False  # Redis failed: records only queue; the watcher's flush tries again
         self._flushing = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
@@ -97,8 +98,8 @@ class ExperimentStore:
             pipe.xadd(self._key("exposures"), fields)
             pipe.hset(self._key("exposure", record.request_id), mapping=fields)
             pipe.expire(self._key("exposure", record.request_id), EXPOSURE_TTL_S)
-            if record.experiment:
-                pipe.incr(self._key("exp", record.experiment, record.variant, "exposures"))
+            if record.experiment:  # a set of request ids: a batch sent twice counts once
+                pipe.sadd(self._key("exp", record.experiment, record.variant, "exposures"), record.request_id)
                 pipe.pfadd(self._key("exp", record.experiment, record.variant, "users"), record.user_id)
 
     async def _write_feedback(self, record: Feedback) -> bool:
@@ -116,10 +117,18 @@ class ExperimentStore:
         await pipe.execute()
         return matched
 
+    def _queue(self, record: Exposure | Feedback) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("%d records dropped: %d already wait for Redis", self.dropped, MAX_PENDING)
+            return
+        self.pending.append(record)
+
     def expose(self, record: Exposure) -> None:
         """Queue an exposure; a background task writes the queue in batches every BATCH_DELAY_S (one
         round trip for many answers), so a request never waits on Redis."""
-        self.pending.append(record)
+        self._queue(record)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -130,14 +139,15 @@ class ExperimentStore:
     async def feedback(self, record: Feedback) -> bool | None:
         """Store ``record`` after every queued exposure (so its own is found); whether its exposure is
         known, None when Redis is away (then it waits in the queue)."""
-        await self.flush()
+        if not self.away:
+            await self.flush()
         if self.away or self.pending:
-            self.pending.append(record)
+            self._queue(record)
             return None
         try:
             return await self._write_feedback(record)
         except (RedisError, OSError) as error:
-            self.pending.append(record)
+            self._queue(record)
             self._went_away(error)
             return None
 
@@ -156,26 +166,27 @@ class ExperimentStore:
                         await self._write_feedback(head)
                         self.pending.popleft()
                         continue
-                    batch: list[Exposure] = []
-                    for record in self.pending:
-                        if not isinstance(record, Exposure) or len(batch) == MAX_BATCH:
-                            break
-                        batch.append(record)
-                    pipe = self.redis.pipeline(transaction=False)
-                    self._add_exposures(pipe, batch)
-                    await pipe.execute()
                 except (RedisError, OSError) as error:
                     self._went_away(error)
                     return
-                for _ in batch:
-                    self.pending.popleft()
+                batch: list[Exposure] = []
+                while self.pending and isinstance(self.pending[0], Exposure) and len(batch) < MAX_BATCH:
+                    batch.append(self.pending.popleft())  # type: ignore[arg-type]
+                try:
+                    pipe = self.redis.pipeline(transaction=True)  # all of a batch or none of it
+                    self._add_exposures(pipe, batch)
+                    await pipe.execute()
+                except (RedisError, OSError) as error:
+                    self.pending.extendleft(reversed(batch))  # back in front, in order
+                    self._went_away(error)
+                    return
             if self.away:
                 log.info("Redis answers again: the waiting records were sent")
             self.away = False
 
     async def counts(self, experiment: str, variant: str) -> VariantCounts:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self._key("exp", experiment, variant, "exposures"))
+        pipe.scard(self._key("exp", experiment, variant, "exposures"))
         pipe.pfcount(self._key("exp", experiment, variant, "users"))
         for event in EVENTS:
             pipe.scard(self._key("exp", experiment, variant, event))
