@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from cinesync.bundle import current_version
+from cinesync.bundle import MANIFEST, current_version
 from cinesync.triton import MAX_BATCH_SIZE
 from control_plane.bundle import ServingBundle, load_bundle
 from control_plane.indexes import CandidateIndex, index_class
@@ -96,6 +96,8 @@ class ModelState:
         return self.states.get(self.current) if self.current is not None else None
 
     async def _load_bundle(self, version: int) -> bool:
+        if not (self.serving_dir / str(version) / MANIFEST).is_file():
+            return False  # not published (yet) or retired: not a defect, looked at again next round
         try:
             bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
             check_fits_one_batch(bundle, self.candidates)

@@ -79,3 +79,14 @@ def test_an_ensemble_no_version_needs_is_unloaded_after_a_grace(
     monkeypatch.setattr(model_state, "UNLOAD_GRACE_S", 0.0)
     asyncio.run(models.refresh())
     assert ranker.unloaded == [first] and ranker.loaded == {second}
+
+
+def test_a_version_wanted_before_it_is_published_is_loaded_once_it_is(
+    small_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
+    models = ModelState(settings.serving_dir, None)
+    models.wanted = {1}  # an experiment names version 1 before any publish
+    assert not asyncio.run(models.refresh()) and models.refused == set()
+    publish(load_run(small_run), exported_run, settings)
+    assert asyncio.run(models.refresh()) and models.current == 1 and set(models.states) == {1}
