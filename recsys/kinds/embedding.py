@@ -3,13 +3,16 @@ through FAISS, exported as an inner-product scorer with both tables inside."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from recsys.kinds.base import MemberKind
+from recsys.data.splits import Split
+from recsys.kinds.base import MemberKind, Progress, no_progress
+from recsys.metrics import K
 
 VECTORS_FILE = "vectors.npz"
 
@@ -30,12 +33,26 @@ class InnerProductScorer(torch.nn.Module):
 
 
 class EmbeddingMember(MemberKind):
-    """A member whose fitted state ends as ``user_vectors`` and ``item_vectors``."""
+    """A member whose fitted state ends as ``user_vectors`` and ``item_vectors``, trained on the
+    shared loop by ``_train``: early-stopped on validation in ``fit``, for the chosen epochs in ``refit``."""
 
     index_kind = "faiss"
     quantizable = True
     user_vectors: np.ndarray
     item_vectors: np.ndarray
+    best_validation: float
+
+    @abstractmethod
+    def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
+        """Train on ``sequences`` for up to ``epochs`` (early-stopped on ``split`` when given, setting
+        ``best_validation``), leave the vectors set; returns the epoch whose state was kept."""
+
+    def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        epochs = self._train(split.train_sequences, self.params.epochs, split, progress)
+        self.chosen = {"epochs": epochs, f"validation_ndcg@{K}": self.best_validation}
+
+    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
+        self._train(sequences, int(self.chosen["epochs"]), None, progress)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.user_vectors[users] @ self.item_vectors.T

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, Role, no_progress
+from recsys.kinds.base import Progress, Role
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.negatives import UnseenSampler
@@ -134,13 +134,6 @@ class LightGcn(EmbeddingMember):
     def layers(self) -> int:
         """Propagation layers over the graph (0: plain matrix factorisation)."""
         return int(self.params.layers)
-
-    def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        epochs = self._train(split.train_sequences, self.params.epochs, split, progress)
-        self.chosen = {"epochs": epochs, f"validation_ndcg@{K}": self.best_validation}
-
-    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
-        self._train(sequences, int(self.chosen["epochs"]), None, progress)
 
     def save_state(self, folder: Path) -> None:
         self.save_vectors(folder)

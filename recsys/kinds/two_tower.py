@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.features import YEAR_BUCKETS, item_tower_inputs, user_tower_inputs
-from recsys.kinds.base import Progress, Role, no_progress
+from recsys.kinds.base import Progress, Role
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models import ItemTower, TwoTowerConfig, UserTower
@@ -163,13 +163,6 @@ class TwoTower(EmbeddingMember):
         self.user_vectors = np.concatenate(parts)
         items = item_tower_inputs(self.catalog.item_features, np.arange(self.catalog.n_items))
         self.item_vectors = self.item_tower(*(torch.from_numpy(a) for a in items)).numpy()
-
-    def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        best = self._train(split.train_sequences, self.params.epochs, split, progress)
-        self.chosen = {"epochs": best, f"validation_ndcg@{K}": self.best_validation}
-
-    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
-        self._train(sequences, int(self.chosen["epochs"]), None, progress)
 
     def save_state(self, folder: Path) -> None:
         torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
