@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from numpy.typing import NDArray
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from cinesync import triton
@@ -16,10 +16,23 @@ class RankingUnavailable(RuntimeError):
     """Triton could not rank in time: unreachable, too slow, or the model is not loaded."""
 
 
+# After Triton restarts, gRPC would wait up to 120 s (growing by 1.6x from 1 s) before it dials
+# again; capped at half a second, ranking resumes as soon as Triton listens.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
 class TritonRanker:
+    """A Triton client that loads, checks, unloads and queries the versions' ranking ensembles."""
+
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = triton_aio.InferenceServerClient(url)
+        self.client = triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
 
     async def load(self, version: int, timeout: float = 60.0) -> None:
         """Load version ``version``'s ensemble and the step model versions it pins."""
