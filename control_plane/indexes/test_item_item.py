@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from control_plane.indexes import index_class
+from control_plane.indexes import index_class, item_item
 from control_plane.indexes.item_item import ItemItemIndex
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
@@ -14,7 +15,9 @@ from recsys.metrics import top_k_excluding
 from recsys.pipeline import catalog_of
 
 
-def test_item_item_index_matches_ease_offline_scores_and_top_items() -> None:
+@pytest.mark.parametrize("dense", [True, False])
+def test_item_item_index_matches_ease_offline_scores_and_top_items(dense: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(item_item, "DENSE_MAX_BYTES", 1 << 40 if dense else 0)
     dataset = load_dataset("synthetic:n_users=200,n_items=120,mean_interactions=15,seed=4")
     protocol = make_protocol(dataset)
     ease = create("ease", catalog_of(dataset), {"l2_grid": "50", "neighbours": 20})
@@ -23,6 +26,7 @@ def test_item_item_index_matches_ease_offline_scores_and_top_items() -> None:
     histories = protocol.validation.train_sequences
     domains = np.array([str(item.domain) for item in dataset.items])
     index = ItemItemIndex(ease.retrieval_arrays(), domains, plan={})
+    assert isinstance(index.rows, np.ndarray) == dense
     assert index_class("item_item") is ItemItemIndex
     users = np.arange(0, 200, 7)
     offline = ease.score(users)
