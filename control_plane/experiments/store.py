@@ -32,10 +32,6 @@ EVENTS = ("click", "watch")  # feedback kinds whose rates a report gives
 FieldT = bytes | bytearray | memoryview | str | int | float  # what redis-py accepts as a stream field
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 @dataclass(frozen=True)
 class Exposure:
     """One answer: who got it, under which experiment and variant, from which versions."""
@@ -96,8 +92,9 @@ class ExperimentStore:
         for record in batch:
             fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
             pipe.xadd(self._key("exposures"), fields)
-            pipe.hset(self._key("exposure", record.request_id), mapping=fields)
-            pipe.expire(self._key("exposure", record.request_id), EXPOSURE_TTL_S)
+            # What feedback needs of its exposure, found by request id: one SET with its expiry.
+            pipe.set(self._key("exposure", record.request_id),
+                     json.dumps([record.experiment, record.variant]), ex=EXPOSURE_TTL_S)
             if record.experiment:  # a set of request ids: a batch sent twice counts once
                 pipe.sadd(self._key("exp", record.experiment, record.variant, "exposures"), record.request_id)
                 pipe.pfadd(self._key("exp", record.experiment, record.variant, "users"), record.user_id)
@@ -105,14 +102,14 @@ class ExperimentStore:
     async def _write_feedback(self, record: Feedback) -> bool:
         """Append ``record`` and count it; False when no exposure has its request id."""
         fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
-        exposure = await self.redis.hgetall(self._key("exposure", record.request_id))
-        matched = bool(exposure)
+        exposure = await self.redis.get(self._key("exposure", record.request_id))
+        matched = exposure is not None
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self._key("feedback"), {**fields, "matched": str(int(matched))})
+        experiment, variant = json.loads(exposure) if exposure is not None else ("", "")
         if not matched:
             pipe.incr(self._key("unmatched"))
-        elif record.kind in EVENTS and exposure.get(b"experiment"):
-            experiment, variant = _text(exposure[b"experiment"]), _text(exposure[b"variant"])
+        elif record.kind in EVENTS and experiment:
             pipe.sadd(self._key("exp", experiment, variant, record.kind), record.request_id)
         await pipe.execute()
         return matched
