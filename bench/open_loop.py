@@ -6,7 +6,10 @@ rate runs for --seconds (bounded count), all on loopback, and the script stops e
 Then the floor: the same retrieval (the bundle's indexes) and ranking (ONNX Runtime sessions of the
 scorers and the fusion, features assembled in numpy) in a loop in this process.
 
-    .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,400,700,1000
+    .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,300,400,700
+
+The result is printed and written to docs/bench/open-loop-<data set>.json; bench/plot_latency.py
+draws docs/latency.png from it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from launcher.stack import Stack
 from recsys.feature_assembly import FeatureTables, assemble_dense
 from recsys.pipeline import PipelineSpec, train
 from recsys.run import load_run
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 
 async def open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, float]:
@@ -121,12 +126,15 @@ def main() -> None:
                        for rate in args.rates.split(",")]
         floor = in_process_floor(settings.serving_dir, version, root / "onnx", run.tables, args.seconds)
     saturation = max(r["achieved_per_s"] for r in results if r["p99_ms"] < 1000 and not r["failures"])
-    print(json.dumps({
+    report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, generator on the same machine",
         "open_loop": results, "saturation_per_s": saturation, "in_process_floor_per_s": round(floor, 1),
         "saturation_share_of_floor": round(saturation / floor, 2),
         "median_p99_ms": statistics.median(r["p99_ms"] for r in results),
-    }, indent=2))
+    }
+    print(json.dumps(report, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"open-loop-{Path(args.data).name}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
