@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  # after the backend is chosen
+import matplotlib.pyplot as plt  # after the backend is chosen
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TARGETS_MS = {200: 10.0, 400: 25.0}  # p99 targets of issue 7

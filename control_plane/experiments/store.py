@@ -5,7 +5,10 @@ per-variant counters, batched: answers queue their exposures and a background ta
 queued in one pipelined round trip every 20 ms (and on shutdown). The Redis the launcher starts runs
 with append-only persistence (fsync every second), so a restarted Redis keeps them; the launcher
 warns when it finds a Redis without it. While Redis is unreachable the queue (bounded) holds the
-records and the watcher sends them when Redis answers again.
+records and the watcher sends them when Redis answers again; the queue is then also written to a
+spool file, which a restarted control plane reads back, so a crash during an outage loses nothing.
+Replayed records are sent at least once: the counts are sets of request ids, so a record sent twice
+counts once (the streams, a log, may then hold it twice).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -62,10 +67,23 @@ class VariantCounts:
     events: dict[str, int]
 
 
+def _read_spool(path: Path) -> list[Exposure | Feedback]:
+    """The records of a spool file, in order; a line cut short by a crash is skipped."""
+    kinds: dict[str, type[Exposure | Feedback]] = {"Exposure": Exposure, "Feedback": Feedback}
+    records: list[Exposure | Feedback] = []
+    for line in path.read_text().splitlines():
+        try:
+            fields = json.loads(line)
+            records.append(kinds[fields.pop("type")](**fields))
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipped a damaged line of %s", path)
+    return records
+
+
 class ExperimentStore:
     """Reads and writes one installation's experiments, exposures and feedback (keys under ``namespace``)."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, *, spool: Path | None = None) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.ns = namespace
         self.pending: deque[Exposure | Feedback] = deque()
@@ -73,6 +91,13 @@ class ExperimentStore:
         self.away = False  # Redis failed: records only queue; the watcher's flush tries again
         self._flushing = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self.spool = spool  # while Redis is away, the queue is mirrored here
+        if spool is not None and spool.is_file():
+            self.pending.extend(_read_spool(spool))
+            if self.pending:
+                log.warning("%d records of an earlier run read from %s; sent when Redis answers",
+                            len(self.pending), spool)
+                self.away = True  # new records join the spool until everything is sent
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -121,6 +146,18 @@ class ExperimentStore:
                 log.error("%d records dropped: %d already wait for Redis", self.dropped, MAX_PENDING)
             return
         self.pending.append(record)
+        if self.away:
+            self._spool([record], mode="a")
+
+    def _spool(self, records: Iterable[Exposure | Feedback], *, mode: str) -> None:
+        if self.spool is None:
+            return
+        try:
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
+            with self.spool.open(mode) as spool:
+                spool.writelines(json.dumps({"type": type(r).__name__, **asdict(r)}) + "\n" for r in records)
+        except OSError as error:
+            log.error("could not write the spool %s; queued records live in memory only: %s", self.spool, error)
 
     def expose(self, record: Exposure) -> None:
         """Queue an exposure; a background task writes the queue in batches every BATCH_DELAY_S (one
@@ -150,7 +187,8 @@ class ExperimentStore:
 
     def _went_away(self, error: Exception) -> None:
         if not self.away:
-            log.warning("Redis unreachable, records wait in memory: %s", error)
+            log.warning("Redis unreachable, records wait in memory and in %s: %s", self.spool, error)
+            self._spool(self.pending, mode="w")
         self.away = True
 
     async def flush(self) -> None:
@@ -179,6 +217,8 @@ class ExperimentStore:
                     return
             if self.away:
                 log.info("Redis answers again: the waiting records were sent")
+                if self.spool is not None:
+                    self.spool.unlink(missing_ok=True)
             self.away = False
 
     async def counts(self, experiment: str, variant: str) -> VariantCounts:

@@ -54,3 +54,38 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         redis_process.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+def test_records_queued_during_an_outage_survive_a_crash_of_the_control_plane(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    spool = tmp_path / "home" / "spool.jsonl"
+
+    async def during_outage() -> None:  # Redis is not running: the store spools, then "crashes"
+        store = ExperimentStore(url, "test", spool=spool)
+        store.expose(_exposure(1, "a"))
+        await store.flush()
+        assert store.away
+        store.expose(_exposure(2, "a"))
+        assert await store.feedback(Feedback(f"{1:032x}", "u1", "i", "click", 0, time.time())) is None
+        await store.redis.aclose()  # no final flush: the process dies here
+
+    asyncio.run(during_outage())
+    with spool.open("a") as damaged:
+        damaged.write('{"type": "Exposure", "request_')  # a line cut short by the crash
+    redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
+    assert redis_process is not None
+
+    async def after_restart() -> None:
+        store = ExperimentStore(url, "test", spool=spool)
+        assert len(store.pending) == 3
+        await store.flush()
+        a = await store.counts("exp", "a")
+        assert (a.exposures, a.users, a.events["click"]) == (2, 2, 1)
+        assert not store.away and not spool.exists()
+        await store.close()
+
+    try:
+        asyncio.run(after_restart())
+    finally:
+        redis_process.stop()
