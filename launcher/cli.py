@@ -77,8 +77,8 @@ def _sample_user(settings: Settings, version: int) -> str:
 
 def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | None,
                     as_json: bool, keep_serving: bool) -> None:
+    from launcher.client import VersionTimeout, format_table, wait_for_version
     from launcher.client import as_json as response_json
-    from launcher.client import format_table, wait_for_version
     from launcher.stack import Stack
 
     settings = _settings(data)
@@ -89,8 +89,12 @@ def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | 
         result = _run_pipeline(settings, pipeline_options(assignments), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
-        response = wait_for_version(stack.grpc_address, user_id, version)
-        say(f"Serving model version {version} · first recommendation after {time.monotonic() - started:.0f} s")
+        try:
+            response = wait_for_version(stack.grpc_address, user_id, version)
+            say(f"Serving model version {version} · first recommendation after {time.monotonic() - started:.0f} s")
+        except VersionTimeout as late:  # show what it serves, and say why it is not what was asked
+            response = late.last
+            say(f"warning: {late}; see the logs in {settings.home / 'logs'}")
         say(format_table(response, user_id))
         if as_json:
             click.echo(json.dumps(response_json(response, user_id)))

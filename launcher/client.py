@@ -44,7 +44,20 @@ def wait_for_version(address: str, user_id: str, version: int, *, timeout: float
         time.sleep(0.5)
     if response is None:
         raise TimeoutError(f"control plane at {address} did not answer within {timeout:.0f} s")
-    return response
+    raise VersionTimeout(
+        f"after {timeout:.0f} s the control plane at {address} still answers with version "
+        f"{response.model_version or '(none)'}, ranked by {pb.RankedBy.Name(response.ranked_by)}, "
+        f"not version {version} ranked by Triton",
+        response,
+    )
+
+
+class VersionTimeout(TimeoutError):
+    """The control plane answered, but not with the wanted version ranked by Triton, in time."""
+
+    def __init__(self, message: str, last: pb.RecommendResponse) -> None:
+        super().__init__(message)
+        self.last = last  # the last answer it gave
 
 
 def as_json(response: pb.RecommendResponse, user_id: str) -> dict[str, Any]:
