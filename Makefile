@@ -2,15 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Reinstalled when the metadata or a proto changes: setup.py builds the gRPC stubs (cinesync/v1/) then.
 PROTO := protos/cinesync/v1/recommendation.proto protos/cinesync/v1/admin.proto
-GENERATED := cinesync/v1/recommendation_pb2.py cinesync/v1/admin_pb2.py
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(PROTO) | cksum | cut -d' ' -f1)
 
 .PHONY: setup run test test-fast lint clean
 
-setup: $(STAMP) $(GENERATED)
+setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(PROTO)
 	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) ; } \
 	  || echo "note: no redis-server binary; CineSync will need a Redis answering at REDIS_URL"
@@ -22,9 +22,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
-
-$(GENERATED) &: $(PROTO) $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
 
 run: setup
 	$(VENV)/bin/cinesync up
