@@ -37,7 +37,8 @@ def feeds_for(run_folder: Path, model: str, batch: int, rng: np.random.Generator
     run = load_run(run_folder)
     users, items = parity_pairs(run, batch, rng)
     if model == triton.FUSION:
-        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, users, items))
+        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, users, items),
+                            users, items)
     return dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
 
 

@@ -4,7 +4,7 @@ Requests leave at a fixed arrival rate whatever the answers do; each latency is 
 request's scheduled send time, so a stalled server shows up in full (no coordinated omission). Each
 rate runs for --seconds (bounded count), all on loopback, and the script stops everything it started.
 Then the floor: the same retrieval (the bundle's indexes) and ranking (ONNX Runtime sessions of the
-scorers and the fusion, features assembled in numpy) in a loop in this process.
+scorers and the fusion, which looks the features up itself) in a loop in this process.
 
     .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,300,400,700
 
@@ -37,7 +37,6 @@ from exporters.onnx_export import REPORT_FILE, export_run, fusion_feeds, ort_ses
 from exporters.publish import publish
 from launcher.client import wait_for_version
 from launcher.stack import Stack
-from recsys.feature_assembly import FeatureTables, assemble_dense
 from recsys.pipeline import PipelineSpec, train
 from recsys.run import load_run
 
@@ -79,7 +78,7 @@ async def open_loop(address: str, users: list[str], rate: float, seconds: float)
             "failures": failures, "ranked_by_triton": ranked}
 
 
-def in_process_floor(serving_dir: Path, version: int, export_dir: Path, tables: FeatureTables, seconds: float) -> float:
+def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float) -> float:
     """Requests per second of retrieval + ranking in one loop, no RPC: the same indexes, the same ONNX models."""
     bundle = load_bundle(serving_dir, version)
     state = ServingState(bundle, load_indexes(bundle))
@@ -92,9 +91,8 @@ def in_process_floor(serving_dir: Path, version: int, export_dir: Path, tables: 
         items, _ = state.candidates(user, bundle.depth, domain="any", exclude=bundle.histories[user])
         users = np.full(len(items), user, dtype=np.int64)
         pairs = dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
-        scores = [sessions[triton.scorer_model(m)].run(None, pairs)[0] for m in members]
-        features = np.concatenate([*scores, assemble_dense(tables, users, items)], axis=1).astype(np.float32)
-        ranked = sessions[triton.FUSION].run(None, fusion_feeds(members, features))[0].reshape(-1)
+        scores = np.concatenate([sessions[triton.scorer_model(m)].run(None, pairs)[0] for m in members], axis=1)
+        ranked = sessions[triton.FUSION].run(None, fusion_feeds(members, scores, users, items))[0].reshape(-1)
         np.argsort(-ranked, kind="stable")[:10]
         done += 1
     return done / (time.perf_counter() - started)
@@ -124,7 +122,7 @@ def main() -> None:
             asyncio.run(open_loop(stack.grpc_address, users, 100, 2.0))  # warm-up
             results = [asyncio.run(open_loop(stack.grpc_address, users, float(rate), args.seconds))
                        for rate in args.rates.split(",")]
-        floor = in_process_floor(settings.serving_dir, version, root / "onnx", run.tables, args.seconds)
+        floor = in_process_floor(settings.serving_dir, version, root / "onnx", args.seconds)
     saturation = max(r["achieved_per_s"] for r in results if r["p99_ms"] < 1000 and not r["failures"])
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, generator on the same machine",

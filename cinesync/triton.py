@@ -1,9 +1,9 @@
 """Triton model and tensor names, written once: the exporter writes them, the control plane calls them.
 
 Serving version N is ranked by the ensemble ``ranking_N`` (``ensemble_model(N)``), which takes
-(USER_IDX, ITEM_IDX) rows. Its steps, each pinned to version N of its model: ``feature_assembly``
-makes DENSE; one ``score_<member>`` model per scoring member makes that member's score; all of those
-run in parallel. ``fusion`` reads every member score and DENSE and makes SCORE. A step model's
+(USER_IDX, ITEM_IDX) rows. Its steps, each pinned to version N of its model: one
+``score_<member>`` model per scoring member makes that member's score, all in parallel; ``fusion``
+reads every member score and the same rows (it looks their dense features up) and makes SCORE. A step model's
 repository folder is its base name plus a short hash of its configuration (``model_family``), so
 versions whose interfaces differ (another member set, another feature width) live side by side.
 """
@@ -11,17 +11,15 @@ versions whose interfaces differ (another member set, another feature width) liv
 from __future__ import annotations
 
 ENSEMBLE = "ranking"
-FEATURES = "feature_assembly"
 FUSION = "fusion"
 MAX_BATCH_SIZE = 4096
 
-# The ensemble's tensors (and the feature assembly model's).
-USER_IDX, ITEM_IDX, DENSE, SCORE = "USER_IDX", "ITEM_IDX", "DENSE", "SCORE"
+# The ensemble's tensors.
+USER_IDX, ITEM_IDX, SCORE = "USER_IDX", "ITEM_IDX", "SCORE"
 
 # The ONNX models' own tensors: scorers take (user_idx, item_idx) and give score; the fusion takes
-# one member_score(name) per member plus dense, and gives score.
+# one member_score(name) per member plus (user_idx, item_idx), and gives score.
 PAIR_INPUTS = ("user_idx", "item_idx")
-DENSE_INPUT = "dense"
 OUTPUT = "score"
 
 

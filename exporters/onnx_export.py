@@ -17,7 +17,14 @@ import onnxruntime as ort
 import torch
 
 from cinesync import triton
-from exporters.quantize import GuardResult, QuantizationRejected, guard, quantize
+from exporters.quantize import (
+    FUSION_QUANTIZED_OPS,
+    QUANTIZED_OPS,
+    GuardResult,
+    QuantizationRejected,
+    guard,
+    quantize,
+)
 from recsys.candidates import CandidateLists, evaluate_lists
 from recsys.cascade import candidate_lists, pair_features
 from recsys.run import TrainedRun
@@ -94,10 +101,11 @@ def export_module(
     return ExportedModel(name, path.name, list(example), triton.OUTPUT, error)
 
 
-def fusion_feeds(members: list[str], features: np.ndarray) -> dict[str, np.ndarray]:
-    """The fusion model's inputs from pair features ``[n, members + dense]``: one column per member."""
-    feeds = {triton.member_score(name): features[:, i : i + 1] for i, name in enumerate(members)}
-    return {**feeds, triton.DENSE_INPUT: np.ascontiguousarray(features[:, len(members) :])}
+def fusion_feeds(members: list[str], features: np.ndarray, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+    """The fusion model's inputs: one score column per member (the first columns of the pair
+    features ``features``), then the pairs themselves (it looks their dense features up)."""
+    feeds = {triton.member_score(name): np.ascontiguousarray(features[:, i : i + 1]) for i, name in enumerate(members)}
+    return {**feeds, **_pair_feeds(users, items)}
 
 
 def parity_pairs(run: TrainedRun, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +138,7 @@ def _served_scores(
         if triton.scorer_model(member.name) in quantized:
             features[:, column] = _run(files[triton.scorer_model(member.name)], _pair_feeds(users, items))
     scores = np.zeros(lists.items.shape, dtype=np.float32)
-    scores[valid] = _run(files[triton.FUSION], fusion_feeds([m.name for m in run.members], features))
+    scores[valid] = _run(files[triton.FUSION], fusion_feeds([m.name for m in run.members], features, users, items))
     return scores
 
 
@@ -142,12 +150,13 @@ def quantize_run(
     users, items = parity_pairs(run, CALIBRATION_PAIRS, rng)
     calibration = {triton.scorer_model(m.name): _pair_feeds(users, items) for m in run.members}
     calibration[triton.FUSION] = fusion_feeds([m.name for m in run.members],
-                                              pair_features(run.members, run.tables, users, items))
+                                              pair_features(run.members, run.tables, users, items), users, items)
     kinds = {triton.scorer_model(m.name): m for m in run.members} | {triton.FUSION: run.fusion}
     quantized = {model.name for model in exported if kinds[model.name].quantizable}
     for model in exported:
         if model.name in quantized:
-            quantize(folder / model.file, folder / f"{model.name}.int8.onnx", calibration[model.name])
+            ops = FUSION_QUANTIZED_OPS if model.name == triton.FUSION else QUANTIZED_OPS
+            quantize(folder / model.file, folder / f"{model.name}.int8.onnx", calibration[model.name], ops=ops)
     split = run.protocol.validation
     lists = candidate_lists(run.members, run.spec.retrieving(run.members), run.tables, split, depth=run.spec.depth)
     fp32_files = {m.name: folder / m.file for m in exported}
@@ -191,14 +200,13 @@ def export_run(
         ))
 
     def fusion_inputs(size: int) -> dict[str, np.ndarray]:
-        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, *examples[size]))
+        pairs = examples[size]
+        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, *pairs), *pairs)
 
-    check = fusion_inputs(PARITY_BATCH)
-    features = np.concatenate(list(check.values()), axis=1)[None]
-    expected = run.fusion.score_features(features)[0]
+    expected = run.fusion.score_features(pair_features(run.members, run.tables, users, items)[None])[0]
     exported.append(export_module(
-        run.fusion.serving_module(), name=triton.FUSION, example=fusion_inputs(EXPORT_BATCH), check=check,
-        expected=expected, folder=folder,
+        run.fusion.serving_module(run.tables), name=triton.FUSION, example=fusion_inputs(EXPORT_BATCH),
+        check=fusion_inputs(PARITY_BATCH), expected=expected, folder=folder,
     ))
     for model in exported:
         model.served_file = model.file

@@ -56,7 +56,7 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
             version = lifecycle.allocate_version(repository, serving_dir)
             families = triton_repository.write_version(
                 repository, version, members=[m.name for m in run.members],
-                onnx_files=onnx_files, tables=run.tables, target=target,
+                onnx_files=onnx_files, target=target,
             )
             metrics_path = run.folder / METRICS_FILE
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None

@@ -22,6 +22,8 @@ CALIBRATION_BATCH = 256
 # ops and reductions stay float, so a score is never rounded to 256 levels (quantizing the tower's
 # product and sum lost 3.2 % of validation NDCG@10 on ML-100k; see docs/benchmarks.md).
 QUANTIZED_OPS = ["Gather", "MatMul", "Gemm"]
+# The fusion's Gathers read its feature tables (genres, shares, years): only its dense layers.
+FUSION_QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 
 class QuantizationRejected(RuntimeError):
@@ -56,16 +58,18 @@ class _Batches(CalibrationDataReader):  # type: ignore[misc]  # untyped base
         return next(self._batches, None)
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: dict[str, np.ndarray]) -> None:
-    """Write the QDQ INT8 model of ``fp32_path``: weights int8 per channel, activations uint8
-    (ranges from ``calibration``, a dict of model inputs)."""
+def quantize(
+    fp32_path: Path, int8_path: Path, calibration: dict[str, np.ndarray], *, ops: list[str] = QUANTIZED_OPS
+) -> None:
+    """Write the QDQ INT8 model of ``fp32_path``: the ``ops`` nodes' weights int8 per channel,
+    activations uint8 (ranges from ``calibration``, a dict of model inputs)."""
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(int8_path), _Batches(calibration), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=QUANTIZED_OPS,
+            op_types_to_quantize=ops,
         )
 
 

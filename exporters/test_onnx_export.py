@@ -25,7 +25,7 @@ def test_report_names_every_member_and_the_fusion_within_tolerance(exported_run:
     assert all(0 <= entry["max_abs_error"] <= PARITY_TOLERANCE for entry in models)
     assert all(entry["served_file"] == entry["file"] and entry["precision"] == "fp32" for entry in models)
     fusion = models[-1]
-    assert fusion["inputs"] == ["score_popularity", "score_ease", "score_two_tower", triton.DENSE_INPUT]
+    assert fusion["inputs"] == ["score_popularity", "score_ease", "score_two_tower", *triton.PAIR_INPUTS]
 
 
 @pytest.mark.parametrize("size", [1, 3, 200])
@@ -39,7 +39,7 @@ def test_scorers_and_fusion_match_the_kinds_at_any_batch_size(small_run: Path, e
         (scores,) = ort_session(exported_run / f"{triton.scorer_model(member.name)}.onnx").run(None, feeds)
         np.testing.assert_allclose(scores.reshape(-1), member.score_pairs(users, items), atol=PARITY_TOLERANCE)
     features = pair_features(run.members, run.tables, users, items)
-    feeds = onnx_export.fusion_feeds([m.name for m in run.members], features)
+    feeds = onnx_export.fusion_feeds([m.name for m in run.members], features, users, items)
     (fused,) = ort_session(exported_run / f"{triton.FUSION}.onnx").run(None, feeds)
     np.testing.assert_allclose(fused.reshape(-1), run.fusion.score_features(features[None])[0], atol=PARITY_TOLERANCE)
 

@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync.bundle import CURRENT
 from cinesync.settings import Settings
-from cinesync.triton import FEATURES, FUSION, ensemble_model, scorer_model
+from cinesync.triton import FUSION, ensemble_model, scorer_model
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
 from exporters.triton_repository import read_config
@@ -38,14 +38,13 @@ def test_each_version_has_an_ensemble_pinned_to_its_own_model_versions(published
     repository, _ = published
     for version in (1, 2):
         steps = _steps(repository, version)
-        assert list(steps) == [FEATURES, *map(scorer_model, MEMBERS), FUSION]
+        assert list(steps) == [*map(scorer_model, MEMBERS), FUSION]
         for step in steps.values():
             assert step.model_version == version
             assert (repository / step.model_name / str(version)).is_dir()
         for base in [*map(scorer_model, MEMBERS), FUSION]:
             assert (repository / steps[base].model_name / str(version) / "model.onnx").is_file()
             assert (repository / steps[base].model_name / str(version) / "model.py").is_file()
-        assert (repository / steps[FEATURES].model_name / str(version) / "feature_assembly.py").is_file()
     # Same interfaces, same families: version 2 sits beside version 1 in each model's folder.
     assert {s.model_name for s in _steps(repository, 1).values()} == {s.model_name for s in _steps(repository, 2).values()}
     assert not list(repository.parent.glob(".*staging*/*")), "staging folders left behind"
@@ -61,10 +60,10 @@ def test_step_configs_serve_every_version_warmed_up(published: tuple[Path, Path]
     assert scorer.version_policy.WhichOneof("policy_choice") == "all"
     assert set(scorer.model_warmup[0].inputs) == {"user_idx", "item_idx"}
     fusion = read_config(repository / steps[FUSION].model_name / "config.pbtxt")
-    assert [t.name for t in fusion.input] == [*(f"score_{m}" for m in MEMBERS), "dense"]
+    assert [t.name for t in fusion.input] == [*(f"score_{m}" for m in MEMBERS), "user_idx", "item_idx"]
 
 
-def test_ensemble_runs_features_and_member_scorers_in_parallel_then_the_fusion(published: tuple[Path, Path]) -> None:
+def test_ensemble_runs_member_scorers_in_parallel_then_the_fusion(published: tuple[Path, Path]) -> None:
     repository, _ = published
     ensemble = read_config(repository / ensemble_model(1) / "config.pbtxt")
     assert ensemble.platform == "ensemble"
@@ -73,14 +72,15 @@ def test_ensemble_runs_features_and_member_scorers_in_parallel_then_the_fusion(p
     for step in steps[:-1]:
         assert set(step.input_map.values()) == {"USER_IDX", "ITEM_IDX"}
     produced = {tensor for step in steps[:-1] for tensor in step.output_map.values()}
-    assert set(steps[-1].input_map.values()) == produced
+    assert set(steps[-1].input_map.values()) == produced | {"USER_IDX", "ITEM_IDX"}
     assert list(steps[-1].output_map.values()) == ["SCORE"]
 
 
 def test_stock_target_uses_onnxruntime_platform(published: tuple[Path, Path]) -> None:
     _, stock = published
     steps = _steps(stock, 1)
-    for base in [*map(scorer_model, MEMBERS), FUSION]:
+    assert list(steps) == [*map(scorer_model, MEMBERS), FUSION]  # no python step: all in onnxruntime
+    for base in steps:
         config = read_config(stock / steps[base].model_name / "config.pbtxt")
         assert config.platform == "onnxruntime_onnx" and not config.backend
         assert not (stock / steps[base].model_name / "1" / "model.py").exists()

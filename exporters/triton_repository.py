@@ -1,11 +1,12 @@
 """Writes one serving version of the ranking models into a Triton model repository.
 
-Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for
-feature_assembly (python backend), one score_<member> ONNX model per scoring member and the fusion
-ONNX model (a family is a base name plus its configuration's digest; every family serves all of its
-version folders), and one ensemble per serving version, <repository>/ranking_<version>/, whose steps
-are pinned to that version: feature assembly and the member scorers in parallel, the fusion last.
-Names come from cinesync.triton. Everything is built in a staging folder beside the repository and
+Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for one
+score_<member> ONNX model per scoring member and the fusion ONNX model (a family is a base name plus
+its configuration's digest; every family serves all of its version folders), and one ensemble per
+serving version, <repository>/ranking_<version>/, whose steps are pinned to that version: the member
+scorers in parallel, the fusion (which looks the pair's dense features up itself) last. Every step
+is an ONNX model, so the stock container runs the whole ensemble in its onnxruntime backend. Names
+come from cinesync.triton. Everything is built in a staging folder beside the repository and
 renamed into place, the ensemble last, so a version is either whole or not referenced at all.
 """
 
@@ -21,15 +22,11 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-import recsys.feature_assembly
 from cinesync import triton
 from cinesync.versions import replace_file, version_folders
 from exporters.targets import ExportTarget, Precision
-from exporters.targets.python_backend import python_backend
-from recsys.feature_assembly import FeatureTables
 
 QUEUE_DELAY_US = 500
-TEMPLATES = Path(__file__).parent / "triton_models"
 
 
 def _tensor(group: object, name: str, data_type: int, dims: Iterable[int]) -> None:
@@ -60,17 +57,6 @@ def family_config(config: mc.ModelConfig) -> mc.ModelConfig:
     return named
 
 
-def feature_assembly_config(dense_dim: int) -> mc.ModelConfig:
-    """Feature assembly is numpy code: the python backend on every target."""
-    config = _base_config(triton.FEATURES)
-    _tensor(config.input, triton.USER_IDX, mc.TYPE_INT64, [1])
-    _tensor(config.input, triton.ITEM_IDX, mc.TYPE_INT64, [1])
-    _tensor(config.output, triton.DENSE, mc.TYPE_FP32, [dense_dim])
-    python_backend(config)
-    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
-    return config
-
-
 def onnx_config(
     name: str, inputs: list[tuple[str, int, list[int]]], target: ExportTarget, precision: Precision
 ) -> mc.ModelConfig:
@@ -89,32 +75,29 @@ def scorer_config(member: str, target: ExportTarget, precision: Precision = "fp3
     return onnx_config(triton.scorer_model(member), pair, target, precision)
 
 
-def fusion_config(
-    members: list[str], dense_dim: int, target: ExportTarget, precision: Precision = "fp32"
-) -> mc.ModelConfig:
-    inputs = [(triton.member_score(m), mc.TYPE_FP32, [1]) for m in members]
-    return onnx_config(triton.FUSION, [*inputs, (triton.DENSE_INPUT, mc.TYPE_FP32, [dense_dim])], target, precision)
+def fusion_config(members: list[str], target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
+    scores = [(triton.member_score(m), mc.TYPE_FP32, [1]) for m in members]
+    pair = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]
+    return onnx_config(triton.FUSION, [*scores, *pair], target, precision)
 
 
 def ensemble_config(version: int, members: list[str], families: dict[str, str]) -> mc.ModelConfig:
-    """Feature assembly and every member scorer from (USER_IDX, ITEM_IDX), then the fusion; every
-    step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
+    """Every member scorer from (USER_IDX, ITEM_IDX), then the fusion from their scores and the same
+    pairs; every step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
     config = _base_config(triton.ensemble_model(version))
     config.platform = "ensemble"
     _tensor(config.input, triton.USER_IDX, mc.TYPE_INT64, [1])
     _tensor(config.input, triton.ITEM_IDX, mc.TYPE_INT64, [1])
     _tensor(config.output, triton.SCORE, mc.TYPE_FP32, [1])
     steps = config.ensemble_scheduling.step
-    features = steps.add(model_name=families[triton.FEATURES], model_version=version)
-    features.input_map.update({triton.USER_IDX: triton.USER_IDX, triton.ITEM_IDX: triton.ITEM_IDX})
-    features.output_map.update({triton.DENSE: triton.DENSE})
+    pairs = dict(zip(triton.PAIR_INPUTS, (triton.USER_IDX, triton.ITEM_IDX), strict=True))
     for member in members:
         scorer = steps.add(model_name=families[triton.scorer_model(member)], model_version=version)
-        scorer.input_map.update(dict(zip(triton.PAIR_INPUTS, (triton.USER_IDX, triton.ITEM_IDX), strict=True)))
+        scorer.input_map.update(pairs)
         scorer.output_map.update({triton.OUTPUT: triton.member_score(member)})
     fusion = steps.add(model_name=families[triton.FUSION], model_version=version)
     fusion.input_map.update({triton.member_score(m): triton.member_score(m) for m in members})
-    fusion.input_map.update({triton.DENSE_INPUT: triton.DENSE})
+    fusion.input_map.update(pairs)
     fusion.output_map.update({triton.OUTPUT: triton.SCORE})
     return config
 
@@ -144,7 +127,6 @@ def write_version(
     *,
     members: list[str],
     onnx_files: dict[str, tuple[Path, Precision]],
-    tables: FeatureTables,
     target: ExportTarget,
 ) -> dict[str, str]:
     """Stage every step model's ``version`` folder and the version's ensemble, then move them into
@@ -159,17 +141,11 @@ def write_version(
     staging = repository.parent / f".{repository.name}.staging" / uuid.uuid4().hex
     onnx_models = {triton.scorer_model(m): scorer_config(m, target, onnx_files[triton.scorer_model(m)][1])
                    for m in members}
-    onnx_models[triton.FUSION] = fusion_config(members, tables.dense_dim, target, onnx_files[triton.FUSION][1])
-    steps = {triton.FEATURES: feature_assembly_config(tables.dense_dim), **onnx_models}
-    configs = {base: family_config(config) for base, config in steps.items()}
+    onnx_models[triton.FUSION] = fusion_config(members, target, onnx_files[triton.FUSION][1])
+    configs = {base: family_config(config) for base, config in onnx_models.items()}
     families = {base: config.name for base, config in configs.items()}
     ensemble = ensemble_config(version, members, families)
     try:
-        features_dir = staging / families[triton.FEATURES] / str(version)
-        features_dir.mkdir(parents=True)
-        shutil.copy2(TEMPLATES / "feature_assembly" / "model.py", features_dir / "model.py")
-        shutil.copy2(recsys.feature_assembly.__file__, features_dir / "feature_assembly.py")
-        tables.save(features_dir)
         for base in onnx_models:
             model_dir = staging / families[base] / str(version)
             model_dir.mkdir(parents=True)

@@ -1,7 +1,6 @@
-"""Ranking features of (user, item) pairs from lookup tables, in numpy alone.
-
-Training uses this module, and the exporter copies this very file into Triton's feature
-assembly model, so that serving builds exactly the features the fusion ranker was trained on.
+"""Ranking features of (user, item) pairs from lookup tables: in numpy for training and evaluation,
+and the same computation as a torch module that the fusion's ONNX model embeds, so serving builds
+the features the fusion was trained on (the exporter's parity gate compares the two).
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 TABLES_FILE = "tables.npz"
 
@@ -59,3 +59,28 @@ def assemble_dense(tables: FeatureTables, user_idx: np.ndarray, item_idx: np.nda
         tables.user_log_activity[users][:, None],
     ]
     return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+class DenseFeatures(torch.nn.Module):
+    """``assemble_dense`` as a module, the tables inside: (user_idx, item_idx) ``[B, 1]`` -> ``[B, D]``."""
+
+    def __init__(self, tables: FeatureTables) -> None:
+        super().__init__()
+        for name, value in vars(tables).items():
+            self.register_buffer(name, torch.from_numpy(np.asarray(value, dtype=np.float32)))
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        users, items = user_idx.reshape(-1), item_idx.reshape(-1)
+        genres = self.item_genres[items]
+        is_tv = self.item_is_tv[items]
+        tv_share = self.user_tv_share[users]
+        columns = [
+            genres,
+            (self.user_genre_affinity[users] * genres).sum(dim=1, keepdim=True),
+            (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share)).unsqueeze(1),
+            self.item_log_popularity[items].unsqueeze(1),
+            self.item_year[items].unsqueeze(1),
+            is_tv.unsqueeze(1),
+            self.user_log_activity[users].unsqueeze(1),
+        ]
+        return torch.cat(columns, dim=1)

@@ -2,7 +2,8 @@
 
 It learns from candidate lists whose members were fitted without the labels (validation items),
 with a listwise softmax loss, early-stopped on a held-out share of those users. It is the last
-step of the Triton ranking ensemble: one input per member score, plus the dense features.
+step of the Triton ranking ensemble: one input per member score, plus the (user, item) pair, whose
+dense features it looks up itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from recsys.candidates import CandidateLists, evaluate_lists
 from recsys.data.splits import Split
+from recsys.feature_assembly import DenseFeatures, FeatureTables
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
 from recsys.metrics import K
 from recsys.models import DCN
@@ -58,17 +60,20 @@ class FusionNetwork(torch.nn.Module):
 
 
 class FusionServing(torch.nn.Module):
-    """The exported form: ``(score_<member> [B,1] ..., dense [B,D]) -> score [B,1]``."""
+    """The exported form: ``(score_<member> [B,1] ..., user_idx [B,1], item_idx [B,1]) -> score [B,1]``;
+    the dense features are looked up inside, from the run's tables."""
 
-    def __init__(self, network: FusionNetwork) -> None:
+    def __init__(self, network: FusionNetwork, tables: FeatureTables) -> None:
         super().__init__()
         self.network = network
+        self.dense = DenseFeatures(tables)
         self.passthrough = int(network.passthrough)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *scores, user_idx, item_idx = inputs
         if self.passthrough >= 0:
-            return inputs[self.passthrough] + 0.0
-        return self.network(torch.cat(inputs, dim=1)).unsqueeze(1)
+            return scores[self.passthrough] + 0.0
+        return self.network(torch.cat([*scores, self.dense(user_idx, item_idx)], dim=1)).unsqueeze(1)
 
 
 class DcnFusion(ModelKind):
@@ -175,8 +180,9 @@ class DcnFusion(ModelKind):
             return features[..., passthrough]
         return self.network(torch.from_numpy(features)).numpy()
 
-    def serving_module(self) -> torch.nn.Module:
-        return FusionServing(self.network.eval())
+    def serving_module(self, tables: FeatureTables) -> torch.nn.Module:
+        """The module the exporter writes as the fusion's ONNX model, with ``tables``' features inside."""
+        return FusionServing(self.network.eval(), tables)
 
     def save_state(self, folder: Path) -> None:
         torch.save({"n_features": int(self.network.mean.shape[0]), "state": self.network.state_dict()},
