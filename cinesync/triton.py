@@ -5,7 +5,7 @@ Serving version N is ranked by the ensemble ``ranking_N`` (``ensemble_model(N)``
 ``score_<member>`` model per scoring member makes that member's score, all in parallel; ``fusion``
 reads every member score and the same rows (it looks their dense features up) and makes SCORE. A step model's
 repository folder is its base name plus a short hash of its configuration (``model_family``), so
-versions whose interfaces differ (another member set, another feature width) live side by side.
+versions whose interfaces differ (another member set) live side by side.
 """
 
 from __future__ import annotations

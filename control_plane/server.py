@@ -27,7 +27,6 @@ from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
 
 log = logging.getLogger(__name__)
-SPOOL_FILE = "exposure-spool.jsonl"  # in the home: exposures and feedback queued while Redis is away
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name
 
 
@@ -45,7 +44,7 @@ async def _track_health(
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
     models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates)
-    store = ExperimentStore(settings.redis_url, settings.redis_namespace, spool=settings.home / SPOOL_FILE)
+    store = ExperimentStore(settings.redis_url, settings.redis_namespace, spool_dir=settings.home / "spool")
     router = ExperimentRouter(store, models)
     tokens = settings.admin_token_list()
     if not tokens:

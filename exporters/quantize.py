@@ -22,7 +22,8 @@ CALIBRATION_BATCH = 256
 # ops and reductions stay float, so a score is never rounded to 256 levels (quantizing the tower's
 # product and sum lost 3.2 % of validation NDCG@10 on ML-100k; see docs/benchmarks.md).
 QUANTIZED_OPS = ["Gather", "MatMul", "Gemm"]
-# The fusion's Gathers read its feature tables (genres, shares, years): only its dense layers.
+# The fusion's Gathers read its feature tables (genres, shares, years), which stay float: only its
+# dense layers.
 FUSION_QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 

@@ -12,6 +12,12 @@ from cinesync import triton
 from exporters import onnx_export
 from exporters.onnx_export import PARITY_TOLERANCE, REPORT_FILE, ort_session
 from recsys.cascade import pair_features
+from recsys.data import load_dataset
+from recsys.data.splits import make_protocol
+from recsys.kinds import create
+from recsys.kinds import ease as ease_module
+from recsys.kinds.ease import Ease
+from recsys.pipeline import catalog_of
 from recsys.run import load_run
 
 
@@ -25,7 +31,8 @@ def test_report_names_every_member_and_the_fusion_within_tolerance(exported_run:
     assert all(0 <= entry["max_abs_error"] <= PARITY_TOLERANCE for entry in models)
     assert all(entry["served_file"] == entry["file"] and entry["precision"] == "fp32" for entry in models)
     fusion = models[-1]
-    assert fusion["inputs"] == ["score_popularity", "score_ease", "score_two_tower", *triton.PAIR_INPUTS]
+    graph_inputs = [i.name for i in ort_session(exported_run / fusion["file"]).get_inputs()]
+    assert fusion["inputs"] == graph_inputs == ["score_popularity", "score_ease", "score_two_tower", *triton.PAIR_INPUTS]
 
 
 @pytest.mark.parametrize("size", [1, 3, 200])
@@ -100,3 +107,21 @@ def test_guard_measures_the_relative_loss() -> None:
     assert result.relative_loss == pytest.approx(0.1) and not result.accepted
     assert guard(lambda: np.array([1.0]), lambda: np.array([0.995]), lambda s: float(s[0]), max_loss=0.01,
                  users=3).accepted
+
+
+@pytest.mark.parametrize("rows_max_items", [ease_module.ROWS_MAX_ITEMS, 0])
+def test_onnx_scorer_matches_the_pairs_scores_by_rows_and_by_flat_index(
+    rows_max_items: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ease_module, "ROWS_MAX_ITEMS", rows_max_items)
+    dataset = load_dataset("synthetic:n_users=80,n_items=50,mean_interactions=10,seed=3")
+    ease = create("ease", catalog_of(dataset), {"l2_grid": "30", "neighbours": 7})
+    assert isinstance(ease, Ease)
+    ease.fit(make_protocol(dataset).validation)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 80, 33), rng.integers(0, 50, 33)
+    exported = onnx_export.export_module(ease.scorer_module(), name="score_ease", folder=tmp_path,
+                             example={"user_idx": users[:8, None], "item_idx": items[:8, None]},
+                             check={"user_idx": users[:, None], "item_idx": items[:, None]},
+                             expected=ease.score_pairs(users, items))
+    assert exported.max_abs_error <= 1e-5

@@ -89,15 +89,18 @@ def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | 
         result = _run_pipeline(settings, pipeline_options(assignments), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
+        late: VersionTimeout | None = None
         try:
             response = wait_for_version(stack.grpc_address, user_id, version)
             say(f"Serving model version {version} · first recommendation after {time.monotonic() - started:.0f} s")
-        except VersionTimeout as late:  # show what it serves, and say why it is not what was asked
-            response = late.last
+        except VersionTimeout as timeout:  # show what it serves, and say why it is not what was asked
+            response, late = timeout.last, timeout
             say(f"warning: {late}; see the logs in {settings.home / 'logs'}")
         say(format_table(response, user_id))
         if as_json:
             click.echo(json.dumps(response_json(response, user_id)))
+        if late is not None and not keep_serving:
+            raise click.ClickException(str(late))  # exit 1: the answer shown is not the one asked for
         if keep_serving:
             say(f"\nServing on {stack.grpc_address}; try `cinesync recommend {user_id} --address "
                 f"{stack.grpc_address}`. Ctrl-C stops everything started here.")

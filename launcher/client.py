@@ -32,22 +32,23 @@ def recommend(
 def wait_for_version(address: str, user_id: str, version: int, *, timeout: float = 120.0) -> pb.RecommendResponse:
     """Call Recommend until the control plane serves ``version`` ranked by Triton (or time runs out)."""
     deadline = time.monotonic() + timeout
-    response = None
+    response, failure = None, ""
     while time.monotonic() < deadline:
         try:
-            response = recommend(address, user_id)
+            response, failure = recommend(address, user_id), ""
             if response.model_version == str(version) and response.ranked_by == pb.RANKED_BY_TRITON:
                 return response
         except grpc.RpcError as error:
             if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
+            failure = error.code().name
         time.sleep(0.5)
     if response is None:
         raise TimeoutError(f"control plane at {address} did not answer within {timeout:.0f} s")
+    now = f"its last call failed ({failure}); its last answer had" if failure else "it still answers with"
     raise VersionTimeout(
-        f"after {timeout:.0f} s the control plane at {address} still answers with version "
-        f"{response.model_version or '(none)'}, ranked by {pb.RankedBy.Name(response.ranked_by)}, "
-        f"not version {version} ranked by Triton",
+        f"after {timeout:.0f} s at {address}, {now} version {response.model_version or '(none)'}, ranked by "
+        f"{pb.RankedBy.Name(response.ranked_by)}, not version {version} ranked by Triton",
         response,
     )
 

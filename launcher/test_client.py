@@ -23,7 +23,7 @@ def test_a_version_never_served_is_a_timeout_that_names_what_is_served() -> None
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        with pytest.raises(VersionTimeout, match="still answers with version 1, ranked by RANKED_BY_RETRIEVAL") as late:
+        with pytest.raises(VersionTimeout, match="it still answers with version 1, ranked by RANKED_BY_RETRIEVAL") as late:
             wait_for_version(f"127.0.0.1:{port}", "u1", 2, timeout=1.0)
         assert late.value.last.model_version == "1"
     finally:

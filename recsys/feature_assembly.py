@@ -6,12 +6,9 @@ the features the fusion was trained on (the exporter's parity gate compares the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-
-TABLES_FILE = "tables.npz"
 
 
 @dataclass
@@ -29,16 +26,6 @@ class FeatureTables:
     @property
     def dense_dim(self) -> int:
         return int(self.item_genres.shape[1]) + 6
-
-    def save(self, folder: Path) -> Path:
-        path = Path(folder) / TABLES_FILE
-        np.savez(path, **{name: np.asarray(value, dtype=np.float32) for name, value in vars(self).items()})
-        return path
-
-    @classmethod
-    def load(cls, folder: Path) -> FeatureTables:
-        with np.load(Path(folder) / TABLES_FILE) as data:
-            return cls(**{name: data[name] for name in data.files})
 
 
 def assemble_dense(tables: FeatureTables, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
@@ -71,16 +58,20 @@ class DenseFeatures(torch.nn.Module):
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         users, items = user_idx.reshape(-1), item_idx.reshape(-1)
-        genres = self.item_genres[items]
-        is_tv = self.item_is_tv[items]
-        tv_share = self.user_tv_share[users]
+
+        def of(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return torch.index_select(table, 0, rows)  # one ONNX Gather (indexing exports as GatherND)
+
+        genres = of(self.item_genres, items)
+        is_tv = of(self.item_is_tv, items)
+        tv_share = of(self.user_tv_share, users)
         columns = [
             genres,
-            (self.user_genre_affinity[users] * genres).sum(dim=1, keepdim=True),
+            (of(self.user_genre_affinity, users) * genres).sum(dim=1, keepdim=True),
             (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share)).unsqueeze(1),
-            self.item_log_popularity[items].unsqueeze(1),
-            self.item_year[items].unsqueeze(1),
+            of(self.item_log_popularity, items).unsqueeze(1),
+            of(self.item_year, items).unsqueeze(1),
             is_tv.unsqueeze(1),
-            self.user_log_activity[users].unsqueeze(1),
+            of(self.user_log_activity, users).unsqueeze(1),
         ]
         return torch.cat(columns, dim=1)

@@ -5,10 +5,12 @@ per-variant counters, batched: answers queue their exposures and a background ta
 queued in one pipelined round trip every 20 ms (and on shutdown). The Redis the launcher starts runs
 with append-only persistence (fsync every second), so a restarted Redis keeps them; the launcher
 warns when it finds a Redis without it. While Redis is unreachable the queue (bounded) holds the
-records and the watcher sends them when Redis answers again; the queue is then also written to a
-spool file, which a restarted control plane reads back, so a crash during an outage loses nothing.
-Replayed records are sent at least once: the counts are sets of request ids, so a record sent twice
-counts once (the streams, a log, may then hold it twice).
+records and the watcher sends them when Redis answers again; the queue is then also mirrored to a
+spool file in the home (control_plane/experiments/spool.py), which the next control plane to start
+reads back, so a crash during an outage loses nothing. Replayed records are sent at least once: the
+per-variant counts are sets of request ids and count a record sent twice once; the streams and the
+unmatched-feedback counter may then hold it twice. A record Redis refuses (not an outage: a command
+error) is logged and dropped, so it never blocks the ones behind it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from control_plane.experiments.definition import Experiment
+from control_plane.experiments.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 EXPOSURE_TTL_S = 30 * 24 * 3600  # feedback can refer to an answer for this long
@@ -34,6 +38,8 @@ MAX_PENDING = 100_000
 MAX_BATCH = 500
 BATCH_DELAY_S = 0.02
 EVENTS = ("click", "watch")  # feedback kinds whose rates a report gives
+SPOOL_NAME = "exposure-spool"
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # an outage, not a refused command
 FieldT = bytes | bytearray | memoryview | str | int | float  # what redis-py accepts as a stream field
 
 
@@ -67,37 +73,25 @@ class VariantCounts:
     events: dict[str, int]
 
 
-def _read_spool(path: Path) -> list[Exposure | Feedback]:
-    """The records of a spool file, in order; a line cut short by a crash is skipped."""
-    kinds: dict[str, type[Exposure | Feedback]] = {"Exposure": Exposure, "Feedback": Feedback}
-    records: list[Exposure | Feedback] = []
-    for line in path.read_text().splitlines():
-        try:
-            fields = json.loads(line)
-            records.append(kinds[fields.pop("type")](**fields))
-        except (ValueError, KeyError, TypeError):
-            log.warning("skipped a damaged line of %s", path)
-    return records
-
-
 class ExperimentStore:
     """Reads and writes one installation's experiments, exposures and feedback (keys under ``namespace``)."""
 
-    def __init__(self, url: str, namespace: str, *, spool: Path | None = None) -> None:
+    def __init__(self, url: str, namespace: str, *, spool_dir: Path | None = None) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.ns = namespace
         self.pending: deque[Exposure | Feedback] = deque()
-        self.dropped = 0  # records refused because MAX_PENDING were already waiting (logged)
-        self.away = False  # Redis failed: records only queue; the watcher's flush tries again
+        self.dropped = 0  # records refused: MAX_PENDING already waiting, or Redis refused them (logged)
+        self.away = False  # Redis unreachable: records only queue; the watcher's flush tries again
         self._flushing = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        self.spool = spool  # while Redis is away, the queue is mirrored here
-        if spool is not None and spool.is_file():
-            self.pending.extend(_read_spool(spool))
+        kinds: dict[str, type[Record]] = {"Exposure": Exposure, "Feedback": Feedback}
+        self.spool = Spool.claim(spool_dir, SPOOL_NAME, kinds) if spool_dir is not None else None
+        self._mirrored = True  # the spool file holds exactly the queue (none: an empty queue)
+        if self.spool is not None:
+            self.pending.extend(self.spool.load(MAX_PENDING))  # type: ignore[arg-type]
             if self.pending:
-                log.warning("%d records of an earlier run read from %s; sent when Redis answers",
-                            len(self.pending), spool)
-                self.away = True  # new records join the spool until everything is sent
+                log.warning("%d records of an earlier run read from %s; sent with the next flush",
+                            len(self.pending), self.spool.path)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -118,7 +112,7 @@ class ExperimentStore:
             fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
             pipe.xadd(self._key("exposures"), fields)
             # What feedback needs of its exposure, found by request id: one SET with its expiry.
-            pipe.set(self._key("exposure", record.request_id),
+            pipe.set(self._key("exposed", record.request_id),
                      json.dumps([record.experiment, record.variant]), ex=EXPOSURE_TTL_S)
             if record.experiment:  # a set of request ids: a batch sent twice counts once
                 pipe.sadd(self._key("exp", record.experiment, record.variant, "exposures"), record.request_id)
@@ -127,7 +121,7 @@ class ExperimentStore:
     async def _write_feedback(self, record: Feedback) -> bool:
         """Append ``record`` and count it; False when no exposure has its request id."""
         fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
-        exposure = await self.redis.get(self._key("exposure", record.request_id))
+        exposure = await self.redis.get(self._key("exposed", record.request_id))
         matched = exposure is not None
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self._key("feedback"), {**fields, "matched": str(int(matched))})
@@ -146,18 +140,10 @@ class ExperimentStore:
                 log.error("%d records dropped: %d already wait for Redis", self.dropped, MAX_PENDING)
             return
         self.pending.append(record)
-        if self.away:
-            self._spool([record], mode="a")
-
-    def _spool(self, records: Iterable[Exposure | Feedback], *, mode: str) -> None:
-        if self.spool is None:
-            return
-        try:
-            self.spool.parent.mkdir(parents=True, exist_ok=True)
-            with self.spool.open(mode) as spool:
-                spool.writelines(json.dumps({"type": type(r).__name__, **asdict(r)}) + "\n" for r in records)
-        except OSError as error:
-            log.error("could not write the spool %s; queued records live in memory only: %s", self.spool, error)
+        if self.away and self.spool is not None:
+            self.spool.append(record)  # mirrored still, if it was
+        else:
+            self._mirrored = False
 
     def expose(self, record: Exposure) -> None:
         """Queue an exposure; a background task writes the queue in batches every BATCH_DELAY_S (one
@@ -180,46 +166,65 @@ class ExperimentStore:
             return None
         try:
             return await self._write_feedback(record)
-        except (RedisError, OSError) as error:
+        except UNREACHABLE as error:
             self._queue(record)
             self._went_away(error)
             return None
+        except RedisError:
+            self._refused([record])
+            return None
+
+    def _refused(self, records: list[Exposure] | list[Feedback]) -> None:
+        self.dropped += len(records)
+        log.exception("Redis refused %d record(s), dropped (request ids %s)", len(records),
+                      ", ".join(r.request_id for r in records[:3]))
 
     def _went_away(self, error: Exception) -> None:
+        """After any failed send: say so once per outage, and make the spool hold the queue again."""
         if not self.away:
-            log.warning("Redis unreachable, records wait in memory and in %s: %s", self.spool, error)
-            self._spool(self.pending, mode="w")
+            where = f"memory and {self.spool.path}" if self.spool is not None else "memory"
+            log.warning("Redis unreachable, records wait in %s: %s", where, error)
         self.away = True
+        if self.spool is not None and not self._mirrored:
+            self.spool.rewrite(self.pending)
+            self._mirrored = True
 
     async def flush(self) -> None:
         """Send the queued records in order, exposures in batches (one flush at a time, none twice)."""
         async with self._flushing:
             while self.pending:
                 head = self.pending[0]
-                try:
-                    if isinstance(head, Feedback):
+                if isinstance(head, Feedback):
+                    try:
                         await self._write_feedback(head)
-                        self.pending.popleft()
-                        continue
-                except (RedisError, OSError) as error:
-                    self._went_away(error)
-                    return
+                    except UNREACHABLE as error:
+                        self._went_away(error)
+                        return
+                    except RedisError:
+                        self._refused([head])
+                    self.pending.popleft()
+                    self._mirrored = False
+                    continue
                 batch: list[Exposure] = []
                 while self.pending and isinstance(self.pending[0], Exposure) and len(batch) < MAX_BATCH:
                     batch.append(self.pending.popleft())  # type: ignore[arg-type]
+                self._mirrored = False  # the batch is out of the queue while it is sent
                 try:
                     pipe = self.redis.pipeline(transaction=True)  # all of a batch or none of it
                     self._add_exposures(pipe, batch)
                     await pipe.execute()
-                except (RedisError, OSError) as error:
+                except UNREACHABLE as error:
                     self.pending.extendleft(reversed(batch))  # back in front, in order
                     self._went_away(error)
                     return
+                except RedisError:
+                    self._refused(batch)
             if self.away:
                 log.info("Redis answers again: the waiting records were sent")
-                if self.spool is not None:
-                    self.spool.unlink(missing_ok=True)
             self.away = False
+            if self.spool is not None and not self._mirrored:
+                self.spool.clear()  # the queue is empty
+                self._mirrored = True
 
     async def counts(self, experiment: str, variant: str) -> VariantCounts:
         pipe = self.redis.pipeline(transaction=False)
@@ -235,6 +240,8 @@ class ExperimentStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.spool is not None:
+            self.spool.release()
 
 
 def now() -> float:

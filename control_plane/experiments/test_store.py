@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,36 +59,71 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
         redis_process.stop()
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
-def test_records_queued_during_an_outage_survive_a_crash_of_the_control_plane(tmp_path: Path) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    spool = tmp_path / "home" / "spool.jsonl"
+# A control plane during a Redis outage: it queues two exposures and an unmatched feedback, then dies.
+DIES_DURING_OUTAGE = """
+import asyncio, os, signal, sys, time
+from pathlib import Path
+from control_plane.experiments.store import ExperimentStore, Exposure, Feedback
 
-    async def during_outage() -> None:  # Redis is not running: the store spools, then "crashes"
-        store = ExperimentStore(url, "test", spool=spool)
-        store.expose(_exposure(1, "a"))
+async def main():
+    store = ExperimentStore(sys.argv[1], "test", spool_dir=Path(sys.argv[2]))
+    for n in (1, 2):
+        store.expose(Exposure(f"{n:032x}", f"u{n}", "exp", "a", 1, 1, time.time()))
         await store.flush()
-        assert store.away
-        store.expose(_exposure(2, "a"))
-        assert await store.feedback(Feedback(f"{1:032x}", "u1", "i", "click", 0, time.time())) is None
-        await store.redis.aclose()  # no final flush: the process dies here
+    assert store.away
+    assert await store.feedback(Feedback(f"{999:032x}", "x", "i", "click", 0, time.time())) is None
+    os.kill(os.getpid(), signal.SIGKILL)
 
-    asyncio.run(during_outage())
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    spool_dir = tmp_path / "home" / "spool"
+    died = subprocess.run([sys.executable, "-c", DIES_DURING_OUTAGE, url, str(spool_dir)], timeout=60, check=False)
+    assert died.returncode == -signal.SIGKILL
+    (spool,) = spool_dir.glob("*.jsonl")
     with spool.open("a") as damaged:
-        damaged.write('{"type": "Exposure", "request_')  # a line cut short by the crash
+        damaged.write('{"type": "Exposure", "request_')  # a line cut short by the kill
     redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
     assert redis_process is not None
 
     async def after_restart() -> None:
-        store = ExperimentStore(url, "test", spool=spool)
-        assert len(store.pending) == 3
+        store = ExperimentStore(url, "test", spool_dir=spool_dir)  # takes the slot the dead one held
+        assert store.spool is not None and store.spool.path == spool and len(store.pending) == 3
+        store.expose(_exposure(3, "a"))  # queued after the damaged line: read back whole
         await store.flush()
         a = await store.counts("exp", "a")
-        assert (a.exposures, a.users, a.events["click"]) == (2, 2, 1)
+        assert (a.exposures, a.users) == (3, 3) and await store.unmatched() == 1
+        assert await store.redis.xlen("test:exposures") == 3 and await store.redis.xlen("test:feedback") == 1
         assert not store.away and not spool.exists()
         await store.close()
 
     try:
         asyncio.run(after_restart())
+    finally:
+        redis_process.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
+    assert redis_process is not None
+
+    async def scenario() -> None:
+        store = ExperimentStore(url, "test")
+        await store.redis.hset(f"test:exposed:{1:032x}", "x", "1")  # a key of another type: GET fails
+        assert await store.feedback(Feedback(f"{1:032x}", "u1", "i", "click", 0, time.time())) is None
+        store.expose(_exposure(2, "a"))
+        await store.flush()
+        assert store.dropped == 1 and not store.away and not store.pending
+        assert (await store.counts("exp", "a")).exposures == 1
+        await store.close()
+
+    try:
+        asyncio.run(scenario())
     finally:
         redis_process.stop()

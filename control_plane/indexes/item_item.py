@@ -12,6 +12,7 @@ from scipy import sparse
 
 from control_plane.indexes.base import ANY, CandidateIndex, Found, best_unseen
 
+ROWS_AT_ONCE = 256
 DENSE_MAX_BYTES = 64 << 20  # item x item float32 up to 64 MB (4,096 items: both MovieLens sets)
 
 
@@ -40,9 +41,12 @@ class ItemItemIndex(CandidateIndex):
         self.n_items = n_items
 
     def scores(self, history: NDArray[np.int64]) -> NDArray[np.float32]:
-        """The sum of the weights from ``history``'s items into every item."""
-        total = self.rows[history].sum(axis=0)
-        return np.asarray(total, dtype=np.float32).reshape(-1)
+        """The sum of the weights from ``history``'s items into every item, ROWS_AT_ONCE rows at a
+        time (a long history's rows never all copied at once)."""
+        total = np.zeros(self.n_items, dtype=np.float32)
+        for start in range(0, len(history), ROWS_AT_ONCE):
+            total += np.asarray(self.rows[history[start : start + ROWS_AT_ONCE]].sum(axis=0)).reshape(-1)
+        return total
 
     def search(
         self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]

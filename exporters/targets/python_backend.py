@@ -16,23 +16,19 @@ from exporters.targets.base import ExportTarget, Precision
 RUNNER = Path(__file__).resolve().parent.parent / "triton_models" / "onnx_runner" / "model.py"
 
 
-def python_backend(config: mc.ModelConfig, *, threads: int = 1) -> None:
-    """Run ``config`` in the python backend, on the CPU, finding this installation's packages."""
-    config.backend = "python"
-    # The python backend stub runs Python isolated: the models find numpy/onnxruntime here.
-    config.parameters["extra_sys_path"].string_value = os.pathsep.join(site.getsitepackages())
-    config.parameters["threads"].string_value = str(threads)
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-
-
 class PythonBackendTarget(ExportTarget):
     """ONNX Runtime (CPU) called from a python-backend model."""
 
     name: ClassVar[str] = "python"
 
     def configure(self, config: mc.ModelConfig, *, precision: Precision) -> None:
+        """Run ``config`` in the python backend on the CPU, finding this installation's packages."""
         del precision  # ONNX Runtime runs the QDQ model as it is
-        python_backend(config)
+        config.backend = "python"
+        # The python backend stub runs Python isolated: the models find numpy/onnxruntime here.
+        config.parameters["extra_sys_path"].string_value = os.pathsep.join(site.getsitepackages())
+        config.parameters["threads"].string_value = "1"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
 
     def write_model(self, onnx_path: Path, model_dir: Path, *, precision: Precision) -> None:
         del precision

@@ -55,10 +55,14 @@ class ManagedProcess:
             )
 
     def restart(self) -> None:
-        """Start the same command again (same arguments, hence the same ports), after it exited.
-        What is left of its group is killed at once: orphaned without their leader (Triton's python
-        stubs), they have nothing to finish, and one that ignores SIGTERM would hold the restart 15 s."""
-        self.stop(timeout=0.0)
+        """Stop it (SIGTERM, then SIGKILL after 15 s) and start the same command again (same
+        arguments, hence the same ports). After its leader exited, what is left of the group is
+        killed at once: orphaned (Triton's python stubs), it has nothing to finish, and one that
+        ignores SIGTERM would hold the restart 15 s."""
+        if self.running():
+            self.stop()
+        else:
+            self.stop(timeout=0.0)
         self.popen = self._spawn()
 
     @property
