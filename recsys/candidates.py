@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.data.splits import Split
-from recsys.metrics import RECALL_CUTOFFS, evaluate_ranked
+from recsys.metrics import RECALL_CUTOFFS, K, evaluate_ranked, per_user_metrics
 
 PAD = -1
 
@@ -49,3 +49,9 @@ def rank_lists(items: np.ndarray, scores: np.ndarray, depth: int = max(RECALL_CU
 def evaluate_lists(lists: CandidateLists, scores: np.ndarray, split: Split) -> dict[str, float]:
     """The metrics of recsys.metrics for candidate lists ranked by ``scores`` ([L, W])."""
     return evaluate_ranked(rank_lists(lists.items, scores), split, lists.users)
+
+
+def ndcg_per_list(lists: CandidateLists, scores: np.ndarray, split: Split) -> np.ndarray:
+    """NDCG@K of each candidate list ranked by ``scores`` ([L, W]), for paired comparisons."""
+    relevant = [split.test_items[u] for u in lists.users]
+    return per_user_metrics(rank_lists(lists.items, scores), relevant, K)[f"ndcg@{K}"]

@@ -30,8 +30,8 @@ def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np
     return np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
 
 
-def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:
-    """Mean Recall@k, NDCG@k (ideal DCG over min(|relevant|, k)), MRR@k and HR@k over the rows."""
+def per_user_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """Recall@k, NDCG@k (ideal DCG over min(|relevant|, k)), MRR@k and HR@k of each row."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall, ndcg, mrr = [], [], []
     for row, items in zip(ranked[:, :k], relevant, strict=True):
@@ -40,12 +40,14 @@ def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> d
         ndcg.append((hits * discounts[: len(row)]).sum() / discounts[: min(len(items), k)].sum())
         first = np.flatnonzero(hits)
         mrr.append(1.0 / (first[0] + 1) if len(first) else 0.0)
-    return {
-        f"ndcg@{k}": float(np.mean(ndcg)),
-        f"recall@{k}": float(np.mean(recall)),
-        f"mrr@{k}": float(np.mean(mrr)),
-        f"hr@{k}": float(np.mean(np.array(recall) > 0)),
-    }
+    return {f"ndcg@{k}": np.array(ndcg), f"recall@{k}": np.array(recall), f"mrr@{k}": np.array(mrr),
+            f"hr@{k}": np.array(recall) > 0}
+
+
+def ranking_metrics(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:
+    """Mean Recall@k, NDCG@k, MRR@k and HR@k over the rows."""
+    return {name: float(np.mean(values)) if len(values) else 0.0
+            for name, values in per_user_metrics(ranked, relevant, k).items()}
 
 
 def evaluate_ranked(ranked: np.ndarray, split: Split, users: np.ndarray) -> dict[str, float]:

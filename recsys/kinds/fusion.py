@@ -1,20 +1,22 @@
 """The fusion ranker: a DCN-v2 stacker over every member's score and the ranking features.
 
 It learns from candidate lists whose members were fitted without the labels (validation items),
-with a listwise softmax loss, early-stopped on a held-out share of those users. It is the last
+with a listwise softmax loss, early-stopped on a held-out share of those users. It scores as the
+best member alone (the anchor) plus a learned correction that starts at zero. It is the last
 step of the Triton ranking ensemble: one input per member score, plus the (user, item) pair, whose
 dense features it looks up itself.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recsys.candidates import CandidateLists, evaluate_lists
+from recsys.candidates import CandidateLists, evaluate_lists, ndcg_per_list
 from recsys.data.splits import Split
 from recsys.feature_assembly import DenseFeatures, FeatureTables
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
@@ -36,27 +38,40 @@ class FusionParams:
     hidden: int = 64
     folds: int = 4  # cross-fitting folds of the validation lists
     early_stopping_share: float = 0.15  # of each fold's training lists, held out to stop its training
+    # The network replaces the best member only if its out-of-fold gain over it is significant:
+    # one-sided paired z-test over the lists, p below this.
+    max_gain_p_value: float = 0.05
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2 (each fold is scored by the others), got {self.folds}")
+        if not 0 < self.max_gain_p_value <= 1:
+            raise ValueError(f"max_gain_p_value must be in (0, 1], got {self.max_gain_p_value}")
         if not 0 < self.early_stopping_share < 1:
             raise ValueError(f"early_stopping_share must be in (0, 1), got {self.early_stopping_share}")
 
 
 class FusionNetwork(torch.nn.Module):
-    """Standardises [member scores..., dense] with constants from training, then a DCN-v2."""
+    """Standardises [member scores..., dense] with constants from training; the score is the anchor
+    member's standardised score, weighted, plus a DCN-v2's correction. The correction starts at
+    zero, so training starts from the anchor's ranking and moves only where the labels say so."""
 
-    def __init__(self, n_features: int, params: FusionParams) -> None:
+    def __init__(self, n_features: int, params: FusionParams, *, anchor: int = 0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
-        # -1: the DCN ranks; i >= 0: feature i (a member's score) passes through unchanged.
+        # -1: the network ranks; i >= 0: feature i (a member's score) passes through unchanged.
         self.register_buffer("passthrough", torch.tensor(-1))
+        self.register_buffer("anchor", torch.tensor([anchor]))
+        self.anchor_weight = torch.nn.Parameter(torch.ones(()))
         self.dcn = DCN(n_features, cross_layers=params.cross_layers, hidden=params.hidden)
+        torch.nn.init.zeros_(self.dcn.head.weight)
+        torch.nn.init.zeros_(self.dcn.head.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.dcn((features - self.mean) / self.scale).squeeze(-1)
+        standard = (features - self.mean) / self.scale
+        base = standard.index_select(-1, self.anchor).squeeze(-1)
+        return self.anchor_weight * base + self.dcn(standard).squeeze(-1)
 
 
 class FusionServing(torch.nn.Module):
@@ -74,6 +89,15 @@ class FusionServing(torch.nn.Module):
         if self.passthrough >= 0:
             return scores[self.passthrough] + 0.0
         return self.network(torch.cat([*scores, self.dense(user_idx, item_idx)], dim=1)).unsqueeze(1)
+
+
+def paired_gain_p_value(differences: np.ndarray) -> float:
+    """One-sided p-value that the mean of paired ``differences`` is above zero (normal approximation)."""
+    spread = float(differences.std(ddof=1)) if len(differences) > 1 else 0.0
+    if spread == 0.0:
+        return 0.0 if float(differences.mean()) > 0 else 1.0
+    z = float(differences.mean()) / (spread / math.sqrt(len(differences)))
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 class DcnFusion(ModelKind):
@@ -94,8 +118,9 @@ class DcnFusion(ModelKind):
 
         Cross-fitting: for each of ``folds`` folds of the lists, a network trained on the others
         (early-stopped on a share of them) scores the fold, so every list gets an out-of-fold score
-        that no choice was made on. If those rank worse than the best member alone over all lists,
-        that member's score passes through; else the final network learns from every list for the
+        that no choice was made on. Unless those rank better than the best member alone over all
+        lists, significantly (a one-sided paired z-test over the lists, p < max_gain_p_value), that
+        member's score passes through; else the final network learns from every list for the
         folds' mean best epoch count.
         """
         p = self.params
@@ -108,31 +133,36 @@ class DcnFusion(ModelKind):
             train_rows, held = np.flatnonzero((fold_of != fold) & ~stop), np.flatnonzero(fold_of == fold)
             stopping = lists.take(np.flatnonzero((fold_of != fold) & stop))
             network, best_epoch = self._train(lists.take(train_rows), stopping, split_for_metrics, p.epochs,
-                                              progress, stage=f"fusion fold {fold + 1}/{p.folds}")
+                                              progress, stage=f"fusion fold {fold + 1}/{p.folds}",
+                                              members=len(member_names))
             with torch.no_grad():
                 out_of_fold[held] = network(torch.from_numpy(lists.features[held])).numpy()
             best_epochs.append(best_epoch)
-        fused = evaluate_lists(lists, out_of_fold, split_for_metrics)[f"ndcg@{K}"]
-        alone = {
-            name: evaluate_lists(lists, lists.features[:, :, index], split_for_metrics)[f"ndcg@{K}"]
-            for index, name in enumerate(member_names)
-        }
+        fused = ndcg_per_list(lists, out_of_fold, split_for_metrics)
+        alone = {name: ndcg_per_list(lists, lists.features[:, :, index], split_for_metrics)
+                 for index, name in enumerate(member_names)}
+        best = max(alone, key=lambda name: float(alone[name].mean()))
+        p_value = paired_gain_p_value(fused - alone[best])
         epochs = max(1, round(float(np.mean(best_epochs))))
-        self.chosen = {"epochs": epochs, f"out_of_fold_ndcg@{K}": fused, f"members_alone_ndcg@{K}": alone}
-        best = max(alone, key=alone.__getitem__)
-        if alone[best] >= fused:
+        self.chosen = {"epochs": epochs, f"out_of_fold_ndcg@{K}": float(fused.mean()),
+                       f"members_alone_ndcg@{K}": {name: float(v.mean()) for name, v in alone.items()},
+                       "gain_p_value": p_value}
+        if p_value >= p.max_gain_p_value:
             self.network = FusionNetwork(lists.features.shape[2], p)  # never ranks: the member passes through
             self.network.passthrough.fill_(member_names.index(best))
             self.chosen["passthrough"] = best
         else:
-            self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion")
+            self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion",
+                                          members=len(member_names))
 
     def _train(
         self, lists: CandidateLists, stopping: CandidateLists | None, split: Split, epochs: int, progress: Progress,
-        *, stage: str,
+        *, stage: str, members: int,
     ) -> tuple[FusionNetwork, int]:
-        """A network trained on the lists that hold a positive; early-stopped on ``stopping`` if given."""
+        """A network trained on the lists that hold a positive, anchored on the best of the first
+        ``members`` features alone on those lists; early-stopped on ``stopping`` if given."""
         p = self.params
+        anchor = max(range(members), key=lambda i: evaluate_lists(lists, lists.features[:, :, i], split)[f"ndcg@{K}"])
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         labels = lists.labels
@@ -140,7 +170,7 @@ class DcnFusion(ModelKind):
         features = torch.from_numpy(lists.features[rows_with_positive])
         mask = torch.from_numpy(lists.mask[rows_with_positive])
         targets = torch.from_numpy(labels[rows_with_positive])
-        network = FusionNetwork(lists.features.shape[2], p)
+        network = FusionNetwork(lists.features.shape[2], p, anchor=anchor)
         valid = features[mask]
         network.mean.copy_(valid.mean(dim=0))
         network.scale.copy_(valid.std(dim=0).clamp(min=1e-6))

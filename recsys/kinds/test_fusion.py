@@ -10,6 +10,7 @@ from recsys.data.splits import Split
 from recsys.features import build_item_features
 from recsys.kinds import create
 from recsys.kinds.base import Catalog
+from recsys.kinds.fusion import paired_gain_p_value
 
 
 def lists_where_the_label_follows(weights: np.ndarray, *, n_lists: int = 400, width: int = 20) -> tuple[
@@ -25,9 +26,9 @@ def lists_where_the_label_follows(weights: np.ndarray, *, n_lists: int = 400, wi
     return CandidateLists(np.arange(n_lists), items, features, relevant), split
 
 
-def fusion(n_items: int = 20):  # type: ignore[no-untyped-def]
+def fusion(n_items: int = 20, **options: object):  # type: ignore[no-untyped-def]
     catalog = Catalog(1, n_items, build_item_features([]), np.zeros((1, 1), dtype=np.int64), [1], ordered=False)
-    return create("dcn_fusion", catalog, {"epochs": 30, "patience": 10}, seed=0)
+    return create("dcn_fusion", catalog, {"epochs": 30, "patience": 10, **options}, seed=0)
 
 
 def test_fusion_learns_a_combination_no_single_member_has() -> None:
@@ -45,3 +46,19 @@ def test_fusion_passes_the_best_member_through_when_it_cannot_beat_it() -> None:
     model.fit(lists, split, ["a", "b"])
     assert model.chosen["passthrough"] == "b"
     np.testing.assert_array_equal(model.score(lists), lists.features[:, :, 1])
+
+
+def test_a_gain_that_is_not_significant_enough_keeps_the_best_member() -> None:
+    lists, split = lists_where_the_label_follows(np.array([1.0, 1.0]))
+    model = fusion(max_gain_p_value=1e-300)
+    model.fit(lists, split, ["a", "b"])
+    assert model.chosen["out_of_fold_ndcg@10"] > max(model.chosen["members_alone_ndcg@10"].values())
+    assert model.chosen["passthrough"] in ("a", "b")
+
+
+def test_paired_gain_p_value_is_small_only_for_a_consistent_gain() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=2000)
+    assert paired_gain_p_value(noise + 0.2) < 1e-6
+    assert 0.05 < paired_gain_p_value(noise - noise.mean()) < 0.95
+    assert paired_gain_p_value(noise - 0.2) > 0.99
