@@ -38,10 +38,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
     protocol = make_protocol(dataset)
-    lightgcn = create("lightgcn", catalog_of(dataset), {"batch_size": 8192})
+    lightgcn = create("lightgcn", catalog_of(dataset), {"batch_sizes": "8192"})
     assert isinstance(lightgcn, LightGcn)
     stamps: list[float] = []
-    lightgcn.chosen = {"epochs": args.epochs}
+    lightgcn.chosen = {"epochs": args.epochs, "batch_size": 8192}
     started = time.perf_counter()
     lightgcn.refit(protocol.validation.train_sequences, lambda *_: stamps.append(time.perf_counter()))
     ours = list(np.diff([started, *stamps]).round(2))

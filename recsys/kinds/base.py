@@ -55,6 +55,17 @@ class Catalog:
     ordered: bool  # histories are in time order; without timestamps a history is a set
 
 
+def positive_grid(text: str, *, name: str, example: str) -> list[float]:
+    """The candidates of a comma-separated hyper-parameter grid ("200,500,1000"), all positive."""
+    try:
+        grid = [float(value) for value in text.split(",")]
+    except ValueError:
+        grid = []
+    if not grid or min(grid) <= 0:
+        raise ValueError(f"{name} must list positive numbers, e.g. {example}; got {text!r}")
+    return grid
+
+
 def parse_params(params_type: type[Any], options: Mapping[str, Any], *, owner: str) -> Any:
     """Build a kind's parameter dataclass from ``options``; unknown keys raise UnknownOption."""
     fields = {f.name: f for f in dataclasses.fields(params_type)}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress
+from recsys.kinds.base import MemberKind, Progress, Role, no_progress, positive_grid
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
@@ -28,18 +28,13 @@ class EaseParams:
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
 
     def __post_init__(self) -> None:
-        try:
-            grid = self.grid
-        except ValueError:
-            grid = []
-        if not grid or min(grid) <= 0:
-            raise ValueError(f"l2_grid must list positive numbers, e.g. 200,500,1000; got {self.l2_grid!r}")
+        _ = self.grid  # raises on a bad grid
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be 0 (all) or more, got {self.neighbours}")
 
     @property
     def grid(self) -> list[float]:
-        return [float(value) for value in self.l2_grid.split(",")]
+        return positive_grid(self.l2_grid, name="l2_grid", example="200,500,1000")
 
 
 def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:

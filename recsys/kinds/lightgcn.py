@@ -19,20 +19,37 @@ import torch
 from torch.nn import functional as F
 
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, Role
+from recsys.kinds.base import Progress, Role, no_progress, positive_grid
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.negatives import UnseenSampler
 from recsys.training import minibatches, optimise, train_loop
 
 
+class BatchSizeGrid:
+    """Parameters with ``batch_sizes``: comma-separated whole numbers, validation picks one."""
+
+    batch_sizes: str
+
+    def __post_init__(self) -> None:
+        if any(size != int(size) for size in self._candidates()):
+            raise ValueError(f"batch_sizes must list whole numbers, e.g. 1024,8192; got {self.batch_sizes!r}")
+
+    def _candidates(self) -> list[float]:
+        return positive_grid(self.batch_sizes, name="batch_sizes", example="1024,8192")
+
+    @property
+    def batch_grid(self) -> list[int]:
+        return [int(size) for size in self._candidates()]
+
+
 @dataclass
-class LightGcnParams:
+class LightGcnParams(BatchSizeGrid):
     epochs: int = 100
     patience: int = 5
     layers: int = 2
     dim: int = 64
-    batch_size: int = 8192
+    batch_sizes: str = "8192"  # comma-separated candidates; validation picks one
     learning_rate: float = 5e-3
     l2: float = 1e-4  # on the batch's layer-0 embeddings, as the paper
 
@@ -90,6 +107,24 @@ class LightGcn(EmbeddingMember):
     name = "lightgcn"
     roles = frozenset({Role.RETRIEVER, Role.SCORER})
     Params = LightGcnParams
+    batch_size: int  # of the training run under way: a candidate in fit, the chosen one in refit
+
+    def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        """Early-stopped training at each candidate batch size; the best on validation is kept and
+        chosen (with its epoch count) for the refit."""
+        best: tuple[float, dict[str, object], np.ndarray, np.ndarray] | None = None
+        for batch_size in self.params.batch_grid:
+            self.batch_size = batch_size
+            super().fit(split, progress)
+            if best is None or self.best_validation > best[0]:
+                best = (self.best_validation, {"batch_size": batch_size, **self.chosen},
+                        self.user_vectors, self.item_vectors)
+        assert best is not None  # the grid is never empty
+        self.best_validation, self.chosen, self.user_vectors, self.item_vectors = best
+
+    def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
+        self.batch_size = int(self.chosen["batch_size"])
+        super().refit(sequences, progress)
 
     def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
         p, n_users, n_items = self.params, self.catalog.n_users, self.catalog.n_items
@@ -112,7 +147,7 @@ class LightGcn(EmbeddingMember):
             return -F.logsigmoid(margin).mean() + p.l2 * penalty
 
         def run_epoch(epoch: int) -> float:
-            return optimise(optimizer, minibatches(len(users), p.batch_size, generator), batch_loss)
+            return optimise(optimizer, minibatches(len(users), self.batch_size, generator), batch_loss)
 
         def embed() -> None:
             with torch.no_grad():

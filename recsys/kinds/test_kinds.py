@@ -60,6 +60,33 @@ def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalo
         create("ease", catalog, {"lambda": 3})
 
 
+def test_bpr_keeps_the_batch_size_validation_prefers_and_refits_with_it(data: tuple[Catalog, Protocol]) -> None:
+    catalog, protocol = data
+    alone = {}
+    for size in (16, 512):
+        single = create("bpr", catalog, {"batch_sizes": str(size), "epochs": 6}, seed=1)
+        single.fit(protocol.validation)
+        alone[size] = single.chosen
+    assert alone[16]["validation_ndcg@10"] != alone[512]["validation_ndcg@10"]
+    winner = max(alone, key=lambda size: float(alone[size]["validation_ndcg@10"]))
+    both = create("bpr", catalog, {"batch_sizes": "16,512", "epochs": 6}, seed=1)
+    both.fit(protocol.validation)
+    assert both.chosen == {"batch_size": winner, **alone[winner]}
+    refits = []  # the refit trains at the chosen batch size, whatever the grid lists
+    for grid in (str(16 + 512 - winner), str(winner)):
+        member = create("bpr", catalog, {"batch_sizes": grid, "epochs": 6}, seed=1)
+        member.chosen = dict(both.chosen)
+        member.refit(protocol.test.train_sequences)
+        refits.append(member.score(np.arange(10)))
+    np.testing.assert_allclose(refits[0], refits[1])
+
+
+@pytest.mark.parametrize("grid", ["", "512,abc", "0,512", "1024.5"])
+def test_a_bad_batch_size_grid_is_refused_naming_the_parameter(grid: str, data: tuple[Catalog, Protocol]) -> None:
+    with pytest.raises(UnknownOption, match="bpr: batch_sizes must list"):
+        create("bpr", data[0], {"batch_sizes": grid})
+
+
 def test_lightgcn_graph_is_symmetrically_normalised() -> None:
     from recsys.kinds.lightgcn import normalised_graph
 
