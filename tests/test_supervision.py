@@ -22,6 +22,7 @@ from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from exporters.publish import publish
 from launcher.client import wait_for_version
+from launcher.services.process import alive
 from launcher.stack import Stack
 from recsys.run import load_run
 from tests.loopback import Load
@@ -79,14 +80,6 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
     assert {r for t, _, r in load.answers if t > ranked + 0.5} == {pb.RANKED_BY_TRITON}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_sigterm_and_sighup_stop_like_ctrl_c() -> None:
     from launcher.cli import Stopped, _stop_on_signals
 
@@ -120,11 +113,11 @@ def test_sighup_stops_everything_serve_started_even_with_stdout_closed(tmp_path:
         launcher.send_signal(signal.SIGHUP)
         launcher.wait(timeout=60)
         deadline = time.monotonic() + 10
-        while any(map(_alive, pids)) and time.monotonic() < deadline:
+        while any(map(alive, pids)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [pid for pid in pids if _alive(pid)], "processes left running"
+        assert not [pid for pid in pids if alive(pid)], "processes left running"
     finally:
         if launcher.poll() is None:
             launcher.kill()
-        for pid in filter(_alive, pids):
+        for pid in filter(alive, pids):
             os.killpg(pid, signal.SIGKILL)

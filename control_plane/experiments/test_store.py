@@ -9,26 +9,39 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from control_plane.experiments.store import ExperimentStore, Exposure, Feedback
-from launcher.services.process import free_port
+from launcher.services.process import ManagedProcess, free_port
 from launcher.services.redis_server import ensure_redis
+
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+
+
+@contextmanager
+def own_redis(url: str, tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A redis-server of the test's own on ``url``, stopped at the end."""
+    process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
+    assert process is not None
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def _exposure(n: int, variant: str) -> Exposure:
     return Exposure(f"{n:032x}", f"u{n}", "exp", variant, 1, 1, time.time())
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+@needs_redis
 def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
-    assert redis_process is not None
 
-    async def scenario() -> None:
+    async def scenario(redis_process: ManagedProcess) -> None:
         store = ExperimentStore(url, "test")
         for n in range(20):
             store.expose(_exposure(n, "a"))
@@ -53,10 +66,8 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
         assert await store.unmatched() == 1
         await store.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        redis_process.stop()
+    with own_redis(url, tmp_path) as redis_process:
+        asyncio.run(scenario(redis_process))
 
 
 # A control plane during a Redis outage: it queues two exposures and an unmatched feedback, then dies.
@@ -78,7 +89,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+@needs_redis
 def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     spool_dir = tmp_path / "home" / "spool"
@@ -87,8 +98,6 @@ def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path
     (spool,) = spool_dir.glob("*.jsonl")
     with spool.open("a") as damaged:
         damaged.write('{"type": "Exposure", "request_')  # a line cut short by the kill
-    redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
-    assert redis_process is not None
 
     async def after_restart() -> None:
         store = ExperimentStore(url, "test", spool_dir=spool_dir)  # takes the slot the dead one held
@@ -101,17 +110,13 @@ def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path
         assert not store.away and not spool.exists()
         await store.close()
 
-    try:
+    with own_redis(url, tmp_path):
         asyncio.run(after_restart())
-    finally:
-        redis_process.stop()
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+@needs_redis
 def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    redis_process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
-    assert redis_process is not None
 
     async def scenario() -> None:
         store = ExperimentStore(url, "test")
@@ -123,7 +128,5 @@ def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) ->
         assert (await store.counts("exp", "a")).exposures == 1
         await store.close()
 
-    try:
+    with own_redis(url, tmp_path):
         asyncio.run(scenario())
-    finally:
-        redis_process.stop()

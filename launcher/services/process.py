@@ -103,15 +103,16 @@ class ManagedProcess:
             deadline = time.monotonic() + wait
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(wait)
-            while _group_alive(self.popen.pid) and time.monotonic() < deadline:
+            while alive(self.popen.pid, group=True) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if not _group_alive(self.popen.pid):
+            if not alive(self.popen.pid, group=True):
                 return
 
 
-def _group_alive(pgid: int) -> bool:
+def alive(pid: int, *, group: bool = False) -> bool:
+    """Whether process ``pid`` (or, with ``group``, any process of group ``pid``) still exists."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     return True

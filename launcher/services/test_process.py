@@ -3,12 +3,11 @@ once, even a member that ignores SIGTERM, and starts the same command again."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
-from launcher.services.process import ManagedProcess
+from launcher.services.process import ManagedProcess, alive
 
 # The leader starts a child that ignores SIGTERM, writes the child's pid, then exits.
 LEADER = """
@@ -18,14 +17,6 @@ child = subprocess.Popen([sys.executable, "-c",
 open(sys.argv[1], "a").write(f"{child.pid}\\n")
 time.sleep(float(sys.argv[2]))
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_restart_after_the_leader_died_kills_its_orphans_at_once(tmp_path: Path) -> None:
@@ -39,7 +30,7 @@ def test_restart_after_the_leader_died_kills_its_orphans_at_once(tmp_path: Path)
         started = time.monotonic()
         process.restart()
         took = time.monotonic() - started
-        assert not _alive(orphan) or Path(f"/proc/{orphan}/stat").read_text().split()[2] == "Z"  # zombie: dead
+        assert not alive(orphan) or Path(f"/proc/{orphan}/stat").read_text().split()[2] == "Z"  # zombie: dead
         assert took < 5.0, f"restart waited {took:.1f} s on an orphan that ignores SIGTERM"
         deadline = time.monotonic() + 10
         while len(pids.read_text().split()) < 2 and time.monotonic() < deadline:
