@@ -27,6 +27,7 @@ from cinesync.versions import replace_file, version_folders
 from exporters.targets import ExportTarget, Precision
 
 QUEUE_DELAY_US = 500
+PAIR_TENSORS = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]  # (user_idx, item_idx) rows
 
 
 def _tensor(group: object, name: str, data_type: int, dims: Iterable[int]) -> None:
@@ -71,14 +72,12 @@ def onnx_config(
 
 
 def scorer_config(member: str, target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
-    pair = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]
-    return onnx_config(triton.scorer_model(member), pair, target, precision)
+    return onnx_config(triton.scorer_model(member), PAIR_TENSORS, target, precision)
 
 
 def fusion_config(members: list[str], target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
     scores = [(triton.member_score(m), mc.TYPE_FP32, [1]) for m in members]
-    pair = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]
-    return onnx_config(triton.FUSION, [*scores, *pair], target, precision)
+    return onnx_config(triton.FUSION, [*scores, *PAIR_TENSORS], target, precision)
 
 
 def ensemble_config(version: int, members: list[str], families: dict[str, str]) -> mc.ModelConfig:

@@ -45,4 +45,3 @@ def test_validation_picks_lambda_and_the_pruned_model_scores_with_the_kept_weigh
         kept[top, target] = dense[top, target]
     assert np.count_nonzero(kept) <= 5 * dense.shape[1] < np.count_nonzero(dense)
     np.testing.assert_allclose(ease.score(np.arange(10)), ease.history[:10] @ kept, rtol=1e-4, atol=1e-5)
-
