@@ -44,6 +44,7 @@ def test_manifest_records_kinds_hyper_parameters_and_validation_choices(small_ru
         (PipelineSpec(fusion="ease"), "'ease' is not a fusion kind"),
         (PipelineSpec(options={"two_tower": {"epochs": "2.5"}}), "two_tower: epochs='2.5' is not a valid int"),
         (PipelineSpec(options={"ease": {"l2_grid": "abc"}}), "ease: l2_grid must list positive numbers"),
+        (PipelineSpec(options={"ease": {"emphasis_grid": "0,-1"}}), "ease: emphasis_grid must list non-negative"),
         (PipelineSpec(options={"dcn_fusion": {"folds": 1}}), "dcn_fusion: folds must be at least 2"),
         (PipelineSpec(options={"lightgcn": {"epochs": 5}}), "options for 'lightgcn', which is not in the pipeline"),
         (PipelineSpec(members=["ease", "ease"], retrievers=["ease"]), "each member kind may appear once"),
@@ -57,7 +58,7 @@ def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str
 def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_run: Path, tmp_path: Path) -> None:
     from exporters.onnx_export import export_run
     from exporters.publish import publish
-    from recsys.kinds.ease import ease_weights, prune
+    from recsys.kinds.ease import ease_weights, prune, tilted
     from recsys.pipeline import refit_on_everything
 
     refit_on_everything(small_run)
@@ -68,8 +69,11 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     assert held_out in everything.history.train_sequences[user]
     ease_before, ease_after = (next(m for m in r.members if m.name == "ease") for r in (evaluated, everything))
     assert ease_after.history[user, held_out] == 1.0 and ease_before.history[user, held_out] == 0.0
-    # The refit is the closed form on every interaction with the λ validation chose, pruned alike.
-    sources, weights = prune(ease_weights(ease_after.history, ease_before.chosen["l2"]), ease_before.params.neighbours)
+    # The refit is the closed form on every interaction with the λ, c and β validation chose, pruned alike.
+    chosen = ease_before.chosen
+    sources, weights = prune(ease_weights(ease_after.history, chosen["l2"], chosen["emphasis"]),
+                             ease_before.params.neighbours)
+    weights = tilted(weights, ease_after.history.sum(axis=0), chosen["popularity_tilt"])
     np.testing.assert_array_equal(ease_after.sources, sources)
     np.testing.assert_allclose(ease_after.weights, weights, rtol=1e-5, atol=1e-6)
     assert json.loads((small_run / MANIFEST).read_text())["refit_on_all"]["interactions"] > 0

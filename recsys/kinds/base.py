@@ -55,14 +55,16 @@ class Catalog:
     ordered: bool  # histories are in time order; without timestamps a history is a set
 
 
-def positive_grid(text: str, *, name: str, example: str) -> list[float]:
-    """The candidates of a comma-separated hyper-parameter grid ("200,500,1000"), all positive."""
+def positive_grid(text: str, *, name: str, example: str, zero_allowed: bool = False) -> list[float]:
+    """The candidates of a comma-separated hyper-parameter grid ("200,500,1000"), all positive
+    (or non-negative where ``zero_allowed``)."""
     try:
         grid = [float(value) for value in text.split(",")]
     except ValueError:
         grid = []
-    if not grid or min(grid) <= 0:
-        raise ValueError(f"{name} must list positive numbers, e.g. {example}; got {text!r}")
+    if not grid or not np.isfinite(grid).all() or min(grid) < 0 or (min(grid) == 0 and not zero_allowed):
+        sign = "non-negative" if zero_allowed else "positive"
+        raise ValueError(f"{name} must list {sign} numbers, e.g. {example}; got {text!r}")
     return grid
 
 

@@ -1,6 +1,10 @@
-"""EASE (Steck 2019): a closed-form item-item model, B = I - P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹.
+"""EASE (Steck 2019): a closed-form item-item model, B = I - P·diag(1/diag(P)), P = (XᵀX + Λ)⁻¹.
 
-λ is chosen on validation from a grid. Fitting needs items² floats in memory; what is kept and
+Λ = λI + c·diag(XᵀX): c > 0 is EDLAE's dropout emphasis (Steck 2020, "Autoencoders that don't
+overfit towards the identity"; c = p / (1 - p) for dropout rate p), which penalises the weights of
+popular source items more. Each target item's column is then divided by its training count to the
+power β (a popularity tilt, folded into the weights, so serving is unchanged). λ, c and β are chosen
+together on validation from grids. Fitting needs items² floats in memory; what is kept and
 served is B pruned to the ``neighbours`` largest |weights| into each item, O(items × neighbours),
 and evaluation uses that same pruned matrix, so served and evaluated scores agree.
 """
@@ -25,16 +29,27 @@ ROWS_MAX_ITEMS = 16_384  # above it the ONNX scorer stops copying whole history 
 @dataclass
 class EaseParams:
     l2_grid: str = "50,200,500,1000,3000"  # λ candidates, comma-separated; validation picks one
+    emphasis_grid: str = "0,0.25"  # EDLAE's c candidates (0: plain EASE)
+    popularity_tilt_grid: str = "0,0.1,0.2"  # β candidates (0: no tilt)
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
 
     def __post_init__(self) -> None:
-        _ = self.grid  # raises on a bad grid
+        _ = self.grid, self.emphases, self.tilts  # raise on a bad grid
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be 0 (all) or more, got {self.neighbours}")
 
     @property
     def grid(self) -> list[float]:
         return positive_grid(self.l2_grid, name="l2_grid", example="200,500,1000")
+
+    @property
+    def emphases(self) -> list[float]:
+        return positive_grid(self.emphasis_grid, name="emphasis_grid", example="0,0.25", zero_allowed=True)
+
+    @property
+    def tilts(self) -> list[float]:
+        return positive_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
+                             zero_allowed=True)
 
 
 def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
@@ -45,13 +60,20 @@ def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
     return matrix
 
 
-def ease_weights(history: np.ndarray, l2: float) -> np.ndarray:
+def ease_weights(history: np.ndarray, l2: float, emphasis: float = 0.0) -> np.ndarray:
     """The closed-form item × item weights with a zero diagonal (float32)."""
-    gram = (history.T.astype(np.float64) @ history.astype(np.float64)) + l2 * np.eye(history.shape[1])
+    gram = history.T.astype(np.float64) @ history.astype(np.float64)
+    gram[np.diag_indices_from(gram)] *= 1.0 + emphasis
+    gram[np.diag_indices_from(gram)] += l2
     inverse = np.linalg.inv(gram)
     weights = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
+
+
+def tilted(weights: np.ndarray, counts: np.ndarray, tilt: float) -> np.ndarray:
+    """Pruned weights [target, neighbour] with each target's row divided by its count ** tilt."""
+    return (weights / np.maximum(counts, 1.0)[:, None] ** tilt).astype(np.float32)
 
 
 def prune(weights: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,23 +130,32 @@ class Ease(MemberKind):
         np.put_along_axis(dense, self.sources, self.weights, axis=1)
         return np.ascontiguousarray(dense.T)
 
-    def _fit_with(self, sequences: list[np.ndarray], l2: float) -> None:
+    def _fit_untilted(self, sequences: list[np.ndarray], l2: float, emphasis: float) -> tuple[np.ndarray, ...]:
+        """The history, pruned sources and untilted weights, and the items' training counts."""
         history = history_matrix(sequences, self.catalog.n_items)
-        self._set_state(history, *prune(ease_weights(history, l2), self.params.neighbours))
+        sources, weights = prune(ease_weights(history, l2, emphasis), self.params.neighbours)
+        return history, sources, weights, history.sum(axis=0)
+
+    def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
+        history, sources, weights, counts = self._fit_untilted(sequences, choice["l2"], choice["emphasis"])
+        self._set_state(history, sources, tilted(weights, counts, choice["popularity_tilt"]))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        grid = self.params.grid
-        results = {}
-        for step, l2 in enumerate(grid, start=1):
-            self._fit_with(split.train_sequences, l2)
-            results[l2] = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
-            progress("ease λ search", step, len(grid), results[l2], f"validation ndcg@{K}")
+        fits = [(l2, emphasis) for l2 in self.params.grid for emphasis in self.params.emphases]
+        results: dict[tuple[float, float, float], float] = {}
+        for step, (l2, emphasis) in enumerate(fits, start=1):
+            history, sources, weights, counts = self._fit_untilted(split.train_sequences, l2, emphasis)
+            for tilt in self.params.tilts:  # the tilt needs no refit: it rescales the kept weights
+                self._set_state(history, sources, tilted(weights, counts, tilt))
+                results[l2, emphasis, tilt] = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+            progress("ease λ, c, β search", step, len(fits), max(results.values()), f"best validation ndcg@{K}")
         best = max(results, key=results.__getitem__)
-        self.chosen = {"l2": best, f"validation_ndcg@{K}": results[best]}
-        self._fit_with(split.train_sequences, best)
+        self.chosen = {"l2": best[0], "emphasis": best[1], "popularity_tilt": best[2],
+                       f"validation_ndcg@{K}": results[best]}
+        self._fit_with(split.train_sequences, self.chosen)
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
-        self._fit_with(sequences, float(self.chosen["l2"]))
+        self._fit_with(sequences, self.chosen)
         progress("ease refit", 1, 1, 0.0, "")
 
     def score(self, users: np.ndarray) -> np.ndarray:

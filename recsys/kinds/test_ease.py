@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
@@ -11,16 +12,19 @@ from recsys.kinds.ease import Ease, ease_weights, prune
 from recsys.pipeline import catalog_of
 
 
-def test_closed_form_reconstructs_each_item_from_the_others() -> None:
+@pytest.mark.parametrize("emphasis", [0.0, 0.5])
+def test_closed_form_reconstructs_each_item_from_the_others(emphasis: float) -> None:
     rng = np.random.default_rng(0)
     history = (rng.random((60, 8)) < 0.4).astype(np.float32)
-    weights = ease_weights(history, 1.0).astype(np.float64)
+    weights = ease_weights(history, 1.0, emphasis).astype(np.float64)
     assert np.allclose(np.diag(weights), 0.0)
-    # The optimum of ||X - XB||² + λ||B||² with diag(B) = 0: each column solves a ridge regression.
+    # The optimum of ||X - XB||² + Σⱼ (λ + c·|j|) ||Bⱼ||² with diag(B) = 0, |j| = item j's count:
+    # each column solves a ridge regression whose penalty on a source grows with its popularity.
     for item in range(8):
         others = [j for j in range(8) if j != item]
         x = history[:, others].astype(np.float64)
-        ridge = np.linalg.solve(x.T @ x + np.eye(7), x.T @ history[:, item])
+        penalty = np.diag(1.0 + emphasis * x.sum(axis=0))
+        ridge = np.linalg.solve(x.T @ x + penalty, x.T @ history[:, item])
         assert np.allclose(weights[others, item], ridge, atol=1e-5)
 
 
@@ -31,14 +35,18 @@ def test_pruning_keeps_the_largest_weights_into_each_item() -> None:
     np.testing.assert_allclose(kept[:, 0], [-0.8, 0.9, -0.5])
 
 
-def test_validation_picks_lambda_and_the_pruned_model_scores_with_the_kept_weights_only() -> None:
+def test_validation_picks_the_grids_and_the_pruned_tilted_model_scores_with_the_kept_weights_only() -> None:
     dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
     protocol = make_protocol(dataset)
-    ease = create("ease", catalog_of(dataset), {"l2_grid": "1,30,3000", "neighbours": 5})
+    ease = create("ease", catalog_of(dataset), {"l2_grid": "1,30,3000", "neighbours": 5,
+                                                "emphasis_grid": "0,0.5", "popularity_tilt_grid": "0,0.3"})
     assert isinstance(ease, Ease)
     ease.fit(protocol.validation)
-    assert ease.chosen["l2"] in (1.0, 30.0, 3000.0) and 0 < ease.chosen["validation_ndcg@10"] <= 1
-    dense = ease_weights(ease.history, ease.chosen["l2"])
+    chosen = ease.chosen
+    assert chosen["l2"] in (1.0, 30.0, 3000.0) and chosen["emphasis"] in (0, 0.5) and chosen["popularity_tilt"] in (0, 0.3)
+    assert 0 < chosen["validation_ndcg@10"] <= 1
+    dense = ease_weights(ease.history, chosen["l2"], chosen["emphasis"])
+    dense /= np.maximum(ease.history.sum(axis=0), 1)[None, :] ** chosen["popularity_tilt"]  # per target column
     kept = np.zeros_like(dense)
     for target in range(dense.shape[1]):
         top = np.argsort(-np.abs(dense[:, target]), kind="stable")[:5]
