@@ -58,7 +58,7 @@ def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str
 def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_run: Path, tmp_path: Path) -> None:
     from exporters.onnx_export import export_run
     from exporters.publish import publish
-    from recsys.kinds.ease import ease_weights, prune, tilted
+    from recsys.kinds.ease import ease_weights, gram_of, prune, tilted
     from recsys.pipeline import refit_on_everything
 
     refit_on_everything(small_run)
@@ -71,7 +71,7 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     assert ease_after.history[user, held_out] == 1.0 and ease_before.history[user, held_out] == 0.0
     # The refit is the closed form on every interaction with the λ, c and β validation chose, pruned alike.
     chosen = ease_before.chosen
-    sources, weights = prune(ease_weights(ease_after.history, chosen["l2"], chosen["emphasis"]),
+    sources, weights = prune(ease_weights(gram_of(ease_after.history), chosen["l2"], chosen["emphasis"]),
                              ease_before.params.neighbours)
     weights = tilted(weights, ease_after.history.sum(axis=0), chosen["popularity_tilt"])
     np.testing.assert_array_equal(ease_after.sources, sources)

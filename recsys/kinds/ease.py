@@ -60,12 +60,14 @@ def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
     return matrix
 
 
-def ease_weights(history: np.ndarray, l2: float, emphasis: float = 0.0) -> np.ndarray:
-    """The closed-form item × item weights with a zero diagonal (float32)."""
-    gram = history.T.astype(np.float64) @ history.astype(np.float64)
-    gram[np.diag_indices_from(gram)] *= 1.0 + emphasis
-    gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
+def gram_of(history: np.ndarray) -> np.ndarray:
+    """XᵀX in float64; its diagonal holds the items' training counts."""
+    return history.T.astype(np.float64) @ history.astype(np.float64)
+
+
+def ease_weights(gram: np.ndarray, l2: float, emphasis: float = 0.0) -> np.ndarray:
+    """The closed-form item × item weights with a zero diagonal (float32), from the Gram matrix XᵀX."""
+    inverse = np.linalg.inv(gram + np.diag(l2 + emphasis * np.diag(gram)))
     weights = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
@@ -130,29 +132,32 @@ class Ease(MemberKind):
         np.put_along_axis(dense, self.sources, self.weights, axis=1)
         return np.ascontiguousarray(dense.T)
 
-    def _fit_untilted(self, sequences: list[np.ndarray], l2: float, emphasis: float) -> tuple[np.ndarray, ...]:
-        """The history, pruned sources and untilted weights, and the items' training counts."""
-        history = history_matrix(sequences, self.catalog.n_items)
-        sources, weights = prune(ease_weights(history, l2, emphasis), self.params.neighbours)
-        return history, sources, weights, history.sum(axis=0)
+    def _solve(self, gram: np.ndarray, l2: float, emphasis: float) -> tuple[np.ndarray, np.ndarray]:
+        """Pruned sources and untilted weights for one (λ, c)."""
+        return prune(ease_weights(gram, l2, emphasis), self.params.neighbours)
 
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
-        history, sources, weights, counts = self._fit_untilted(sequences, choice["l2"], choice["emphasis"])
-        self._set_state(history, sources, tilted(weights, counts, choice["popularity_tilt"]))
+        history = history_matrix(sequences, self.catalog.n_items)
+        gram = gram_of(history)
+        sources, weights = self._solve(gram, choice["l2"], choice["emphasis"])
+        self._set_state(history, sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        history = history_matrix(split.train_sequences, self.catalog.n_items)
+        gram = gram_of(history)  # shared by every (λ, c): only the diagonal changes
         fits = [(l2, emphasis) for l2 in self.params.grid for emphasis in self.params.emphases]
-        results: dict[tuple[float, float, float], float] = {}
+        best_ndcg = -np.inf
         for step, (l2, emphasis) in enumerate(fits, start=1):
-            history, sources, weights, counts = self._fit_untilted(split.train_sequences, l2, emphasis)
+            sources, weights = self._solve(gram, l2, emphasis)
             for tilt in self.params.tilts:  # the tilt needs no refit: it rescales the kept weights
-                self._set_state(history, sources, tilted(weights, counts, tilt))
-                results[l2, emphasis, tilt] = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
-            progress("ease λ, c, β search", step, len(fits), max(results.values()), f"best validation ndcg@{K}")
-        best = max(results, key=results.__getitem__)
-        self.chosen = {"l2": best[0], "emphasis": best[1], "popularity_tilt": best[2],
-                       f"validation_ndcg@{K}": results[best]}
-        self._fit_with(split.train_sequences, self.chosen)
+                self._set_state(history, sources, tilted(weights, np.diag(gram), tilt))
+                ndcg = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+                if ndcg > best_ndcg:
+                    best_ndcg, best_choice, best_state = ndcg, (l2, emphasis, tilt), (sources, self.weights)
+            progress("ease λ, c, β search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
+        l2, emphasis, tilt = best_choice
+        self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, f"validation_ndcg@{K}": best_ndcg}
+        self._set_state(history, *best_state)
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self._fit_with(sequences, self.chosen)

@@ -8,7 +8,7 @@ import pytest
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, ease_weights, prune
+from recsys.kinds.ease import Ease, ease_weights, gram_of, prune
 from recsys.pipeline import catalog_of
 
 
@@ -16,7 +16,7 @@ from recsys.pipeline import catalog_of
 def test_closed_form_reconstructs_each_item_from_the_others(emphasis: float) -> None:
     rng = np.random.default_rng(0)
     history = (rng.random((60, 8)) < 0.4).astype(np.float32)
-    weights = ease_weights(history, 1.0, emphasis).astype(np.float64)
+    weights = ease_weights(gram_of(history), 1.0, emphasis).astype(np.float64)
     assert np.allclose(np.diag(weights), 0.0)
     # The optimum of ||X - XB||² + Σⱼ (λ + c·|j|) ||Bⱼ||² with diag(B) = 0, |j| = item j's count:
     # each column solves a ridge regression whose penalty on a source grows with its popularity.
@@ -45,7 +45,7 @@ def test_validation_picks_the_grids_and_the_pruned_tilted_model_scores_with_the_
     chosen = ease.chosen
     assert chosen["l2"] in (1.0, 30.0, 3000.0) and chosen["emphasis"] in (0, 0.5)
     assert 0 < chosen["validation_ndcg@10"] <= 1
-    dense = ease_weights(ease.history, chosen["l2"], chosen["emphasis"])
+    dense = ease_weights(gram_of(ease.history), chosen["l2"], chosen["emphasis"])
     dense /= np.maximum(ease.history.sum(axis=0), 1)[None, :] ** 0.3  # the tilt divides each target column
     kept = np.zeros_like(dense)
     for target in range(dense.shape[1]):
