@@ -22,11 +22,28 @@ RECALL_CUTOFFS = (10, 20)
 def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first, never one of that row's excluded items
     (-1 fills a row with fewer than k others); ties go to the lower index, as the control plane's
-    indexes break them."""
-    scores = scores.astype(np.float64, copy=True)
+    indexes break them. A NaN score counts as excluded."""
+    scores = np.array(scores, dtype=scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64)
+    scores[np.isnan(scores)] = -np.inf
     for row, items in enumerate(exclude):
         scores[row, items] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    k = min(k, scores.shape[1])
+    if not k or not len(scores):
+        return np.zeros((len(scores), k), dtype=np.int64)
+    # O(items) per row instead of a full sort: the k-th largest score, everything above it, then the
+    # lowest-indexed items tied with it; np.nonzero keeps each row's picks in index order, so the
+    # stable sort of the k picks breaks ties by index as a full stable sort would.
+    kth = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k][:, None]
+    above = scores > kth
+    tied = scores == kth
+    wanted = k - above.sum(axis=1)
+    picked = above | tied
+    crowded = np.flatnonzero(tied.sum(axis=1) > wanted)  # rows with more ties at the k-th score than places
+    picked[crowded] = above[crowded] | (tied[crowded] & (np.cumsum(tied[crowded], axis=1) <= wanted[crowded, None]))
+    candidates = np.nonzero(picked)[1].reshape(len(scores), k)
+    picked_scores = np.take_along_axis(scores, candidates, axis=1)
+    order = np.argsort(-picked_scores, axis=1, kind="stable")
+    top = np.take_along_axis(candidates, order, axis=1)
     return np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
 
 

@@ -45,3 +45,17 @@ def test_hit_rate_coverage_and_novelty() -> None:
 def test_a_row_with_fewer_unseen_items_than_k_is_padded_never_given_seen_ones() -> None:
     scores = np.array([[0.1, 0.9, 0.5]])
     assert top_k_excluding(scores, [np.array([1, 2])], 3).tolist() == [[0, -1, -1]]
+
+
+def test_top_k_equals_a_full_stable_sort_under_many_ties_and_exclusions() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(200, 30)).astype(np.float32)  # four values: ties everywhere
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    exclude = [rng.choice(30, size=rng.integers(0, 29), replace=False) for _ in range(200)]
+    for k in (1, 5, 20, 30):
+        masked = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
+        for row, items in enumerate(exclude):
+            masked[row, items] = -np.inf
+        full = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        expected = np.where(np.isneginf(np.take_along_axis(masked, full, axis=1)), -1, full)
+        assert np.array_equal(top_k_excluding(scores, exclude, k), expected)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.candidates import CandidateLists, evaluate_lists, ndcg_per_list
+from recsys.candidates import CandidateLists, ndcg_per_list
 from recsys.data.splits import Split
 from recsys.feature_assembly import DenseFeatures, FeatureTables
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
@@ -162,7 +162,7 @@ class DcnFusion(ModelKind):
         """A network trained on the lists that hold a positive, anchored on the best of the first
         ``members`` features alone on those lists; early-stopped on ``stopping`` if given."""
         p = self.params
-        anchor = max(range(members), key=lambda i: evaluate_lists(lists, lists.features[:, :, i], split)[f"ndcg@{K}"])
+        anchor = max(range(members), key=lambda i: float(ndcg_per_list(lists, lists.features[:, :, i], split).mean()))
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         labels = lists.labels
@@ -189,7 +189,7 @@ class DcnFusion(ModelKind):
             assert stopping is not None
             with torch.no_grad():
                 scores = network(torch.from_numpy(stopping.features)).numpy()
-            return evaluate_lists(stopping, scores, split)[f"ndcg@{K}"]
+            return float(ndcg_per_list(stopping, scores, split).mean())
 
         result = train_loop(
             network, stage=stage, epochs=epochs, run_epoch=run_epoch,
