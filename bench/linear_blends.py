@@ -21,7 +21,7 @@ import numpy as np
 from recsys.data import load_dataset
 from recsys.data.splits import Split, make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, ease_weights, gram_of, history_matrix
+from recsys.kinds.ease import Ease, ease_weights, gram_of
 from recsys.metrics import K, per_user_metrics, top_k_excluding
 from recsys.pipeline import catalog_of
 
@@ -102,14 +102,14 @@ def main() -> None:
     assert isinstance(ease, Ease)
     ease.fit(split)
     users = split.test_users()
-    history = history_matrix(split.train_sequences, split.n_items)
+    history, gram = ease.history, gram_of(ease.history)  # the validation split's training part
     ease_scores = ease.score(users)
     l2 = float(ease.chosen["l2"])
     others: dict[str, Callable[[], np.ndarray]] = {
         "rp3beta alpha 1.0 beta 0.5": lambda: history[users] @ rp3beta(history, 1.0, 0.5),
         "rp3beta alpha 0.8 beta 0.6": lambda: history[users] @ rp3beta(history, 0.8, 0.6),
-        f"ease lambda {l2 / 10:g}": lambda: history[users] @ ease_weights(gram_of(history), l2 / 10),
-        f"ease lambda {l2 * 5:g}": lambda: history[users] @ ease_weights(gram_of(history), l2 * 5),
+        f"ease lambda {l2 / 10:g}": lambda: history[users] @ ease_weights(gram, l2 / 10),
+        f"ease lambda {l2 * 5:g}": lambda: history[users] @ ease_weights(gram, l2 * 5),
         "ials 128 factors": lambda: ials(history, factors=128, alpha=1.0, l2=0.02, sweeps=12)[users],
     }
     report: dict[str, object] = {"data": args.data, "ease_chosen": ease.chosen}
