@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys.kinds.lightgcn import BatchSizeGrid, LightGcn
+from recsys.kinds.lightgcn import TrainingGrid, LightGcn
 
 
 @dataclass
-class BprParams(BatchSizeGrid):
+class BprParams(TrainingGrid):
     epochs: int = 100
     patience: int = 10
     dim: int = 64
@@ -18,7 +18,7 @@ class BprParams(BatchSizeGrid):
     # ML-100k's (0.0455 vs 0.0635 at 1024) and anime's (0.1520 vs 0.1723 at 2048): the best differs.
     batch_sizes: str = "1024,8192"
     learning_rate: float = 1e-3  # chosen on ML-1M validation: NDCG@10 0.2027 against 0.2016 for batch 4096, l2 0
-    l2: float = 1e-4  # on the batch's embeddings
+    l2_grid: str = "1e-4"  # on the batch's embeddings; comma-separated candidates, validation picks one
 
 
 class Bpr(LightGcn):

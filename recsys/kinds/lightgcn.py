@@ -10,6 +10,7 @@ item vectors, and an inner-product scorer in the ranking ensemble.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,32 +27,41 @@ from recsys.negatives import UnseenSampler
 from recsys.training import minibatches, optimise, train_loop
 
 
-class BatchSizeGrid:
-    """Parameters with ``batch_sizes``: comma-separated whole numbers, validation picks one."""
+class TrainingGrid:
+    """Parameters with ``batch_sizes`` and ``l2_grid``, comma-separated candidates; validation picks
+    one pair."""
 
     batch_sizes: str
+    l2_grid: str
 
     def __post_init__(self) -> None:
-        if any(size != int(size) for size in self._candidates()):
+        if any(size != int(size) for size in self._batch_candidates()):
             raise ValueError(f"batch_sizes must list whole numbers, e.g. 1024,8192; got {self.batch_sizes!r}")
+        _ = self.l2s  # raise on a bad grid
 
-    def _candidates(self) -> list[float]:
+    def _batch_candidates(self) -> list[float]:
         return positive_grid(self.batch_sizes, name="batch_sizes", example="1024,8192")
 
     @property
     def batch_grid(self) -> list[int]:
-        return [int(size) for size in self._candidates()]
+        return [int(size) for size in self._batch_candidates()]
+
+    @property
+    def l2s(self) -> list[float]:
+        return positive_grid(self.l2_grid, name="l2_grid", example="1e-4,1e-5", zero_allowed=True)
 
 
 @dataclass
-class LightGcnParams(BatchSizeGrid):
-    epochs: int = 100
-    patience: int = 5
+class LightGcnParams(TrainingGrid):
+    epochs: int = 400
+    patience: int = 10
     layers: int = 2
     dim: int = 64
     batch_sizes: str = "8192"  # comma-separated candidates; validation picks one
+    # On the batch's layer-0 embeddings, as the paper; comma-separated candidates, validation picks
+    # one. With patience 10, 1e-4 beat 1e-5 on the validation of anime (0.1881 vs 0.1801) and ML-1M.
+    l2_grid: str = "1e-4"
     learning_rate: float = 5e-3
-    l2: float = 1e-4  # on the batch's layer-0 embeddings, as the paper
 
 
 def normalised_graph(sequences: list[np.ndarray], n_users: int, n_items: int) -> torch.Tensor:
@@ -107,23 +117,24 @@ class LightGcn(EmbeddingMember):
     name = "lightgcn"
     roles = frozenset({Role.RETRIEVER, Role.SCORER})
     Params = LightGcnParams
-    batch_size: int  # of the training run under way: a candidate in fit, the chosen one in refit
+    # Of the training run under way: a grid point in fit, the chosen one in refit.
+    batch_size: int
+    l2: float
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        """Early-stopped training at each candidate batch size; the best on validation is kept and
-        chosen (with its epoch count) for the refit."""
+        """Early-stopped training at each grid point (batch size × l2); the best on validation is kept
+        and chosen (with its epoch count) for the refit."""
         best: tuple[float, dict[str, object], np.ndarray, np.ndarray] | None = None
-        for batch_size in self.params.batch_grid:
-            self.batch_size = batch_size
+        for self.batch_size, self.l2 in itertools.product(self.params.batch_grid, self.params.l2s):
             super().fit(split, progress)
             if best is None or self.best_validation > best[0]:
-                best = (self.best_validation, {"batch_size": batch_size, **self.chosen},
+                best = (self.best_validation, {"batch_size": self.batch_size, "l2": self.l2, **self.chosen},
                         self.user_vectors, self.item_vectors)
         assert best is not None  # the grid is never empty
         self.best_validation, self.chosen, self.user_vectors, self.item_vectors = best
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
-        self.batch_size = int(self.chosen["batch_size"])
+        self.batch_size, self.l2 = int(self.chosen["batch_size"]), float(self.chosen["l2"])
         super().refit(sequences, progress)
 
     def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
@@ -144,7 +155,7 @@ class LightGcn(EmbeddingMember):
             margin = (nodes[u] * nodes[i]).sum(1) - (nodes[u] * nodes[j]).sum(1)
             base = network.embedding.weight
             penalty = (base[u].pow(2).sum() + base[i].pow(2).sum() + base[j].pow(2).sum()) / len(rows)
-            return -F.logsigmoid(margin).mean() + p.l2 * penalty
+            return -F.logsigmoid(margin).mean() + self.l2 * penalty
 
         def run_epoch(epoch: int) -> float:
             return optimise(optimizer, minibatches(len(users), self.batch_size, generator), batch_loss)

@@ -3,6 +3,7 @@ saves and loads, and refit keeps the choices validation made. Runs for each kind
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -60,31 +61,35 @@ def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalo
         create("ease", catalog, {"lambda": 3})
 
 
-def test_bpr_keeps_the_batch_size_validation_prefers_and_refits_with_it(data: tuple[Catalog, Protocol]) -> None:
+def test_bpr_keeps_the_grid_point_validation_prefers_and_refits_with_it(data: tuple[Catalog, Protocol]) -> None:
     catalog, protocol = data
+    points = list(itertools.product((16, 512), (0.0, 0.5)))
     alone = {}
-    for size in (16, 512):
-        single = create("bpr", catalog, {"batch_sizes": str(size), "epochs": 6}, seed=1)
+    for size, l2 in points:
+        single = create("bpr", catalog, {"batch_sizes": str(size), "l2_grid": str(l2), "epochs": 6}, seed=1)
         single.fit(protocol.validation)
-        alone[size] = single.chosen
-    assert alone[16]["validation_ndcg@10"] != alone[512]["validation_ndcg@10"]
-    winner = max(alone, key=lambda size: float(alone[size]["validation_ndcg@10"]))
-    both = create("bpr", catalog, {"batch_sizes": "16,512", "epochs": 6}, seed=1)
-    both.fit(protocol.validation)
-    assert both.chosen == {"batch_size": winner, **alone[winner]}
-    refits = []  # the refit trains at the chosen batch size, whatever the grid lists
-    for grid in (str(16 + 512 - winner), str(winner)):
-        member = create("bpr", catalog, {"batch_sizes": grid, "epochs": 6}, seed=1)
-        member.chosen = dict(both.chosen)
+        alone[size, l2] = single.chosen
+    assert len({float(chosen["validation_ndcg@10"]) for chosen in alone.values()}) == len(points)
+    winner = max(alone, key=lambda point: float(alone[point]["validation_ndcg@10"]))
+    grid = create("bpr", catalog, {"batch_sizes": "16,512", "l2_grid": "0,0.5", "epochs": 6}, seed=1)
+    grid.fit(protocol.validation)
+    assert grid.chosen == {"batch_size": winner[0], "l2": winner[1], **alone[winner]}
+    refits = []  # the refit trains at the chosen point, whatever the grid lists
+    for other in (point for point in points if point != winner):
+        member = create("bpr", catalog, {"batch_sizes": str(other[0]), "l2_grid": str(other[1]), "epochs": 6}, seed=1)
+        member.chosen = dict(grid.chosen)
         member.refit(protocol.test.train_sequences)
         refits.append(member.score(np.arange(10)))
-    np.testing.assert_allclose(refits[0], refits[1])
+    for refit in refits[1:]:
+        np.testing.assert_allclose(refit, refits[0])
 
 
-@pytest.mark.parametrize("grid", ["", "512,abc", "0,512", "1024.5"])
-def test_a_bad_batch_size_grid_is_refused_naming_the_parameter(grid: str, data: tuple[Catalog, Protocol]) -> None:
-    with pytest.raises(UnknownOption, match="bpr: batch_sizes must list"):
-        create("bpr", data[0], {"batch_sizes": grid})
+@pytest.mark.parametrize(("parameter", "grid"), [("batch_sizes", ""), ("batch_sizes", "512,abc"),
+                                                   ("batch_sizes", "0,512"), ("batch_sizes", "1024.5"),
+                                                   ("l2_grid", "1e-4,-1"), ("l2_grid", "nan")])
+def test_a_bad_grid_is_refused_naming_the_parameter(parameter: str, grid: str, data: tuple[Catalog, Protocol]) -> None:
+    with pytest.raises(UnknownOption, match=f"bpr: {parameter} must list"):
+        create("bpr", data[0], {parameter: grid})
 
 
 def test_lightgcn_graph_is_symmetrically_normalised() -> None:
