@@ -89,6 +89,10 @@ def prune(weights: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]
 class EaseScorer(torch.nn.Module):
     """score(u, i) = Σₙ w[i, n] · H[u, src[i, n]] with the user × item history H inside."""
 
+    history: torch.Tensor  # registered buffers, declared for the type checker
+    sources: torch.Tensor
+    weights: torch.Tensor
+
     def __init__(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("history", torch.from_numpy(history.astype(bool)))

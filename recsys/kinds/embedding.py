@@ -20,6 +20,9 @@ VECTORS_FILE = "vectors.npz"
 class InnerProductScorer(torch.nn.Module):
     """score(u, i) = ⟨user_vectors[u], item_vectors[i]⟩ with both tables inside."""
 
+    user_vectors: torch.Tensor  # registered buffers, declared for the type checker
+    item_vectors: torch.Tensor
+
     def __init__(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("user_vectors", torch.from_numpy(user_vectors))
