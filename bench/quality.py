@@ -6,6 +6,7 @@ RecBole is installed by this script into its own venv (.venv-recbole), never int
 Results go to docs/bench/quality-<data set>.json; --plot draws docs/quality.png from all of them.
 
     .venv/bin/python bench/quality.py --data ../shared/data/ml-100k --recbole EASE,BPR,LightGCN
+    .venv/bin/python bench/quality.py --data ../shared/data/anime --recbole BPR:500 --merge
     .venv/bin/python bench/quality.py --plot
 """
 
@@ -78,8 +79,9 @@ def recbole(python: Path, data_dir: Path, name: str, model: str, overrides: dict
     return {**result, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
 
 
-def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
-    """Our pipeline, then each RecBole model ('NAME' or 'NAME:EPOCH_CAP'), on the same files."""
+def run(data: str, models: list[str], max_epochs: int, *, merge: bool) -> dict[str, Any]:
+    """Our pipeline, then each RecBole model ('NAME' or 'NAME:EPOCH_CAP'), on the same files. With
+    ``merge``, the earlier report's RecBole entries that are not re-run are kept (same split only)."""
     name = f"cinesync-{Path(data).name}"  # RecBole treats some names (ml-100k) as its own examples
     runs = Path(tempfile.mkdtemp(prefix="quality-"))
     text, seconds, rss = run_measured([sys.executable, str(ROOT / "bench" / "train_eval.py"), "--data", data,
@@ -90,6 +92,14 @@ def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "ours": {**ours, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}, "recbole": {},
     }
+    result_file = RESULTS / f"quality-{Path(data).name}.json"
+    if merge and result_file.exists():
+        earlier = json.loads(result_file.read_text())
+        if earlier["split"] != report["split"]:
+            raise SystemExit(f"--merge: {result_file} holds another split ({earlier['split']}), not {report['split']}")
+        rerun = {entry.partition(":")[0] for entry in models}
+        report["recbole"] = {model: {"date": earlier["date"], **entry}
+                             for model, entry in earlier["recbole"].items() if model not in rerun}
     if models:
         python = ensure_recbole()
         data_dir = runs / "recbole"
@@ -101,12 +111,13 @@ def run(data: str, models: list[str], max_epochs: int) -> dict[str, Any]:
                 tried = [recbole(python, data_dir, name, model, {"reg_weight": l2, "epochs": 1}) for l2 in EASE_GRID]
                 best = max(tried, key=lambda r: r["valid"]["ndcg@10"])
                 best["seconds_to_best"] = round(sum(r["wall_seconds"] for r in tried), 1)
-                report["recbole"][model] = best
+                report["recbole"][model] = {"date": report["date"], **best}
             else:
                 epochs = int(cap or max_epochs)
-                report["recbole"][model] = recbole(python, data_dir, name, model, {"epochs": epochs, "stopping_step": 10})
+                overrides = {"epochs": epochs, "stopping_step": 10}
+                report["recbole"][model] = {"date": report["date"], **recbole(python, data_dir, name, model, overrides)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"quality-{Path(data).name}.json").write_text(json.dumps(report, indent=2))
+    result_file.write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -137,10 +148,12 @@ def main() -> None:
     parser.add_argument("--recbole", default="EASE,BPR,LightGCN",
                         help="RecBole models, comma-separated, each NAME or NAME:EPOCH_CAP ('' for none)")
     parser.add_argument("--max-epochs", type=int, default=300, help="epoch cap of RecBole's trained models")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the earlier report's RecBole entries for models not re-run (same split)")
     parser.add_argument("--plot", action="store_true", help="draw docs/quality.png from docs/bench/quality-*.json")
     args = parser.parse_args()
     if args.data:
-        report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs)
+        report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs, merge=args.merge)
         print(json.dumps(report, indent=2))
     if args.plot:
         try:
