@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys.kinds.lightgcn import TrainingGrid, LightGcn
+from recsys.kinds.lightgcn import LightGcn, TrainingGrid
 
 
 @dataclass

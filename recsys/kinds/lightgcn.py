@@ -125,10 +125,11 @@ class LightGcn(EmbeddingMember):
         """Early-stopped training at each grid point (batch size × l2); the best on validation is kept
         and chosen (with its epoch count) for the refit."""
         best: tuple[float, dict[str, object], np.ndarray, np.ndarray] | None = None
-        for self.batch_size, self.l2 in itertools.product(self.params.batch_grid, self.params.l2s):
+        for batch_size, l2 in itertools.product(self.params.batch_grid, self.params.l2s):
+            self.batch_size, self.l2 = batch_size, l2
             super().fit(split, progress)
             if best is None or self.best_validation > best[0]:
-                best = (self.best_validation, {"batch_size": self.batch_size, "l2": self.l2, **self.chosen},
+                best = (self.best_validation, {"batch_size": batch_size, "l2": l2, **self.chosen},
                         self.user_vectors, self.item_vectors)
         assert best is not None  # the grid is never empty
         self.best_validation, self.chosen, self.user_vectors, self.item_vectors = best
