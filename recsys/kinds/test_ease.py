@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -57,15 +59,14 @@ def test_validation_picks_the_grids_and_the_pruned_tilted_model_scores_with_the_
     ease.fit(protocol.validation)
     chosen = ease.chosen
     # The choice is the grid point with the best validation NDCG@10, recomputed here independently.
-    validation = {}
-    for l2 in (1.0, 30.0, 3000.0):
-        for emphasis in (0.0, 0.5):
-            kept = kept_weights(ease.history, l2, emphasis, tilt=0.3, neighbours=5)
-            scores = ease.history @ kept
-            validation[(l2, emphasis)] = evaluate_full_ranking(scores.__getitem__, protocol.validation)["ndcg@10"]
+    validation, kept_at = {}, {}
+    for point in itertools.product((1.0, 30.0, 3000.0), (0.0, 0.5)):
+        kept_at[point] = kept_weights(ease.history, *point, tilt=0.3, neighbours=5)
+        scores = ease.history @ kept_at[point]
+        validation[point] = evaluate_full_ranking(scores.__getitem__, protocol.validation)["ndcg@10"]
     assert validation[(chosen["l2"], chosen["emphasis"])] == pytest.approx(max(validation.values()))
     assert chosen["validation_ndcg@10"] == pytest.approx(max(validation.values()))
     assert 0 < chosen["validation_ndcg@10"] <= 1
-    kept = kept_weights(ease.history, chosen["l2"], chosen["emphasis"], tilt=0.3, neighbours=5)
+    kept = kept_at[(chosen["l2"], chosen["emphasis"])]
     assert np.count_nonzero(kept) <= 5 * kept.shape[1] < np.count_nonzero(ease_weights(gram_of(ease.history), 1.0))
     np.testing.assert_allclose(ease.score(np.arange(10)), ease.history[:10] @ kept, rtol=1e-4, atol=1e-5)
