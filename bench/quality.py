@@ -7,6 +7,7 @@ Results go to docs/bench/quality-<data set>.json; --plot draws docs/quality.png 
 
     .venv/bin/python bench/quality.py --data ../shared/data/ml-100k --recbole EASE,BPR,LightGCN
     .venv/bin/python bench/quality.py --data ../shared/data/anime --recbole BPR:500 --merge
+    .venv/bin/python bench/quality.py --data ../shared/data/ml-1m --recbole LightGCN:400 --time-limit 4500 --merge
     .venv/bin/python bench/quality.py --plot
 """
 
@@ -79,9 +80,12 @@ def recbole(python: Path, data_dir: Path, name: str, model: str, overrides: dict
     return {**result, "wall_seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
 
 
-def run(data: str, models: list[str], max_epochs: int, *, merge: bool) -> dict[str, Any]:
+def run(data: str, models: list[str], max_epochs: int, *, merge: bool,
+        time_limit_s: float | None = None) -> dict[str, Any]:
     """Our pipeline, then each RecBole model ('NAME' or 'NAME:EPOCH_CAP'), on the same files. With
-    ``merge``, the earlier report's RecBole entries that are not re-run are kept (same split only)."""
+    ``merge``, the earlier report's RecBole entries that are not re-run are kept (same split only).
+    With ``time_limit_s``, a trained RecBole model starts no epoch after that many seconds and its best
+    epoch so far is tested (its entry says ``cut_by_time_limit``)."""
     name = f"cinesync-{Path(data).name}"  # RecBole treats some names (ml-100k) as its own examples
     runs = Path(tempfile.mkdtemp(prefix="quality-"))
     text, seconds, rss = run_measured([sys.executable, str(ROOT / "bench" / "train_eval.py"), "--data", data,
@@ -114,7 +118,9 @@ def run(data: str, models: list[str], max_epochs: int, *, merge: bool) -> dict[s
                 report["recbole"][model] = {"date": report["date"], **best}
             else:
                 epochs = int(cap or max_epochs)
-                overrides = {"epochs": epochs, "stopping_step": 10}
+                overrides: dict[str, Any] = {"epochs": epochs, "stopping_step": 10}
+                if time_limit_s is not None:
+                    overrides["time_limit_s"] = time_limit_s
                 report["recbole"][model] = {"date": report["date"], **recbole(python, data_dir, name, model, overrides)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(report, indent=2))
@@ -148,12 +154,15 @@ def main() -> None:
     parser.add_argument("--recbole", default="EASE,BPR,LightGCN",
                         help="RecBole models, comma-separated, each NAME or NAME:EPOCH_CAP ('' for none)")
     parser.add_argument("--max-epochs", type=int, default=300, help="epoch cap of RecBole's trained models")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="no epoch of a trained RecBole model starts after this; its best so far is tested")
     parser.add_argument("--merge", action="store_true",
                         help="keep the earlier report's RecBole entries for models not re-run (same split)")
     parser.add_argument("--plot", action="store_true", help="draw docs/quality.png from docs/bench/quality-*.json")
     args = parser.parse_args()
     if args.data:
-        report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs, merge=args.merge)
+        report = run(args.data, [m for m in args.recbole.split(",") if m], args.max_epochs, merge=args.merge,
+                     time_limit_s=args.time_limit)
         print(json.dumps(report, indent=2))
     if args.plot:
         try:

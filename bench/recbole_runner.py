@@ -5,6 +5,9 @@ the files and starts this script. The shims below make RecBole 1.2.1 run on nump
 torch 2.13 (see ../shared/docs/stack-notes.md).
 
     .venv-recbole/bin/python bench/recbole_runner.py DATA_DIR NAME MODEL '{"reg_weight": 500}'
+
+Besides RecBole's settings, the overrides may hold ``threads`` (torch's, default 2) and ``time_limit_s``:
+no epoch starts once that much time has gone, and the best epoch so far is the one tested.
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
 
 
+class OutOfTime(Exception):
+    """Raised before an epoch would start past the run's time limit."""
+
+
 def main() -> None:
     data_dir, name, model_name, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     torch.set_num_threads(int(overrides.pop("threads", 2)))
+    time_limit_s = float(overrides.pop("time_limit_s", "inf"))
     config = Config(
         model=model_name,
         dataset=name,
@@ -73,12 +81,18 @@ def main() -> None:
 
     def timed_epoch(*args: object, **kwargs: object) -> object:
         began = time.perf_counter()
+        if began - started >= time_limit_s:
+            raise OutOfTime
         loss = train_epoch(*args, **kwargs)
         epoch_seconds.append(round(time.perf_counter() - began, 2))
         return loss
 
     trainer._train_epoch = timed_epoch
-    _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    try:
+        _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        cut = False
+    except OutOfTime:
+        valid_result, cut = trainer.best_valid_result, True
     fit_seconds = time.perf_counter() - started
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     print(json.dumps({
@@ -90,7 +104,8 @@ def main() -> None:
         "seconds_to_best": round(best["seconds"], 1),
         "fit_seconds": round(fit_seconds, 1),
         "train_epoch_seconds": epoch_seconds,
-        
+        "time_limit_s": time_limit_s if time_limit_s < float("inf") else None,
+        "cut_by_time_limit": cut,
     }))
 
 
