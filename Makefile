@@ -35,6 +35,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict control_plane
+	$(VENV)/bin/mypy recsys workers exporters launcher cinesync bench
 
 clean:
 	rm -rf var model_repository/*/ .model_repository.staging

@@ -13,6 +13,7 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -31,7 +32,7 @@ def embeddings(n: int, dim: int, rank: int, clusters: int, rng: np.random.Genera
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def per_second(search_one: callable, queries: int) -> float:  # type: ignore[valid-type]
+def per_second(search_one: Callable[[int], object], queries: int) -> float:
     started = time.perf_counter()
     for q in range(queries):
         search_one(q)

@@ -45,6 +45,7 @@ def write_bundle(
         retrievers = []
         item_domains = np.array([item.domain.value for item in run.items])
         for member in run.spec.retrieving(run.members):
+            assert member.index_kind is not None, f"{member.name} retrieves, so its kind names an index kind"
             arrays, plan = index_class(member.index_kind).prepare(
                 member.retrieval_arrays(), item_domains, exact_below=exact_below, recall_target=recall_target
             )

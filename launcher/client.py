@@ -23,7 +23,7 @@ def recommend(
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.RecommendationServiceStub(channel)
         request = pb.RecommendRequest(
-            user_id=user_id, k=k, domain=pb.Domain.Value(f"DOMAIN_{domain.upper()}"), exclude_seen=exclude_seen
+            user_id=user_id, k=k, domain=f"DOMAIN_{domain.upper()}", exclude_seen=exclude_seen
         )
         response: pb.RecommendResponse = stub.Recommend(request, timeout=timeout)
         return response

@@ -51,6 +51,14 @@ def assemble_dense(tables: FeatureTables, user_idx: np.ndarray, item_idx: np.nda
 class DenseFeatures(torch.nn.Module):
     """``assemble_dense`` as a module, the tables inside: (user_idx, item_idx) ``[B, 1]`` -> ``[B, D]``."""
 
+    user_genre_affinity: torch.Tensor  # registered buffers (FeatureTables' fields), declared for the type checker
+    user_tv_share: torch.Tensor
+    user_log_activity: torch.Tensor
+    item_genres: torch.Tensor
+    item_log_popularity: torch.Tensor
+    item_year: torch.Tensor
+    item_is_tv: torch.Tensor
+
     def __init__(self, tables: FeatureTables) -> None:
         super().__init__()
         for name, value in vars(tables).items():

@@ -58,7 +58,7 @@ def test_bad_pipeline_fails_before_loading_data(spec: PipelineSpec, message: str
 def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_run: Path, tmp_path: Path) -> None:
     from exporters.onnx_export import export_run
     from exporters.publish import publish
-    from recsys.kinds.ease import ease_weights, gram_of, prune, tilted
+    from recsys.kinds.ease import Ease, ease_weights, gram_of, prune, tilted
     from recsys.pipeline import refit_on_everything
 
     refit_on_everything(small_run)
@@ -67,7 +67,7 @@ def test_refit_on_everything_keeps_choices_and_learns_the_held_out_items(small_r
     held_out = int(evaluated.protocol.test.test_items[user][0])
     assert held_out not in evaluated.history.train_sequences[user]
     assert held_out in everything.history.train_sequences[user]
-    ease_before, ease_after = (next(m for m in r.members if m.name == "ease") for r in (evaluated, everything))
+    ease_before, ease_after = (next(m for m in r.members if isinstance(m, Ease)) for r in (evaluated, everything))
     assert ease_after.history[user, held_out] == 1.0 and ease_before.history[user, held_out] == 0.0
     # The refit is the closed form on every interaction with the λ, c and β validation chose, pruned alike.
     chosen = ease_before.chosen

@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync import triton
 from exporters.targets import TARGETS, TargetUnavailable, export_target
-from exporters.targets.tensorrt_plan import build_engine, cuda_gpus
+from exporters.targets.tensorrt_plan import WORKSPACE_BYTES, build_engine, cuda_gpus
 from exporters.triton_repository import scorer_config
 
 
@@ -55,6 +55,8 @@ class _Recorder:
     def __init__(self) -> None:
         self.flags: list[str] = []
         self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+        self.workspace: int | None = None
+        self.profiles: list[object] = []
         self.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
         recorder = self
@@ -82,7 +84,7 @@ class _Recorder:
                 recorder.flags.append(flag)
 
             def add_optimization_profile(self, profile: Profile) -> None:
-                recorder.profile = profile
+                recorder.profiles.append(profile)
 
         class Builder:
             def __init__(self, logger: object) -> None: ...
@@ -115,6 +117,7 @@ def test_engine_build_sets_precision_flags_and_a_batch_profile(tmp_path: Path, m
     build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="int8", max_batch=4096)
     assert recorder.flags == ["FP16", "INT8"] and (tmp_path / "model.plan").read_bytes() == b"engine"
     assert recorder.shapes == {name: ((1, 1), (256, 1), (4096, 1)) for name in triton.PAIR_INPUTS}
+    assert recorder.workspace == WORKSPACE_BYTES and len(recorder.profiles) == 1
     recorder.flags.clear()
     build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="fp32", max_batch=128)
     assert recorder.flags == ["FP16"] and recorder.shapes[triton.PAIR_INPUTS[0]] == ((1, 1), (128, 1), (128, 1))

@@ -55,7 +55,7 @@ class Catalog:
     ordered: bool  # histories are in time order; without timestamps a history is a set
 
 
-def positive_grid(text: str, *, name: str, example: str, zero_allowed: bool = False) -> list[float]:
+def number_grid(text: str, *, name: str, example: str, zero_allowed: bool = False) -> list[float]:
     """The candidates of a comma-separated hyper-parameter grid ("200,500,1000"), all positive
     (or non-negative where ``zero_allowed``)."""
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress, positive_grid
+from recsys.kinds.base import MemberKind, Progress, Role, no_progress, number_grid
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
@@ -40,15 +40,15 @@ class EaseParams:
 
     @property
     def grid(self) -> list[float]:
-        return positive_grid(self.l2_grid, name="l2_grid", example="200,500,1000")
+        return number_grid(self.l2_grid, name="l2_grid", example="200,500,1000")
 
     @property
     def emphases(self) -> list[float]:
-        return positive_grid(self.emphasis_grid, name="emphasis_grid", example="0,0.25", zero_allowed=True)
+        return number_grid(self.emphasis_grid, name="emphasis_grid", example="0,0.25", zero_allowed=True)
 
     @property
     def tilts(self) -> list[float]:
-        return positive_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
+        return number_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
                              zero_allowed=True)
 
 

@@ -56,6 +56,11 @@ class FusionNetwork(torch.nn.Module):
     member's standardised score, weighted, plus a DCN-v2's correction. The correction starts at
     zero, so training starts from the anchor's ranking and moves only where the labels say so."""
 
+    mean: torch.Tensor  # registered buffers, declared for the type checker
+    scale: torch.Tensor
+    passthrough: torch.Tensor
+    anchor: torch.Tensor
+
     def __init__(self, n_features: int, params: FusionParams, *, anchor: int = 0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))

@@ -14,13 +14,14 @@ import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, Role, no_progress, positive_grid
+from recsys.kinds.base import Progress, Role, no_progress, number_grid
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.negatives import UnseenSampler
@@ -40,7 +41,7 @@ class TrainingGrid:
         _ = self.l2s  # raise on a bad grid
 
     def _batch_candidates(self) -> list[float]:
-        return positive_grid(self.batch_sizes, name="batch_sizes", example="1024,8192")
+        return number_grid(self.batch_sizes, name="batch_sizes", example="1024,8192")
 
     @property
     def batch_grid(self) -> list[int]:
@@ -48,7 +49,7 @@ class TrainingGrid:
 
     @property
     def l2s(self) -> list[float]:
-        return positive_grid(self.l2_grid, name="l2_grid", example="1e-4,1e-5", zero_allowed=True)
+        return number_grid(self.l2_grid, name="l2_grid", example="1e-4,1e-5", zero_allowed=True)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class LightGcn(EmbeddingMember):
 
     name = "lightgcn"
     roles = frozenset({Role.RETRIEVER, Role.SCORER})
-    Params = LightGcnParams
+    Params: ClassVar[type[TrainingGrid]] = LightGcnParams  # BPR's has no layers
     # Of the training run under way: a grid point in fit, the chosen one in refit.
     batch_size: int
     l2: float
@@ -167,6 +168,7 @@ class LightGcn(EmbeddingMember):
             self.user_vectors, self.item_vectors = nodes[:n_users], nodes[n_users:]
 
         def validate() -> float:
+            assert split is not None  # called only with a validation split
             embed()
             return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
 

@@ -22,6 +22,8 @@ class PopularityParams:
 class ItemTableScorer(torch.nn.Module):
     """score(u, i) = table[i], whoever the user is."""
 
+    table: torch.Tensor  # a registered buffer, declared for the type checker
+
     def __init__(self, table: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))

@@ -63,20 +63,26 @@ def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalo
 
 def test_bpr_keeps_the_grid_point_validation_prefers_and_refits_with_it(data: tuple[Catalog, Protocol]) -> None:
     catalog, protocol = data
+
+    def bpr(batch_sizes: str, l2_grid: str) -> MemberKind:
+        member = create("bpr", catalog, {"batch_sizes": batch_sizes, "l2_grid": l2_grid, "epochs": 6}, seed=1)
+        assert isinstance(member, MemberKind)
+        return member
+
     points = list(itertools.product((16, 512), (0.0, 0.5)))
     alone = {}
     for size, l2 in points:
-        single = create("bpr", catalog, {"batch_sizes": str(size), "l2_grid": str(l2), "epochs": 6}, seed=1)
+        single = bpr(str(size), str(l2))
         single.fit(protocol.validation)
         alone[size, l2] = single.chosen
     assert len({float(chosen["validation_ndcg@10"]) for chosen in alone.values()}) == len(points)
     winner = max(alone, key=lambda point: float(alone[point]["validation_ndcg@10"]))
-    grid = create("bpr", catalog, {"batch_sizes": "16,512", "l2_grid": "0,0.5", "epochs": 6}, seed=1)
+    grid = bpr("16,512", "0,0.5")
     grid.fit(protocol.validation)
     assert grid.chosen == {"batch_size": winner[0], "l2": winner[1], **alone[winner]}
     refits = []  # the refit trains at the chosen point, whatever the grid lists
     for other in (point for point in points if point != winner):
-        member = create("bpr", catalog, {"batch_sizes": str(other[0]), "l2_grid": str(other[1]), "epochs": 6}, seed=1)
+        member = bpr(str(other[0]), str(other[1]))
         member.chosen = dict(grid.chosen)
         member.refit(protocol.test.train_sequences)
         refits.append(member.score(np.arange(10)))

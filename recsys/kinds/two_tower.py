@@ -141,6 +141,7 @@ class TwoTower(EmbeddingMember):
             return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss)
 
         def validate() -> float:
+            assert split is not None  # called only with a validation split
             self._embed(sequences)
             return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
 
