@@ -137,7 +137,8 @@ def plot() -> None:
     fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 4), squeeze=False)
     for ax, report in zip(axes[0], reports, strict=True):
         bars = {f"ours {k}": v["ndcg@10"] for k, v in report["ours"]["metrics"].items()}
-        bars.update({f"RecBole {k}": v["test"]["ndcg@10"] for k, v in report["recbole"].items()})
+        bars.update({f"RecBole {k}" + (" (cut)" if v.get("cut_by_time_limit") else ""): v["test"]["ndcg@10"]
+                     for k, v in report["recbole"].items()})
         colors = ["tab:green" if k == "ours cascade" else "tab:blue" if k.startswith("ours") else "tab:gray"
                   for k in bars]
         ax.barh(list(bars), list(bars.values()), color=colors)
