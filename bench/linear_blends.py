@@ -76,22 +76,23 @@ def mult_vae(history: np.ndarray, *, epochs: int, hidden: int = 600, latent: int
     decoder = torch.nn.Sequential(torch.nn.Linear(latent, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n_items))
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
 
-    def encode(batch_rows: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = F.dropout(F.normalize(batch_rows, dim=1), dropout, training=training)
-        mean, log_variance = encoder(inputs).chunk(2, dim=1)
-        return mean, log_variance
+    def encode(batch_rows: torch.Tensor, training: bool) -> tuple[torch.Tensor, ...]:
+        """(mean, log variance) of each row's latent."""
+        return encoder(F.dropout(F.normalize(batch_rows, dim=1), dropout, training=training)).chunk(2, dim=1)
 
-    steps = epochs * -(-len(rows) // batch)
-    for step, indices in enumerate(index for _ in range(epochs) for index in torch.randperm(len(rows)).split(batch)):
-        batch_rows = rows[indices]
-        mean, log_variance = encode(batch_rows, True)
-        latent_sample = mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
-        likelihood = (F.log_softmax(decoder(latent_sample), dim=1) * batch_rows).sum(1).mean()
-        divergence = (-0.5 * (1 + log_variance - mean**2 - log_variance.exp()).sum(1)).mean()
-        loss = -likelihood + beta_max * step / steps * divergence
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    steps, step = epochs * -(-len(rows) // batch), 0
+    for _ in range(epochs):
+        for indices in torch.randperm(len(rows)).split(batch):
+            batch_rows = rows[indices]
+            mean, log_variance = encode(batch_rows, True)
+            latent_sample = mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
+            likelihood = (F.log_softmax(decoder(latent_sample), dim=1) * batch_rows).sum(1).mean()
+            divergence = (-0.5 * (1 + log_variance - mean**2 - log_variance.exp()).sum(1)).mean()
+            loss = -likelihood + beta_max * step / steps * divergence
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
     with torch.no_grad():
         return decoder(encode(rows, False)[0]).numpy()
 

@@ -88,6 +88,15 @@ def main() -> None:
         return loss
 
     trainer._train_epoch = timed_epoch
+    valid_by_epoch: list[float] = []
+    valid_epoch = trainer._valid_epoch
+
+    def recorded_validation(*args: object, **kwargs: object) -> tuple[float, dict[str, float]]:
+        score, result = valid_epoch(*args, **kwargs)
+        valid_by_epoch.append(round(float(score), 4))  # valid_metric, NDCG@10
+        return score, result
+
+    trainer._valid_epoch = recorded_validation
     try:
         _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         cut = False
@@ -104,6 +113,7 @@ def main() -> None:
         "seconds_to_best": round(best["seconds"], 1),
         "fit_seconds": round(fit_seconds, 1),
         "train_epoch_seconds": epoch_seconds,
+        "valid_ndcg@10_by_epoch": valid_by_epoch,
         "time_limit_s": time_limit_s if time_limit_s < float("inf") else None,
         "cut_by_time_limit": cut,
     }))

@@ -49,7 +49,7 @@ class EaseParams:
     @property
     def tilts(self) -> list[float]:
         return number_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
-                             zero_allowed=True)
+                           zero_allowed=True)
 
 
 def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
