@@ -18,7 +18,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from control_plane.indexes.faiss_index import FaissIndex, exact_top_k, recall_at_k
+from cinesync.indexes.faiss_index import FaissIndex, exact_top_k, recall_at_k
 
 
 def embeddings(n: int, dim: int, rank: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,10 +55,10 @@ def main() -> None:
     build_users, held_out = users[:10_000], users[10_000:]
     domains = np.where(rng.random(args.items) < args.tv_share, "tv", "movie")
     started = time.perf_counter()
-    arrays, plan = FaissIndex.prepare({"item_vectors": items, "user_vectors": build_users}, domains,
+    arrays, plan = FaissIndex.prepare({"item_vectors": items, "query_sample": build_users}, domains,
                                       exact_below=50_000, recall_target=args.recall_target)
     build_seconds = time.perf_counter() - started
-    index = FaissIndex({**arrays, "user_vectors": held_out}, domains, plan=plan)
+    index = FaissIndex(arrays, domains, plan=plan)
     flat = faiss.IndexFlatIP(args.dim)
     flat.add(items)
     none = np.zeros(0, dtype=np.int64)
@@ -66,13 +66,13 @@ def main() -> None:
     for domain in ("any", "tv"):
         rows = np.arange(args.items) if domain == "any" else np.flatnonzero(domains == "tv")
         exact = exact_top_k(items, held_out, rows, 100)
-        found = np.stack([index.search(q, none, 100, domain=domain, exclude=none)[0] for q in range(args.queries)])
+        found = np.stack([index.search(none, held_out[q], 100, domain=domain, exclude=none)[0] for q in range(args.queries)])
         results[domain] = {"recall@100": round(recall_at_k(found, exact), 4), "nprobe": plan["nprobe"].get(domain)}
     runs = []
     for _ in range(3):  # alternate, medians: the machine is noisy
         exact_qps = per_second(lambda q: flat.search(held_out[q : q + 1], 100), min(args.queries, 50))
-        ivf_qps = per_second(lambda q: index.search(q, none, 100, domain="any", exclude=none), args.queries)
-        tv_qps = per_second(lambda q: index.search(q, none, 100, domain="tv", exclude=none), args.queries)
+        ivf_qps = per_second(lambda q: index.search(none, held_out[q], 100, domain="any", exclude=none), args.queries)
+        tv_qps = per_second(lambda q: index.search(none, held_out[q], 100, domain="tv", exclude=none), args.queries)
         runs.append((exact_qps, ivf_qps, tv_qps))
     exact_qps, ivf_qps, tv_qps = (statistics.median(r[i] for r in runs) for i in range(3))
     print(json.dumps({

@@ -1,5 +1,6 @@
 """Benchmark: INT8 (QDQ) against fp32 for the exported neural models of one trained pipeline:
-ONNX Runtime throughput at batch 1, 64 and 256 (same run, alternating, medians), file sizes, the
+ONNX Runtime throughput at batch 1, 64 and 256 requests (100 candidates each for the scorers and
+the fusion; same run, alternating, medians), file sizes, the
 accuracy guard's validation figures, and test NDCG@10 of both served through Triton and the control
 plane (each published, promoted in turn, every test user asked over gRPC).
 
@@ -21,29 +22,39 @@ import torch
 
 from cinesync import triton, versions
 from cinesync.settings import Settings
-from exporters.onnx_export import REPORT_FILE, export_run, fusion_feeds, ort_session, parity_pairs
+from exporters.export_report import ENCODER, SCORER, ExportedModel
+from exporters.onnx_export import (
+    REPORT_FILE,
+    export_run,
+    fusion_feeds,
+    ort_session,
+    request_batch,
+    scorer_feeds,
+)
 from exporters.publish import publish
 from launcher.client import wait_for_version
 from launcher.served_eval import evaluate_served
 from launcher.stack import Stack
-from recsys.cascade import pair_features
 from recsys.pipeline import CASCADE, PipelineSpec, evaluate, train
-from recsys.run import load_run
+from recsys.run import TrainedRun, load_run
 
-BATCHES = (1, 64, 256)
+BATCHES = (1, 64, 256)  # requests per call
+CANDIDATES = 100  # per request, for the scorers and the fusion
 
 
-def feeds_for(run_folder: Path, model: str, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    run = load_run(run_folder)
-    users, items = parity_pairs(run, batch, rng)
-    if model == triton.FUSION:
-        return fusion_feeds([m.name for m in run.members], pair_features(run.members, run.tables, users, items),
-                            users, items)
-    return dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
+def feeds_for(run: TrainedRun, model: ExportedModel, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``batch`` real requests (recent histories, CANDIDATES candidates each) as ``model`` reads them."""
+    requests = request_batch(run, batch, CANDIDATES, rng)
+    if model.role == ENCODER:
+        return {triton.HISTORY_INPUT: requests.history()}
+    if model.role == SCORER:
+        return scorer_feeds(next(m for m in run.members if m.name == model.member), requests)
+    scores = {m.name: m.score_lists(requests.histories, requests.items) for m in run.members}
+    return fusion_feeds(run, scores, requests)
 
 
 def throughput(path: Path, feeds: dict[str, np.ndarray], seconds: float = 1.0) -> float:
-    """Rows per second of one ONNX Runtime session (2 threads) on ``feeds``, over about ``seconds``."""
+    """Requests per second of one ONNX Runtime session (2 threads) on ``feeds``, over about ``seconds``."""
     session = ort_session(path, threads=2)
     session.run(None, feeds)
     rows, calls, started = len(next(iter(feeds.values()))), 0, time.perf_counter()
@@ -88,11 +99,11 @@ def main() -> None:
             }
             entry["smaller"] = round(int(entry["fp32_bytes"]) / int(entry["int8_bytes"]), 2)  # type: ignore[call-overload]
             for batch in BATCHES:
-                feeds = feeds_for(run_folder, fp32.name, batch, rng)
+                feeds = feeds_for(run, fp32, batch, rng)
                 pairs = [(throughput(root / "fp32" / fp32.file, feeds), throughput(root / "int8" / int8.served_file, feeds))
                          for _ in range(args.repeats)]
                 fp, q = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
-                entry[f"batch_{batch}"] = {"fp32_rows_per_s": round(fp), "int8_rows_per_s": round(q),
+                entry[f"batch_{batch}"] = {"fp32_requests_per_s": round(fp), "int8_requests_per_s": round(q),
                                            "speedup": round(q / fp, 2)}
             models[fp32.name] = entry
         settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,

@@ -26,7 +26,7 @@ def kind_quality(member: MemberKind, protocol: Protocol) -> dict[str, object]:
     member.fit(protocol.validation)
     fitted = time.perf_counter()
     member.refit(protocol.test.train_sequences)
-    metrics = evaluate_full_ranking(member.score, protocol.test)
+    metrics = evaluate_full_ranking(member.user_scores(protocol.test), protocol.test)
     return {"chosen": member.chosen, "seconds_to_best": round(fitted - started, 1),
             "test": {k: round(v, 4) for k, v in metrics.items()}}
 

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from recsys.data import load_dataset
 from recsys.data.splits import Split, make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, ease_weights, gram_of
+from recsys.kinds.ease import Ease, ease_weights, gram_of, history_matrix
 from recsys.metrics import K, per_user_metrics, top_k_excluding
 from recsys.pipeline import catalog_of
 
@@ -136,8 +136,9 @@ def main() -> None:
     assert isinstance(ease, Ease)
     ease.fit(split)
     users = split.test_users()
-    history, gram = ease.history, gram_of(ease.history)  # the validation split's training part
-    ease_scores = ease.score(users)
+    history = history_matrix(split.train_sequences, dataset.n_items)  # the validation split's training part
+    gram = gram_of(history)
+    ease_scores = ease.user_scores(split)(users)
     l2 = float(ease.chosen["l2"])
     others: dict[str, Callable[[], np.ndarray]] = {
         "rp3beta alpha 1.0 beta 0.5": lambda: history[users] @ rp3beta(history, 1.0, 0.5),

@@ -3,8 +3,8 @@
 Requests leave at a fixed arrival rate whatever the answers do; each latency is measured from the
 request's scheduled send time, so a stalled server shows up in full (no coordinated omission). Each
 rate runs for --seconds (bounded count), all on loopback, and the script stops everything it started.
-Then the floor: the same retrieval (the bundle's indexes) and ranking (ONNX Runtime sessions of the
-scorers and the fusion, which looks the features up itself) in a loop in this process.
+Then the floor: the same encoding, retrieval (the bundle's indexes) and ranking (ONNX Runtime
+sessions of the encoders, scorers and the fusion) in a loop in this process.
 
     .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,300,400,700
 
@@ -33,7 +33,9 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import load_bundle
 from control_plane.model_state import ServingState, load_indexes
-from exporters.onnx_export import REPORT_FILE, export_run, fusion_feeds, ort_session
+from control_plane.service import model_input
+from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, read_report
+from exporters.onnx_export import export_run, ort_session
 from exporters.publish import publish
 from launcher.client import wait_for_version
 from launcher.stack import Stack
@@ -79,20 +81,26 @@ async def open_loop(address: str, users: list[str], rate: float, seconds: float)
 
 
 def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float) -> float:
-    """Requests per second of retrieval + ranking in one loop, no RPC: the same indexes, the same ONNX models."""
+    """Requests per second of encoding, retrieval and ranking in one loop, no RPC: the same indexes,
+    the same ONNX models (one session each), each user's published history."""
     bundle = load_bundle(serving_dir, version)
     state = ServingState(bundle, load_indexes(bundle))
-    report = json.loads((export_dir / REPORT_FILE).read_text())
-    sessions = {m["name"]: ort_session(export_dir / m["served_file"], threads=1) for m in report["models"]}
-    members = [m["name"].removeprefix("score_") for m in report["models"] if m["name"] != triton.FUSION]
+    models = read_report(export_dir)
+    sessions = {m.name: ort_session(export_dir / m.served_file, threads=1) for m in models}
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        user = done % len(bundle.histories)
-        items, _ = state.candidates(user, bundle.depth, domain="any", exclude=bundle.histories[user])
-        users = np.full(len(items), user, dtype=np.int64)
-        pairs = dict(zip(triton.PAIR_INPUTS, (users[:, None], items[:, None]), strict=True))
-        scores = np.concatenate([sessions[triton.scorer_model(m)].run(None, pairs)[0] for m in members], axis=1)
-        ranked = sessions[triton.FUSION].run(None, fusion_feeds(members, scores, users, items))[0].reshape(-1)
+        history = bundle.histories[done % len(bundle.histories)]
+        inputs: dict[str, np.ndarray] = {triton.HISTORY_INPUT: model_input(history, bundle.history_length)[None]}
+        vectors = {m.member: sessions[m.name].run(None, inputs)[0] for m in models if m.role == ENCODER}
+        items, _ = state.candidates(history[-bundle.history_length :], {k: v[0] for k, v in vectors.items()},
+                                    bundle.depth, domain="any", exclude=history)
+        inputs[triton.ITEMS_INPUT] = (items + 1)[None]
+        for model in (m for m in models if m.role == SCORER):
+            feeds = {t.name: vectors[model.member] if t.name == triton.USER_VECTOR else inputs[t.name]
+                     for t in model.inputs}
+            inputs[triton.member_score(model.member)] = sessions[model.name].run(None, feeds)[0]
+        fusion = next(m for m in models if m.role == FUSION_ROLE)
+        ranked = sessions[fusion.name].run(None, {t.name: inputs[t.name] for t in fusion.inputs})[0][0]
         np.argsort(-ranked, kind="stable")[:10]
         done += 1
     return done / (time.perf_counter() - started)

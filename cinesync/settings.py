@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cinesync.triton import MAX_BATCH_SIZE
+from cinesync.triton import MAX_CANDIDATES
 
 TritonTarget = Literal["python", "stock", "tensorrt"]
 Precision = Literal["fp32", "int8"]
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     retrieval_candidates: int = Field(
         default=0, ge=0,
         description="Candidates each retriever proposes per request; 0: the depth the served run was evaluated with. "
-        "All retrievers' candidates together must fit one ranking batch (cinesync.triton.MAX_BATCH_SIZE).",
+        "All retrievers' candidates together must fit one ranking request (cinesync.triton.MAX_CANDIDATES).",
     )
     retained_versions: int = Field(
         default=3, ge=1, description="Published versions kept on disk (the current one is always kept too)."
@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         description="Recall@100 against exact search that an IVF index must reach, per domain, measured at publish.",
     )
     ranking_timeout_s: float = Field(default=1.0, gt=0, description="Longest wait for Triton per request.")
+    history_keep: int = Field(
+        default=1000, ge=1,
+        description="Items of each user's live history kept in Redis (the most recent; exclude_seen leaves "
+        "them all out, the models read the version's history length of them).",
+    )
+    history_on_click: bool = Field(
+        default=False, description="Whether a CLICK feedback also enters the user's live history (WATCH always does).",
+    )
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")
     admin_tokens: str = Field(
@@ -104,11 +112,11 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _candidates_fit_one_batch(self) -> Settings:
-        if self.retrieval_candidates > MAX_BATCH_SIZE:
+    def _candidates_fit_one_request(self) -> Settings:
+        if self.retrieval_candidates > MAX_CANDIDATES:
             raise ValueError(
-                f"retrieval_candidates={self.retrieval_candidates} exceeds the ranking ensemble's "
-                f"max_batch_size {MAX_BATCH_SIZE}: Triton would reject every request's candidates"
+                f"retrieval_candidates={self.retrieval_candidates} exceeds the {MAX_CANDIDATES} candidates "
+                "one ranking request may carry: Triton would reject every request's candidates"
             )
         return self
 

@@ -1,25 +1,36 @@
 """Triton model and tensor names, written once: the exporter writes them, the control plane calls them.
 
-Serving version N is ranked by the ensemble ``ranking_N`` (``ensemble_model(N)``), which takes
-(USER_IDX, ITEM_IDX) rows. Its steps, each pinned to version N of its model: one
-``score_<member>`` model per scoring member makes that member's score, all in parallel; ``fusion``
-reads every member score and the same rows (it looks their dense features up) and makes SCORE. A step model's
-repository folder is its base name plus a short hash of its configuration (``model_family``), so
-versions whose interfaces differ (another member set) live side by side.
+A request is served from the user's recent history (item index + 1, oldest first, left-padded with
+0 to a fixed length), never from state baked into a model. Serving version N makes at most two
+Triton calls per request:
+
+1. ``encode_N`` (``encoder_ensemble(N)``), only where a member has a history encoder: HISTORY in,
+   one ``user_<member>`` vector per encoding member out (the control plane searches FAISS with it).
+2. ``ranking_N`` (``ensemble_model(N)``): HISTORY, ITEMS (candidates as index + 1, 0 pads) and the
+   encoded vectors in, SCORE (one per candidate) out. Its steps, each pinned to version N: one
+   ``score_<member>`` model per scoring member, in parallel, then ``fusion``, which reads every
+   member's scores plus HISTORY and ITEMS (it computes the dense ranking features from them).
+
+Every tensor has a request batch axis first. A step model's repository folder is its base name
+plus a short hash of its configuration (``model_family``), so versions whose interfaces differ
+(another member set) live side by side.
 """
 
 from __future__ import annotations
 
 ENSEMBLE = "ranking"
+ENCODER_ENSEMBLE = "encode"
 FUSION = "fusion"
-MAX_BATCH_SIZE = 4096
+MAX_BATCH_SIZE = 64  # requests per Triton execution (each request carries its own candidates)
+MAX_CANDIDATES = 4096  # candidates of one request
 
-# The ensemble's tensors.
-USER_IDX, ITEM_IDX, SCORE = "USER_IDX", "ITEM_IDX", "SCORE"
+# The ensembles' tensors.
+HISTORY, ITEMS, SCORE = "HISTORY", "ITEMS", "SCORE"
 
-# The ONNX models' own tensors: scorers take (user_idx, item_idx) and give score; the fusion takes
-# one member_score(name) per member plus (user_idx, item_idx), and gives score.
-PAIR_INPUTS = ("user_idx", "item_idx")
+# The ONNX models' own tensors. Encoders: history -> user_vector. Scorers read some of
+# (history, items, user_vector) as their kind declares and give score. The fusion reads one
+# member_score(name) per member plus history and items, and gives score.
+HISTORY_INPUT, ITEMS_INPUT, USER_VECTOR = "history", "items", "user_vector"
 OUTPUT = "score"
 
 
@@ -28,10 +39,25 @@ def ensemble_model(version: int) -> str:
     return f"{ENSEMBLE}_{version}"
 
 
+def encoder_ensemble(version: int) -> str:
+    """The ensemble that encodes histories into the user vectors of serving version ``version``."""
+    return f"{ENCODER_ENSEMBLE}_{version}"
+
+
+def _numbered(model: str, prefix: str) -> int | None:
+    head, _, number = model.rpartition("_")
+    return int(number) if head == prefix and number.isdigit() else None
+
+
 def ensemble_version(model: str) -> int | None:
-    """The serving version an ensemble model name stands for, None for any other name."""
-    prefix, _, number = model.rpartition("_")
-    return int(number) if prefix == ENSEMBLE and number.isdigit() else None
+    """The serving version a ranking ensemble's name stands for, None for any other name. The
+    ranking ensemble is written last: a version is whole when it and the bundle exist."""
+    return _numbered(model, ENSEMBLE)
+
+
+def encoder_ensemble_version(model: str) -> int | None:
+    """The serving version an encoding ensemble's name stands for, None for any other name."""
+    return _numbered(model, ENCODER_ENSEMBLE)
 
 
 def model_family(base: str, config_digest: str) -> str:
@@ -44,6 +70,16 @@ def scorer_model(member: str) -> str:
     return f"score_{member}"
 
 
+def encoder_model(member: str) -> str:
+    """The Triton model (and ONNX file stem) that encodes a history into ``member``'s user vector."""
+    return f"encode_{member}"
+
+
 def member_score(member: str) -> str:
     """The tensor carrying ``member``'s score from its scorer to the fusion."""
     return f"score_{member}"
+
+
+def user_vector(member: str) -> str:
+    """The ensembles' tensor carrying ``member``'s encoded user vector."""
+    return f"user_{member}"

@@ -1,8 +1,10 @@
 """Reads the serving bundle a publish step wrote (layout in cinesync.bundle): catalog, users, their
-histories, popularity and the retrievers' index arrays. numpy and json only."""
+published histories, popularity, the history length and encoders of the version, and the
+retrievers' index arrays. numpy and json only."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +37,33 @@ class RetrieverArrays:
 
 @dataclass
 class ServingBundle:
+    """One published version as the control plane holds it."""
+
     version: int
     manifest: dict[str, Any]
     items: list[CatalogItem]
+    item_index: dict[str, int]  # item id -> item index
     user_index: dict[str, int]
-    histories: list[NDArray[np.int64]]  # what each user has seen; what exclude_seen leaves out
+    histories: list[NDArray[np.int64]]  # each user's published history, oldest first
     popularity: NDArray[np.float32]
     item_domains: NDArray[np.str_]  # "movie" / "tv" per item index
     retrievers: list[RetrieverArrays]
     depth: int  # candidates each retriever proposes, as the run was evaluated
+    history_length: int  # the most recent history items the models read
+    encoders: list[str]  # members whose user vectors the encoding ensemble makes
+    ranking_vectors: list[str]  # members whose user vectors the ranking ensemble reads
+
+    def history_key(self, user_id: str) -> str:
+        """The user's live history key in the history store: scoped by the data set the version was
+        trained on, since the same user id in another data set is another person (and the same item
+        id another title)."""
+        scope = hashlib.sha256(str(self.manifest.get("data")).encode()).hexdigest()[:10]
+        return f"{scope}:{user_id}"
+
+    def published_history(self, user_id: str) -> NDArray[np.int64] | None:
+        """The user's history as published (None for a user the data did not have)."""
+        user = self.user_index.get(user_id)
+        return self.histories[user] if user is not None else None
 
 
 def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
@@ -65,10 +85,14 @@ def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
         version=version,
         manifest=manifest,
         items=items,
+        item_index={item.item_id: index for index, item in enumerate(items)},
         user_index={user: index for index, user in enumerate(users)},
         histories=histories,
         popularity=np.load(folder / layout.POPULARITY),
         item_domains=np.array([item.domain for item in items]),
         retrievers=retrievers,
         depth=int(manifest["depth"]),
+        history_length=int(manifest["history_length"]),
+        encoders=list(manifest["encoders"]),
+        ranking_vectors=list(manifest["ranking_vectors"]),
     )

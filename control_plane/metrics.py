@@ -21,3 +21,10 @@ INDEX_ITEMS = Gauge("cinesync_index_items", "Items in each loaded retriever inde
 EXPOSURES = Counter("cinesync_exposures_total", "Answers served, by experiment and variant", ["experiment", "variant"])
 FEEDBACK = Counter("cinesync_feedback_total", "Feedback received, by kind and whether its exposure was known "
                    "(true, false, unknown: Redis unreachable)", ["kind", "matched"])
+HISTORY_UNKNOWN_ITEMS = Counter(
+    "cinesync_history_unknown_items_total", "History items not in the served catalog, ignored, by where the "
+    "history came from (request, live)", ["source"],
+)
+HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the live history (stored) or "
+                         "lost to a Redis outage (failed)", ["outcome"])
+HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from cinesync.bundle import MANIFEST, current_version
-from cinesync.triton import MAX_BATCH_SIZE
+from cinesync.indexes import CandidateIndex, index_class
+from cinesync.triton import MAX_CANDIDATES
 from control_plane.bundle import ServingBundle, load_bundle
-from control_plane.indexes import CandidateIndex, index_class
-from control_plane.metrics import INDEX_ITEMS, MODEL_VERSION
+from control_plane.history import HistoryStore, HistoryUnavailable
+from control_plane.metrics import HISTORY_SEEDED, INDEX_ITEMS, MODEL_VERSION
 from control_plane.ranking import RankingUnavailable, TritonRanker
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,15 @@ class ServingState:
         return {"any": order, **{d: order[domains == d] for d in sorted(set(domains.tolist()))}}
 
     def candidates(
-        self, user: int, depth: int, *, domain: str, exclude: NDArray[np.int64]
+        self, history: NDArray[np.int64], vectors: Mapping[str, NDArray[np.float32]], depth: int, *, domain: str,
+        exclude: NDArray[np.int64],
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """Each index's ``depth`` best unseen items, concatenated in index order with the first
-        occurrence kept (as offline evaluation builds them), with the score of the index that found each."""
-        history = self.bundle.histories[user]
-        found = [index.search(user, history, depth, domain=domain, exclude=exclude) for index in self.indexes]
+        """Each index's ``depth`` best unseen items for a user with recent ``history`` (item indices)
+        and encoded ``vectors`` (per member; a FAISS retriever without one finds nothing), concatenated
+        in index order with the first occurrence kept (as offline evaluation builds them), with the
+        score of the index that found each."""
+        found = [index.search(history, vectors.get(entry.member), depth, domain=domain, exclude=exclude)
+                 for entry, index in zip(self.bundle.retrievers, self.indexes, strict=True)]
         items = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
         scores = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.float32)
         _, first = np.unique(items, return_index=True)
@@ -62,13 +68,13 @@ class BundleRefused(ValueError):
     """A published bundle this control plane cannot serve as configured."""
 
 
-def check_fits_one_batch(bundle: ServingBundle, candidates: int) -> None:
-    """All retrievers' candidates for one request must fit the ensemble's max_batch_size."""
+def check_fits_one_request(bundle: ServingBundle, candidates: int) -> None:
+    """All retrievers' candidates for one request must fit the ranking ensemble's candidate axis."""
     most = (candidates or bundle.depth) * len(bundle.retrievers)
-    if most > MAX_BATCH_SIZE:
+    if most > MAX_CANDIDATES:
         raise BundleRefused(
             f"version {bundle.version}: {len(bundle.retrievers)} retrievers x {candidates or bundle.depth} "
-            f"candidates = {most} rows, above the ranking ensemble's max_batch_size {MAX_BATCH_SIZE}; "
+            f"candidates = {most}, above the {MAX_CANDIDATES} candidates one ranking request may carry; "
             "lower CINESYNC_RETRIEVAL_CANDIDATES"
         )
 
@@ -77,10 +83,16 @@ class ModelState:
     """Holds the served versions: the current one (CURRENT) and those experiments' variants use
     (``wanted``); ``refresh`` loads what changed, bundles and indexes first, then Triton."""
 
-    def __init__(self, serving_dir: Path, ranker: TritonRanker | None, *, candidates: int = 0) -> None:
+    def __init__(
+        self, serving_dir: Path, ranker: TritonRanker | None, *, candidates: int = 0,
+        histories: HistoryStore | None = None,
+    ) -> None:
         self.serving_dir = Path(serving_dir)
         self.ranker = ranker
         self.candidates = candidates
+        self.histories = histories  # live histories, seeded from each loaded version's published ones
+        self.seeded: set[int] = set()  # versions whose published histories Redis has
+        self.seeding: dict[int, asyncio.Task[None]] = {}
         self.states: dict[int, ServingState] = {}
         self.current: int | None = None
         self.wanted: set[int] = set()  # retrieval versions of experiment variants
@@ -100,7 +112,7 @@ class ModelState:
             return False  # not published (yet) or retired: not a defect, looked at again next round
         try:
             bundle = await asyncio.to_thread(load_bundle, self.serving_dir, version)
-            check_fits_one_batch(bundle, self.candidates)
+            check_fits_one_request(bundle, self.candidates)
             indexes = await asyncio.to_thread(load_indexes, bundle)
         except Exception as error:  # noqa: BLE001  # any defect of the files: refuse the version, keep serving
             self.refused.add(version)
@@ -125,6 +137,7 @@ class ModelState:
             log.info("serving model version %d (%s)", version, self.states[version].bundle.manifest.get("dataset"))
         for wanted in sorted(self.wanted - set(self.states) - self.refused):
             await self._load_bundle(wanted)
+        self._seed_live_histories()
         keep = {self.current, *self.wanted}
         for old in set(self.states) - keep:
             for entry in self.states.pop(old).bundle.retrievers:
@@ -137,7 +150,7 @@ class ModelState:
                 self.triton_loaded.discard(unused)
                 del self.evicted[unused]
                 if self.ranker is not None:
-                    await self.ranker.unload(unused)
+                    await self.ranker.unload(unused, encodes=self.encodes(unused))
         for back in set(self.evicted) & ranked:
             del self.evicted[back]
         for needed in sorted(ranked):
@@ -145,14 +158,58 @@ class ModelState:
                 await self._load_triton(needed)  # Triton restarted, or never loaded it
         return self.state is not None
 
+    def _manifest(self, version: int) -> dict[str, Any]:
+        state = self.states.get(version)
+        if state is not None:
+            return state.bundle.manifest
+        try:
+            manifest: dict[str, Any] = json.loads((self.serving_dir / str(version) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return {}  # retired: nothing to load or unload but its ranking ensemble
+        return manifest
+
+    def encodes(self, version: int) -> bool:
+        """Whether ``version`` has an encoding ensemble (its bundle names encoders)."""
+        return bool(self._manifest(version).get("encoders"))
+
+    def ranking_vectors(self, version: int) -> list[str]:
+        """The members whose user vectors version ``version``'s ranking ensemble reads."""
+        return list(self._manifest(version).get("ranking_vectors", []))
+
+    def _seed_live_histories(self) -> None:
+        """Start seeding Redis from every loaded version's published histories not seeded yet (in the
+        background: serving goes on meanwhile, and reads the published history of an unseeded user)."""
+        if self.histories is None:
+            return
+        for version, state in self.states.items():
+            running = self.seeding.get(version)
+            if version not in self.seeded and (running is None or running.done()):
+                self.seeding[version] = asyncio.create_task(self._seed(version, state.bundle))
+
+    async def _seed(self, version: int, bundle: ServingBundle) -> None:
+        assert self.histories is not None
+        ids = [item.item_id for item in bundle.items]
+        users = {bundle.history_key(user): [ids[i] for i in bundle.histories[index]]
+                 for user, index in bundle.user_index.items()}
+        source = f"{bundle.manifest.get('run_id')}:{bundle.manifest.get('fitted_on')}"
+        try:
+            created = await self.histories.seed(users, source=source)
+        except HistoryUnavailable as error:
+            log.warning("live histories not seeded from version %d yet: %s", version, error)
+            return
+        self.seeded.add(version)
+        HISTORY_SEEDED.inc(created)
+        log.info("seeded the live histories of %d users from version %d", created, version)
+
     async def _triton_ready(self, version: int) -> bool:
-        return self.ranker is None or (version in self.triton_loaded and await self.ranker.ready(version))
+        return self.ranker is None or (
+            version in self.triton_loaded and await self.ranker.ready(version, encodes=self.encodes(version)))
 
     async def _load_triton(self, version: int) -> None:
         if self.ranker is None:
             return
         try:
-            await self.ranker.load(version)
+            await self.ranker.load(version, encodes=self.encodes(version))
             self.triton_loaded.add(version)
             if self.triton_unavailable:
                 log.info("Triton is back: version %d loaded, ranking again", version)

@@ -21,6 +21,7 @@ from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
+from control_plane.history import HistoryStore
 from control_plane.jobs import JobRegistry
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
@@ -43,7 +44,8 @@ async def _track_health(
 
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
-    models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates)
+    histories = HistoryStore(settings.redis_url, settings.redis_namespace, keep=settings.history_keep)
+    models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates, histories=histories)
     store = ExperimentStore(settings.redis_url, settings.redis_namespace, spool_dir=settings.home / "spool")
     router = ExperimentRouter(store, models)
     tokens = settings.admin_token_list()
@@ -58,7 +60,8 @@ async def serve(settings: Settings) -> None:
     pb_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationService(
             models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
-            router=router,
+            router=router, histories=histories,
+            history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
         ),
         server,
     )
@@ -104,3 +107,4 @@ async def serve(settings: Settings) -> None:
         await ranker.close()
     await store.flush()
     await store.close()
+    await histories.close()

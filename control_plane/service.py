@@ -1,5 +1,6 @@
-"""The Recommend and RecordFeedback RPCs: validate, route to an experiment's variant, gather
-candidates, rank with Triton, fall back without hanging, log the exposure."""
+"""The Recommend and RecordFeedback RPCs: validate, route to an experiment's variant, find the user's
+history (sent with the request, live in Redis, or as published), encode it and gather candidates,
+rank with Triton, fall back without hanging, log the exposure; a WATCH enters the live history."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import grpc
@@ -16,19 +17,23 @@ from numpy.typing import NDArray
 
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from control_plane.bundle import ServingBundle
 from control_plane.experiments.router import ExperimentRouter, Route
 from control_plane.experiments.store import Exposure, now
+from control_plane.history import HistoryStore, HistoryUnavailable
 from control_plane.metrics import (
     ERRORS,
     EXPOSURES,
     FEEDBACK,
+    HISTORY_UNKNOWN_ITEMS,
+    HISTORY_WRITES,
     LATENCY,
     RANKING_FAILURES,
     REQUESTS,
     STAGE_LATENCY,
 )
 from control_plane.model_state import ModelState, ServingState
-from control_plane.ranking import RankingUnavailable
+from control_plane.ranking import RankingUnavailable, TritonRanker
 from control_plane.validation import (
     DOMAIN_VALUES,
     InvalidRequest,
@@ -48,10 +53,9 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, code: grpc.Stat
     raise AssertionError("ServicerContext.abort returns only by raising")
 
 
-def explain(state: ServingState, user: int, items: NDArray[np.int64]) -> list[int | None]:
+def explain(state: ServingState, history: NDArray[np.int64], items: NDArray[np.int64]) -> list[int | None]:
     """For each item, the item of the user's history nearest to it (cosine of item embeddings of
     the first retriever that has them); None without a history or embeddings."""
-    history = state.bundle.histories[user]
     vectors = next((r.arrays["item_vectors"] for r in state.bundle.retrievers if "item_vectors" in r.arrays), None)
     if vectors is None or not len(history) or not len(items):
         return [None] * len(items)
@@ -60,14 +64,27 @@ def explain(state: ServingState, user: int, items: NDArray[np.int64]) -> list[in
     return [int(history[n]) for n in nearest]
 
 
+def model_input(history: NDArray[np.int64], length: int) -> NDArray[np.int64]:
+    """The most recent ``length`` items of ``history`` as index + 1, left-padded with 0 to ``length``."""
+    row = np.zeros(length, dtype=np.int64)
+    tail = history[-length:]
+    row[length - len(tail) :] = tail + 1
+    return row
+
+
 class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ignore[misc]  # untyped generated base
+    """Recommend from the user's history (sent, live in Redis, or as published) and RecordFeedback."""
+
     def __init__(
-        self, models: ModelState, *, candidates: int, ranking_timeout: float, router: ExperimentRouter | None = None
+        self, models: ModelState, *, candidates: int, ranking_timeout: float, router: ExperimentRouter | None = None,
+        histories: HistoryStore | None = None, history_kinds: frozenset[str] = frozenset({"watch"}),
     ) -> None:
         self.models = models
         self.candidates = candidates
         self.ranking_timeout = ranking_timeout
         self.router = router
+        self.histories = histories
+        self.history_kinds = history_kinds  # feedback kinds that enter the live history
 
     async def Recommend(
         self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
@@ -91,12 +108,15 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
                 route = None
             else:
                 state, ranking_version = variant_state, config.ranking_version
-        user = state.bundle.user_index.get(query.user_id)
-        if user is None:
+        history, history_problem = await self._history(query, state)
+        if not len(history):
             response = self._cold_start(state, query)
         else:
-            response = await self._personalised(state, query, user, ranking_version, context.time_remaining(),
+            response = await self._personalised(state, query, history, ranking_version, context.time_remaining(),
                                                 variant=route.variant if route else "")
+        if history_problem:
+            response.degraded = True
+            response.degraded_reason = "; ".join(filter(None, [history_problem, response.degraded_reason]))
         response.request_id = uuid.uuid4().hex
         if route is not None:
             response.experiment, response.variant = route.experiment, route.variant
@@ -119,9 +139,43 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         if self.router is None:
             await _abort(context, "RecordFeedback", grpc.StatusCode.FAILED_PRECONDITION,
                          "feedback needs Redis (CINESYNC_REDIS_URL)")
+        current = self.models.state
+        if self.histories is not None and current is not None and record.kind in self.history_kinds:
+            try:
+                await self.histories.append(current.bundle.history_key(record.user_id), record.item_id)
+                HISTORY_WRITES.labels("stored").inc()
+            except HistoryUnavailable as error:
+                HISTORY_WRITES.labels("failed").inc()
+                log.warning("watch of %s by %s not added to the live history: %s", record.item_id, record.user_id,
+                            error)
         matched = await self.router.store.feedback(record)
         FEEDBACK.labels(record.kind, "unknown" if matched is None else str(matched).lower()).inc()
         return pb.FeedbackResponse(matched_exposure=bool(matched))
+
+    async def _history(self, query: RecommendQuery, state: ServingState) -> tuple[NDArray[np.int64], str]:
+        """The user's history as item indices, oldest first, and why it is not the live one ("" when
+        it is, or when the request sent its own): the request's, else Redis's, else the published one."""
+        bundle = state.bundle
+        if query.history is not None:
+            return self._known(query.history, bundle, "request"), ""
+        published = bundle.published_history(query.user_id)
+        fallback = published if published is not None else np.zeros(0, dtype=np.int64)
+        if self.histories is None:
+            return fallback, ""
+        try:
+            live = await self.histories.read(bundle.history_key(query.user_id))
+        except HistoryUnavailable as error:
+            return fallback, f"live history unavailable, the published one was used ({error})"
+        return (self._known(live, bundle, "live"), "") if live is not None else (fallback, "")
+
+    @staticmethod
+    def _known(item_ids: Sequence[str], bundle: ServingBundle, source: str) -> NDArray[np.int64]:
+        """The catalog indices of ``item_ids`` in order, unknown ones left out and counted."""
+        found = [bundle.item_index.get(item_id, -1) for item_id in item_ids]
+        unknown = found.count(-1)
+        if unknown:
+            HISTORY_UNKNOWN_ITEMS.labels(source).inc(unknown)
+        return np.array([index for index in found if index >= 0], dtype=np.int64)
 
     def _log_exposure(
         self, response: pb.RecommendResponse, query: RecommendQuery, route: Route | None, retrieval: int, ranking: int
@@ -134,50 +188,115 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             retrieval, ranking if response.ranked_by == pb.RANKED_BY_TRITON else 0, now(),
         ))
 
+    def _popular(
+        self, state: ServingState, query: RecommendQuery, exclude: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        popular = state.popular.get(query.domain, np.zeros(0, dtype=np.int64))
+        return popular[~np.isin(popular, exclude)][: query.k] if len(exclude) else popular[: query.k]
+
     def _cold_start(self, state: ServingState, query: RecommendQuery) -> pb.RecommendResponse:
-        items = state.popular.get(query.domain, np.zeros(0, dtype=np.int64))[: query.k]
+        items = self._popular(state, query, np.zeros(0, dtype=np.int64))
         return self._response(
             state, items, state.bundle.popularity[items], ranked_by=pb.RANKED_BY_POPULARITY, cold_start=True
         )
 
     async def _personalised(
-        self, state: ServingState, query: RecommendQuery, user: int, ranking_version: int,
+        self, state: ServingState, query: RecommendQuery, history: NDArray[np.int64], ranking_version: int,
         time_remaining: float | None, *, variant: str,
     ) -> pb.RecommendResponse:
         bundle = state.bundle
-        exclude = bundle.histories[user] if query.exclude_seen else np.zeros(0, dtype=np.int64)
-        depth = max(self.candidates or bundle.depth, query.k)
-        started = time.perf_counter()
-        # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
-        items, scores = await asyncio.to_thread(state.candidates, user, depth, domain=query.domain, exclude=exclude)
-        STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
-        because = (lambda chosen: explain(state, user, chosen)) if query.explain else None
+        exclude = history if query.exclude_seen else np.zeros(0, dtype=np.int64)
+        recent = history[-bundle.history_length :]
+        encoded = model_input(history, bundle.history_length)
         budget = self.ranking_timeout
         if time_remaining is not None:
             budget = min(budget, time_remaining - DEADLINE_MARGIN_S)
-        reason = ""
-        if not ranking_version or len(items) == 0:
-            pass  # a variant that serves retrieval order, or nothing to rank
-        elif self.models.ranker is None:
-            reason = "no Triton configured"
-        elif budget <= 0:
-            reason = "deadline too short to rank"
-        else:
-            try:
-                started = time.perf_counter()
-                ranked = await self.models.ranker.rank(user, items, version=ranking_version, timeout=budget)
-                STAGE_LATENCY.labels("ranking", variant).observe(time.perf_counter() - started)
-                order = np.argsort(-ranked, kind="stable")[: query.k]
-                return self._response(state, items[order], ranked[order], ranked_by=pb.RANKED_BY_TRITON,
-                                      because=because)
-            except RankingUnavailable as error:
-                RANKING_FAILURES.inc()
-                reason = f"Triton ranking failed: {error}"
-                log.warning("%s", reason)
+        deadline = time.monotonic() + budget
+        ranker = self.models.ranker
+        reasons: list[str] = []
+        vectors: dict[str, NDArray[np.float32]] = {}
+        started = time.perf_counter()
+        if bundle.encoders:  # at most half the time: a silent Triton leaves the rest for the answer
+            vectors, problem = await self._encode(encoded, bundle.encoders, bundle.version,
+                                                  time.monotonic() + budget / 2)
+            if problem:
+                reasons.append(problem)
+        depth = max(self.candidates or bundle.depth, query.k)
+        # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
+        items, scores = await asyncio.to_thread(state.candidates, recent, vectors, depth, domain=query.domain,
+                                                exclude=exclude)
+        STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
+        because = (lambda chosen: explain(state, recent, chosen)) if query.explain else None
+        if not len(items):  # every retriever needed an encoder Triton did not answer for
+            popular = self._popular(state, query, exclude)
+            return self._response(state, popular, bundle.popularity[popular], ranked_by=pb.RANKED_BY_POPULARITY,
+                                  degraded=True, degraded_reason="; ".join(reasons) or "no candidates")
+        if ranking_version and not reasons:
+            reason = await self._rank_problem(ranker, deadline)
+            if reason:
+                reasons.append(reason)
+            else:
+                try:
+                    started = time.perf_counter()
+                    ranked = await self._rank(encoded, items, vectors, bundle, ranking_version, deadline)
+                    STAGE_LATENCY.labels("ranking", variant).observe(time.perf_counter() - started)
+                    order = np.argsort(-ranked, kind="stable")[: query.k]
+                    return self._response(state, items[order], ranked[order], ranked_by=pb.RANKED_BY_TRITON,
+                                          because=because)
+                except RankingUnavailable as error:
+                    RANKING_FAILURES.inc()
+                    reasons.append(f"Triton ranking failed: {error}")
+                    log.warning("%s", reasons[-1])
         return self._response(
             state, items[: query.k], scores[: query.k], ranked_by=pb.RANKED_BY_RETRIEVAL,
-            degraded=bool(reason), degraded_reason=reason, because=because,
+            degraded=bool(reasons), degraded_reason="; ".join(reasons), because=because,
         )
+
+    async def _rank_problem(self, ranker: TritonRanker | None, deadline: float) -> str:
+        """Why ranking cannot be tried ("" when it can)."""
+        if ranker is None:
+            return "no Triton configured"
+        if deadline - time.monotonic() <= 0:
+            return "deadline too short to rank"
+        return ""
+
+    async def _encode(
+        self, history: NDArray[np.int64], members: list[str], version: int, deadline: float
+    ) -> tuple[dict[str, NDArray[np.float32]], str]:
+        """``members``' user vectors of version ``version`` from the model input ``history``, and why
+        there are none ("" when there are)."""
+        ranker = self.models.ranker
+        problem = await self._rank_problem(ranker, deadline)
+        if problem or ranker is None:
+            return {}, problem
+        try:
+            return await ranker.encode(history, members, version=version, timeout=deadline - time.monotonic()), ""
+        except RankingUnavailable as error:
+            RANKING_FAILURES.inc()
+            log.warning("Triton encoding failed: %s", error)
+            return {}, f"Triton encoding failed: {error}"
+
+    async def _rank(
+        self, history: NDArray[np.int64], items: NDArray[np.int64], vectors: dict[str, NDArray[np.float32]],
+        bundle: ServingBundle, ranking_version: int, deadline: float,
+    ) -> NDArray[np.float32]:
+        """The ranking ensemble's scores of ``items`` (item indices), padded to the version's widest
+        candidate list so that Triton batches requests together. A ranking version other than the
+        retrieval one encodes the history with its own encoders first."""
+        ranker = self.models.ranker
+        assert ranker is not None  # checked by _rank_problem
+        if ranking_version != bundle.version:
+            wanted = self.models.ranking_vectors(ranking_version)
+            vectors = await ranker.encode(history, wanted, version=ranking_version,
+                                          timeout=deadline - time.monotonic()) if wanted else {}
+        else:
+            vectors = {member: vectors[member] for member in bundle.ranking_vectors}
+        width = max(len(items), (self.candidates or bundle.depth) * len(bundle.retrievers))
+        candidates = np.zeros(width, dtype=np.int64)
+        candidates[: len(items)] = items + 1
+        scores = await ranker.rank(history, candidates, vectors, version=ranking_version,
+                                   timeout=deadline - time.monotonic())
+        return scores[: len(items)]
 
     @staticmethod
     def _response(

@@ -38,29 +38,33 @@ def test_a_bad_bundle_is_refused_and_the_watcher_keeps_watching(
     assert asyncio.run(models.refresh()) and models.state.bundle.version == third
 
 
-def test_candidates_beyond_one_ranking_batch_are_refused(small_run: Path, exported_run: Path, tmp_path: Path) -> None:
+def test_candidates_beyond_one_ranking_request_are_refused(small_run: Path, exported_run: Path, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo")
     publish(load_run(small_run), exported_run, settings)
-    models = ModelState(settings.serving_dir, None, candidates=4096)  # two retrievers: 8,192 rows
+    models = ModelState(settings.serving_dir, None, candidates=4096)  # two retrievers: 8,192 candidates
     assert not asyncio.run(models.refresh()) and models.refused == {1}
 
 
 class RecordingRanker:
-    """Stands in for TritonRanker in this module's test: records loads and unloads."""
+    """Stands in for TritonRanker in this module's test: records loads and unloads, and whether the
+    version's encoding ensemble was asked for too."""
 
     def __init__(self) -> None:
         self.loaded: set[int] = set()
         self.unloaded: list[int] = []
+        self.encodes: dict[int, bool] = {}
 
-    async def load(self, version: int) -> None:
+    async def load(self, version: int, *, encodes: bool) -> None:
         self.loaded.add(version)
+        self.encodes[version] = encodes
 
-    async def unload(self, version: int) -> None:
+    async def unload(self, version: int, *, encodes: bool) -> None:
+        assert encodes == self.encodes[version]
         self.loaded.discard(version)
         self.unloaded.append(version)
 
-    async def ready(self, version: int) -> bool:
-        return version in self.loaded
+    async def ready(self, version: int, *, encodes: bool) -> bool:
+        return version in self.loaded and encodes == self.encodes[version]
 
 
 def test_an_ensemble_no_version_needs_is_unloaded_after_a_grace(
@@ -73,6 +77,7 @@ def test_an_ensemble_no_version_needs_is_unloaded_after_a_grace(
     ranker = RecordingRanker()
     models = ModelState(settings.serving_dir, ranker)  # type: ignore[arg-type]
     assert asyncio.run(models.refresh()) and ranker.loaded == {first}
+    assert ranker.encodes == {first: True}  # the two-tower encodes histories: encode_<version> is loaded too
     second = publish(load_run(clone_run(small_run, tmp_path / "second")), exported_run, settings)
     assert asyncio.run(models.refresh()) and ranker.loaded == {first, second}  # in-flight requests may still use it
     assert ranker.unloaded == [] and first in models.evicted

@@ -66,8 +66,8 @@ async def _call_with(serving_dir: Path, triton_url: str, requests: list[tuple[pb
     return results
 
 
-async def _no_load(timeout: float = 0.0) -> None:
-    del timeout
+async def _no_load(version: int, *, encodes: bool, timeout: float = 0.0) -> None:
+    del version, encodes, timeout
 
 
 def test_silent_triton_gives_degraded_answer_within_deadline(serving_dir: Path, silent_triton: str) -> None:
@@ -102,3 +102,32 @@ def test_unreachable_triton_cold_start_and_invalid(serving_dir: Path) -> None:
     assert cold.ranked_by == pb.RANKED_BY_POPULARITY
     assert all(item.domain == pb.DOMAIN_MOVIE for item in cold.items) and len(cold.items) == 4
     assert invalid == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_history_sent_with_the_request_is_used_and_checked(small_run: Path, serving_dir: Path) -> None:
+    run = load_run(small_run)
+    ids = [item.item_id for item in run.items]
+    watched = [ids[i] for i in run.history.train_sequences[0][-5:]]
+    long = [ids[i % len(ids)] for i in range(10_000)]
+    results = asyncio.run(
+        _call_with(
+            serving_dir,
+            f"127.0.0.1:{free_port()}",  # unreachable: retrieval order, from the history alone
+            [
+                (pb.RecommendRequest(user_id="never-seen", k=10, history=watched), 5.0),
+                (pb.RecommendRequest(user_id="never-seen", k=10, history=[*watched, "no-such-item"]), 5.0),
+                (pb.RecommendRequest(user_id="never-seen", k=10, history=["no-such-item"]), 5.0),
+                (pb.RecommendRequest(user_id="never-seen", k=10, history=long), 5.0),
+                (pb.RecommendRequest(user_id="never-seen", k=10, history=[watched[0], "bad id!"]), 5.0),
+            ],
+        )
+    )
+    sent, with_unknown, only_unknown, too_long, malformed = (r for r, _ in results)
+    assert isinstance(sent, pb.RecommendResponse) and not sent.cold_start  # personalised, not popularity
+    assert sent.ranked_by == pb.RANKED_BY_RETRIEVAL and len(sent.items) == 10
+    assert not {item.item_id for item in sent.items} & set(watched)  # exclude_seen uses the sent history
+    assert isinstance(with_unknown, pb.RecommendResponse)  # an unknown id is ignored: the same answer
+    assert [i.item_id for i in with_unknown.items] == [i.item_id for i in sent.items]
+    assert isinstance(only_unknown, pb.RecommendResponse) and only_unknown.cold_start
+    assert isinstance(too_long, pb.RecommendResponse) and not too_long.cold_start  # cut, not refused
+    assert malformed == grpc.StatusCode.INVALID_ARGUMENT

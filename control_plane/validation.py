@@ -12,7 +12,9 @@ from control_plane.experiments.store import Feedback
 
 MAX_K = 1000
 USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+ITEM_ID = USER_ID
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+MAX_HISTORY = 10_000  # items of a sent history that count (the most recent); longer ones are cut, not refused
 FEEDBACK_KINDS = {value: pb.FeedbackKind.Name(value).removeprefix("FEEDBACK_KIND_").lower()
                   for value in pb.FeedbackKind.values() if value}
 # Proto enum value <-> catalog domain name ("any" for DOMAIN_ANY).
@@ -39,6 +41,7 @@ class RecommendQuery:
     domain: str  # "any" | "movie" | "tv"
     exclude_seen: bool
     explain: bool = False
+    history: tuple[str, ...] | None = None  # item ids, most recent last, when the request sent them
 
 
 def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
@@ -50,7 +53,12 @@ def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
     if domain is None:
         raise InvalidRequest(f"unknown domain {request.domain}: expected DOMAIN_ANY, DOMAIN_MOVIE or DOMAIN_TV")
     exclude_seen = request.exclude_seen if request.HasField("exclude_seen") else True
-    return RecommendQuery(request.user_id, request.k, domain, exclude_seen, request.explain)
+    for position, item_id in enumerate(request.history):
+        if not ITEM_ID.fullmatch(item_id):
+            raise InvalidRequest(f"history[{position}] must be an item id: 1-128 characters of letters, digits "
+                                 f"and _ . : -, got {item_id!r}")
+    history = tuple(request.history[-MAX_HISTORY:]) if len(request.history) else None
+    return RecommendQuery(request.user_id, request.k, domain, exclude_seen, request.explain, history)
 
 
 def parse_feedback(request: pb.FeedbackRequest) -> Feedback:
@@ -58,7 +66,7 @@ def parse_feedback(request: pb.FeedbackRequest) -> Feedback:
         raise InvalidRequest("request_id must be the 32 hex digits a Recommend answer carried")
     if not USER_ID.fullmatch(request.user_id):
         raise InvalidRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
-    if not USER_ID.fullmatch(request.item_id):
+    if not ITEM_ID.fullmatch(request.item_id):
         raise InvalidRequest("item_id must be 1-128 characters of letters, digits and _ . : -")
     kind = FEEDBACK_KINDS.get(request.kind)
     if kind is None:

@@ -35,6 +35,7 @@ def allocate_version(repository: Path, serving_dir: Path) -> int:
 def remove_version(repository: Path, serving_dir: Path, version: int) -> None:
     """Delete every trace of ``version``: the ensemble first, so it stops being whole at once."""
     shutil.rmtree(Path(repository) / triton.ensemble_model(version), ignore_errors=True)
+    shutil.rmtree(Path(repository) / triton.encoder_ensemble(version), ignore_errors=True)
     shutil.rmtree(Path(serving_dir) / str(version), ignore_errors=True)
     for folder in step_versions(repository).get(version, []):
         shutil.rmtree(folder, ignore_errors=True)

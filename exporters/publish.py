@@ -11,7 +11,7 @@ from pathlib import Path
 from cinesync import bundle, versions
 from cinesync.settings import Settings
 from exporters import lifecycle, serving_bundle, triton_repository
-from exporters.onnx_export import REPORT_FILE
+from exporters.export_report import REPORT_FILE, read_report
 from exporters.targets import export_target
 from exporters.triton_check import VersionRejected, check_version
 from recsys.pipeline import CASCADE, METRICS_FILE
@@ -50,13 +50,11 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
         version = published_version(repository, serving_dir, key)
         if version is None:
             report = json.loads(report_text)
-            onnx_files = {m["name"]: (export_dir / m["served_file"], m["precision"]) for m in report["models"]}
             target = export_target(settings.triton_target)
             target.check_available()  # before a number is handed out
             version = lifecycle.allocate_version(repository, serving_dir)
             families = triton_repository.write_version(
-                repository, version, members=[m.name for m in run.members],
-                onnx_files=onnx_files, target=target,
+                repository, version, models=read_report(export_dir), export_dir=export_dir, target=target,
             )
             metrics_path = run.folder / METRICS_FILE
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None

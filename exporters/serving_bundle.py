@@ -1,5 +1,6 @@
-"""Writes the serving bundle (layout in cinesync.bundle): catalog, users, each user's history,
-popularity and every retriever's index arrays. Making it current is the publisher's last step."""
+"""Writes the serving bundle (layout in cinesync.bundle): catalog, users, each user's published
+history (what the control plane seeds its live histories from), popularity, the history length the
+models read, and every retriever's index arrays. Making it current is the publisher's last step."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from typing import Any
 import numpy as np
 
 from cinesync import bundle
-from control_plane.indexes import index_class
+from cinesync.indexes import index_class
+from recsys.features import recent
+from recsys.kinds.base import ScorerInput
 from recsys.run import TrainedRun
+
+INDEX_SAMPLE_USERS = 1024  # users whose histories an index may tune itself on
 
 
 def write_bundle(
@@ -27,9 +32,9 @@ def write_bundle(
     Each retriever's index kind prepares what the control plane will load (for FAISS: the index,
     exact up to ``exact_below`` items, else tuned to ``recall_target``), and its plan is recorded.
 
-    A user's history (what exclude_seen leaves out) is exactly what the members were fitted on: for
-    a run fitted on its training part, what offline evaluation excluded, so the served answer for a
-    test user is the evaluated one; for a run refit on everything, all the user's interactions.
+    A user's published history is exactly what the members were fitted on: for a run fitted on its
+    training part, what offline evaluation read and excluded, so the served answer for a test user
+    is the evaluated one; for a run refit on everything, all the user's interactions.
     """
     serving_dir = Path(serving_dir).resolve()
     serving_dir.mkdir(parents=True, exist_ok=True)
@@ -44,10 +49,13 @@ def write_bundle(
         (staging / bundle.USERS).write_text(json.dumps(run.user_ids))
         retrievers = []
         item_domains = np.array([item.domain.value for item in run.items])
+        rng = np.random.default_rng(0)
+        sampled = rng.choice(len(histories), min(len(histories), INDEX_SAMPLE_USERS), replace=False)
+        sample = recent([histories[u] for u in sampled], run.spec.history_length)
         for member in run.spec.retrieving(run.members):
             assert member.index_kind is not None, f"{member.name} retrieves, so its kind names an index kind"
             arrays, plan = index_class(member.index_kind).prepare(
-                member.retrieval_arrays(), item_domains, exact_below=exact_below, recall_target=recall_target
+                member.retrieval_arrays(sample), item_domains, exact_below=exact_below, recall_target=recall_target
             )
             np.savez(staging / bundle.retriever_file(member.name), **arrays)
             retrievers.append({"member": member.name, "index": member.index_kind, "plan": plan})
@@ -58,6 +66,10 @@ def write_bundle(
             "dataset": run.manifest["dataset"],
             "retrievers": retrievers,
             "depth": run.spec.depth,
+            "history_length": run.spec.history_length,
+            # The encoding ensemble's outputs, and those the ranking ensemble reads back as inputs.
+            "encoders": [m.name for m in run.members if m.encoder_module() is not None],
+            "ranking_vectors": [m.name for m in run.members if ScorerInput.USER_VECTOR in m.scorer_inputs],
             "fitted_on": run.fitted_on,
             "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra_manifest,

@@ -1,4 +1,5 @@
-"""Triton repository: layout, configs that parse, pinned ensembles, the stock-container switch."""
+"""Triton repository: layout, configs that parse, pinned encoding and ranking ensembles, the
+stock-container switch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync.bundle import CURRENT
 from cinesync.settings import Settings
-from cinesync.triton import FUSION, ensemble_model, scorer_model
+from cinesync.triton import FUSION, encoder_ensemble, encoder_model, ensemble_model, scorer_model
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
 from exporters.triton_repository import read_config
@@ -29,17 +30,19 @@ def published(small_run: Path, exported_run: Path, tmp_path_factory: pytest.Temp
     return root / "python" / "repo", root / "stock" / "repo"
 
 
-def _steps(repository: Path, version: int) -> dict[str, mc.ModelEnsembling.Step]:
-    ensemble = read_config(repository / ensemble_model(version) / "config.pbtxt")
+def _steps(repository: Path, version: int, *, encoding: bool = False) -> dict[str, mc.ModelEnsembling.Step]:
+    name = encoder_ensemble(version) if encoding else ensemble_model(version)
+    ensemble = read_config(repository / name / "config.pbtxt")
     return {step.model_name.rsplit("_", 1)[0]: step for step in ensemble.ensemble_scheduling.step}
 
 
-def test_each_version_has_an_ensemble_pinned_to_its_own_model_versions(published: tuple[Path, Path]) -> None:
+def test_each_version_has_ensembles_pinned_to_its_own_model_versions(published: tuple[Path, Path]) -> None:
     repository, _ = published
     for version in (1, 2):
+        assert list(_steps(repository, version, encoding=True)) == [encoder_model("two_tower")]
         steps = _steps(repository, version)
         assert list(steps) == [*map(scorer_model, MEMBERS), FUSION]
-        for step in steps.values():
+        for step in [*steps.values(), *_steps(repository, version, encoding=True).values()]:
             assert step.model_version == version
             assert (repository / step.model_name / str(version)).is_dir()
         for base in [*map(scorer_model, MEMBERS), FUSION]:
@@ -56,24 +59,31 @@ def test_step_configs_serve_every_version_warmed_up(published: tuple[Path, Path]
     scorer = read_config(repository / steps[scorer_model("ease")].model_name / "config.pbtxt")
     assert scorer.backend == "python" and scorer.max_batch_size > 0
     assert scorer.dynamic_batching.max_queue_delay_microseconds > 0
-    assert [t.name for t in scorer.input] == ["user_idx", "item_idx"]
+    assert [(t.name, list(t.dims)) for t in scorer.input] == [("history", [200]), ("items", [-1])]
     assert scorer.version_policy.WhichOneof("policy_choice") == "all"
-    assert set(scorer.model_warmup[0].inputs) == {"user_idx", "item_idx"}
+    warmup = scorer.model_warmup[0].inputs
+    assert set(warmup) == {"history", "items"} and list(warmup["items"].dims) == [1]  # a concrete shape
     fusion = read_config(repository / steps[FUSION].model_name / "config.pbtxt")
-    assert [t.name for t in fusion.input] == [*(f"score_{m}" for m in MEMBERS), "user_idx", "item_idx"]
+    assert [t.name for t in fusion.input] == [*(f"score_{m}" for m in MEMBERS), "history", "items"]
+    tower = read_config(repository / steps[scorer_model("two_tower")].model_name / "config.pbtxt")
+    assert [(t.name, list(t.dims)) for t in tower.input] == [("user_vector", [64]), ("items", [-1])]
 
 
 def test_ensemble_runs_member_scorers_in_parallel_then_the_fusion(published: tuple[Path, Path]) -> None:
     repository, _ = published
     ensemble = read_config(repository / ensemble_model(1) / "config.pbtxt")
     assert ensemble.platform == "ensemble"
+    assert {t.name for t in ensemble.input} == {"HISTORY", "ITEMS", "user_two_tower"}
     steps = list(ensemble.ensemble_scheduling.step)
     # Every step but the fusion reads only the ensemble's inputs, so Triton can run them at once.
+    inputs = {t.name for t in ensemble.input}
     for step in steps[:-1]:
-        assert set(step.input_map.values()) == {"USER_IDX", "ITEM_IDX"}
+        assert set(step.input_map.values()) <= inputs
     produced = {tensor for step in steps[:-1] for tensor in step.output_map.values()}
-    assert set(steps[-1].input_map.values()) == produced | {"USER_IDX", "ITEM_IDX"}
+    assert set(steps[-1].input_map.values()) == produced | {"HISTORY", "ITEMS"}
     assert list(steps[-1].output_map.values()) == ["SCORE"]
+    encoding = read_config(repository / encoder_ensemble(1) / "config.pbtxt")
+    assert [t.name for t in encoding.input] == ["HISTORY"] and [t.name for t in encoding.output] == ["user_two_tower"]
 
 
 def test_stock_target_uses_onnxruntime_platform(published: tuple[Path, Path]) -> None:

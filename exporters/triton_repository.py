@@ -1,13 +1,14 @@
-"""Writes one serving version of the ranking models into a Triton model repository.
+"""Writes one serving version of the models into a Triton model repository.
 
-Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for one
-score_<member> ONNX model per scoring member and the fusion ONNX model (a family is a base name plus
-its configuration's digest; every family serves all of its version folders), and one ensemble per
-serving version, <repository>/ranking_<version>/, whose steps are pinned to that version: the member
-scorers in parallel, the fusion (which looks the pair's dense features up itself) last. Every step
-is an ONNX model, so the stock container runs the whole ensemble in its onnxruntime backend. Names
-come from cinesync.triton. Everything is built in a staging folder beside the repository and
-renamed into place, the ensemble last, so a version is either whole or not referenced at all.
+Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for every
+exported ONNX model (encode_<member>, score_<member>, fusion; a family is a base name plus its
+configuration's digest, and every family serves all of its version folders), and per serving version
+two ensembles pinned to that version: encode_<version> (the history encoders in parallel; only when a
+member has one) and ranking_<version> (the member scorers in parallel, then the fusion). Every step
+is an ONNX model, so the stock container runs them in its onnxruntime backend. Configs are written
+from the tensors each exported model recorded; ensemble tensor names come from cinesync.triton.
+Everything is built in a staging folder beside the repository and renamed into place, the ranking
+ensemble last, so a version is either whole or not referenced at all.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync import triton
 from cinesync.versions import replace_file, version_folders
-from exporters.targets import ExportTarget, Precision
+from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, ExportedModel, Tensor
+from exporters.targets import ExportTarget
 
 QUEUE_DELAY_US = 500
-PAIR_TENSORS = [(name, mc.TYPE_INT64, [1]) for name in triton.PAIR_INPUTS]  # (user_idx, item_idx) rows
+DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 
 
 def _tensor(group: object, name: str, data_type: int, dims: Iterable[int]) -> None:
@@ -39,12 +41,13 @@ def _base_config(name: str) -> mc.ModelConfig:
 
 
 def _warmed_up(config: mc.ModelConfig) -> None:
-    """Serve every version folder of the family, each warmed up by one all-zero row before it is ready."""
+    """Serve every version folder of the family, each warmed up by one all-zero request (one
+    candidate where the candidate count is free) before it is ready."""
     config.version_policy.all.SetInParent()
-    warmup = config.model_warmup.add(name="zero_row", batch_size=1)
+    warmup = config.model_warmup.add(name="zero_request", batch_size=1)
     for tensor in config.input:
         warmup.inputs[tensor.name].data_type = tensor.data_type
-        warmup.inputs[tensor.name].dims.extend(tensor.dims)
+        warmup.inputs[tensor.name].dims.extend(max(dim, 1) for dim in tensor.dims)
         warmup.inputs[tensor.name].zero_data = True
 
 
@@ -58,47 +61,62 @@ def family_config(config: mc.ModelConfig) -> mc.ModelConfig:
     return named
 
 
-def onnx_config(
-    name: str, inputs: list[tuple[str, int, list[int]]], target: ExportTarget, precision: Precision
-) -> mc.ModelConfig:
-    """An ONNX model with the given (name, type, dims) inputs and one [1] FP32 output, run as ``target`` says."""
-    config = _base_config(name)
-    for input_name, data_type, dims in inputs:
-        _tensor(config.input, input_name, data_type, dims)
-    _tensor(config.output, triton.OUTPUT, mc.TYPE_FP32, [1])
-    target.configure(config, precision=precision)
+def onnx_config(model: ExportedModel, target: ExportTarget) -> mc.ModelConfig:
+    """An exported ONNX model's config from the tensors it recorded, run as ``target`` says."""
+    config = _base_config(model.name)
+    for tensor in model.inputs:
+        _tensor(config.input, tensor.name, DATA_TYPES[tensor.data_type], tensor.dims)
+    _tensor(config.output, model.output.name, DATA_TYPES[model.output.data_type], model.output.dims)
+    target.configure(config, precision=model.precision)  # type: ignore[arg-type]  # "fp32" | "int8"
     config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
     return config
 
 
-def scorer_config(member: str, target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
-    return onnx_config(triton.scorer_model(member), PAIR_TENSORS, target, precision)
+def ensemble_tensor(model: ExportedModel, tensor: Tensor) -> str:
+    """The ensemble tensor that feeds ``tensor`` of ``model``, or that ``model``'s output fills."""
+    if tensor.name == triton.HISTORY_INPUT:
+        return triton.HISTORY
+    if tensor.name == triton.ITEMS_INPUT:
+        return triton.ITEMS
+    if tensor.name == triton.USER_VECTOR:
+        return triton.user_vector(model.member)
+    if tensor is model.output:
+        return triton.SCORE if model.role == FUSION_ROLE else triton.member_score(model.member)
+    return tensor.name  # the fusion's score_<member> inputs: the scorers' outputs, by name
 
 
-def fusion_config(members: list[str], target: ExportTarget, precision: Precision = "fp32") -> mc.ModelConfig:
-    scores = [(triton.member_score(m), mc.TYPE_FP32, [1]) for m in members]
-    return onnx_config(triton.FUSION, [*scores, *PAIR_TENSORS], target, precision)
-
-
-def ensemble_config(version: int, members: list[str], families: dict[str, str]) -> mc.ModelConfig:
-    """Every member scorer from (USER_IDX, ITEM_IDX), then the fusion from their scores and the same
-    pairs; every step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
-    config = _base_config(triton.ensemble_model(version))
+def _ensemble(name: str, version: int, steps: list[ExportedModel], outputs: list[ExportedModel],
+              families: dict[str, str]) -> mc.ModelConfig:
+    """An ensemble of ``steps`` pinned to ``version``; its inputs are what no step produces."""
+    config = _base_config(name)
     config.platform = "ensemble"
-    _tensor(config.input, triton.USER_IDX, mc.TYPE_INT64, [1])
-    _tensor(config.input, triton.ITEM_IDX, mc.TYPE_INT64, [1])
-    _tensor(config.output, triton.SCORE, mc.TYPE_FP32, [1])
-    steps = config.ensemble_scheduling.step
-    pairs = dict(zip(triton.PAIR_INPUTS, (triton.USER_IDX, triton.ITEM_IDX), strict=True))
-    for member in members:
-        scorer = steps.add(model_name=families[triton.scorer_model(member)], model_version=version)
-        scorer.input_map.update(pairs)
-        scorer.output_map.update({triton.OUTPUT: triton.member_score(member)})
-    fusion = steps.add(model_name=families[triton.FUSION], model_version=version)
-    fusion.input_map.update({triton.member_score(m): triton.member_score(m) for m in members})
-    fusion.input_map.update(pairs)
-    fusion.output_map.update({triton.OUTPUT: triton.SCORE})
+    produced = {ensemble_tensor(m, m.output) for m in steps}
+    inputs: set[str] = set()
+    for model in steps:
+        for tensor in model.inputs:
+            outer = ensemble_tensor(model, tensor)
+            if outer not in produced and outer not in inputs:
+                inputs.add(outer)
+                _tensor(config.input, outer, DATA_TYPES[tensor.data_type], tensor.dims)
+        step = config.ensemble_scheduling.step.add(model_name=families[model.name], model_version=version)
+        step.input_map.update({t.name: ensemble_tensor(model, t) for t in model.inputs})
+        step.output_map.update({model.output.name: ensemble_tensor(model, model.output)})
+    for model in outputs:
+        _tensor(config.output, ensemble_tensor(model, model.output), DATA_TYPES[model.output.data_type],
+                model.output.dims)
     return config
+
+
+def ensemble_configs(
+    version: int, models: list[ExportedModel], families: dict[str, str]
+) -> tuple[mc.ModelConfig | None, mc.ModelConfig]:
+    """The encoding ensemble (None without encoders) and the ranking ensemble of ``version``: every
+    step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
+    encoders = [m for m in models if m.role == ENCODER]
+    ranking = [m for m in models if m.role in (SCORER, FUSION_ROLE)]
+    fusion = [m for m in ranking if m.role == FUSION_ROLE]
+    encoding = _ensemble(triton.encoder_ensemble(version), version, encoders, encoders, families) if encoders else None
+    return encoding, _ensemble(triton.ensemble_model(version), version, ranking, fusion, families)
 
 
 def config_text(config: mc.ModelConfig) -> str:
@@ -114,50 +132,42 @@ def step_versions(repository: Path) -> dict[int, list[Path]]:
     found: dict[int, list[Path]] = {}
     repository = Path(repository)
     for family in (p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else ():
-        if triton.ensemble_version(family.name) is None:
+        if triton.ensemble_version(family.name) is None and triton.encoder_ensemble_version(family.name) is None:
             for version in version_folders(family):
                 found.setdefault(version, []).append(family / str(version))
     return found
 
 
 def write_version(
-    repository: Path,
-    version: int,
-    *,
-    members: list[str],
-    onnx_files: dict[str, tuple[Path, Precision]],
-    target: ExportTarget,
+    repository: Path, version: int, *, models: list[ExportedModel], export_dir: Path, target: ExportTarget,
 ) -> dict[str, str]:
-    """Stage every step model's ``version`` folder and the version's ensemble, then move them into
-    the repository, the ensemble last; returns each step's family by base name.
+    """Stage every exported model's ``version`` folder and the version's ensembles, then move them
+    into the repository, the ranking ensemble last; returns each model's family by base name.
 
-    ``members`` are the scoring members in the fusion's input order; ``onnx_files`` maps
-    score_<member> and fusion to the ONNX file to serve and its precision.
-    """
+    ``models`` are the export report's models (their served files are in ``export_dir``)."""
     target.check_available()
     repository = Path(repository).resolve()
     repository.mkdir(parents=True, exist_ok=True)
     staging = repository.parent / f".{repository.name}.staging" / uuid.uuid4().hex
-    onnx_models = {triton.scorer_model(m): scorer_config(m, target, onnx_files[triton.scorer_model(m)][1])
-                   for m in members}
-    onnx_models[triton.FUSION] = fusion_config(members, target, onnx_files[triton.FUSION][1])
-    configs = {base: family_config(config) for base, config in onnx_models.items()}
+    configs = {model.name: family_config(onnx_config(model, target)) for model in models}
     families = {base: config.name for base, config in configs.items()}
-    ensemble = ensemble_config(version, members, families)
+    encoding, ranking = ensemble_configs(version, models, families)
+    ensembles = [e for e in (encoding, ranking) if e is not None]
     try:
-        for base in onnx_models:
-            model_dir = staging / families[base] / str(version)
+        for model in models:
+            model_dir = staging / families[model.name] / str(version)
             model_dir.mkdir(parents=True)
-            onnx_path, precision = onnx_files[base]
-            target.write_model(onnx_path, model_dir, precision=precision)
-        ensemble_dir = staging / ensemble.name
-        (ensemble_dir / "1").mkdir(parents=True)
-        (ensemble_dir / "config.pbtxt").write_text(config_text(ensemble))
+            target.write_model(Path(export_dir) / model.served_file, model_dir,
+                               precision=model.precision)  # type: ignore[arg-type]  # "fp32" | "int8"
+        for ensemble in ensembles:
+            (staging / ensemble.name / "1").mkdir(parents=True)
+            (staging / ensemble.name / "config.pbtxt").write_text(config_text(ensemble))
         for config in configs.values():
             (repository / config.name).mkdir(exist_ok=True)
             replace_file(repository / config.name / "config.pbtxt", config_text(config))
             os.rename(staging / config.name / str(version), repository / config.name / str(version))
-        os.rename(ensemble_dir, repository / ensemble.name)
+        for ensemble in ensembles:  # the ranking ensemble last: then the version is whole
+            os.rename(staging / ensemble.name, repository / ensemble.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return families

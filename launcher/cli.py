@@ -15,6 +15,7 @@ import click
 from cinesync import jobs
 from cinesync.bundle import current_version
 from cinesync.settings import Settings, get_settings
+from cinesync.splits import SPLITS
 
 if TYPE_CHECKING:
     from launcher.stack import Stack
@@ -25,16 +26,17 @@ def _say_to(json_mode: bool) -> Callable[[str], None]:
     return (lambda line: click.echo(line, err=True)) if json_mode else click.echo
 
 
-def pipeline_options(assignments: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``kind.param=value`` pairs -> the pipeline's per-kind options (the worker checks the names)."""
+def pipeline_options(assignments: tuple[str, ...] | list[str], split: str = "auto") -> dict[str, Any]:
+    """``kind.param=value`` pairs and the split -> the pipeline's settings (the worker checks the names)."""
     pairs = [assignment.partition("=") for assignment in assignments]
     bad = [a for a, (_, sep, _) in zip(assignments, pairs, strict=True) if not sep]
     try:
         if bad:
             raise ValueError(f"{bad[0]!r}: expected KIND.PARAM=VALUE")
-        return jobs.pipeline_options((key, value) for key, _, value in pairs)
+        options = jobs.pipeline_options((key, value) for key, _, value in pairs)
     except ValueError as error:
         raise click.BadParameter(f"{error}, e.g. two_tower.epochs=5") from None
+    return {**options, "split": split} if split != "auto" else options
 
 
 def _settings(data: str | None) -> Settings:
@@ -75,7 +77,7 @@ def _sample_user(settings: Settings, version: int) -> str:
     return str(users[0])
 
 
-def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | None,
+def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], user: str | None,
                     as_json: bool, keep_serving: bool) -> None:
     from launcher.client import VersionTimeout, format_table, wait_for_version
     from launcher.client import as_json as response_json
@@ -86,7 +88,7 @@ def _serve_and_show(data: str | None, assignments: tuple[str, ...], user: str | 
     started = time.monotonic()
     with Stack(settings, say=say) as stack:
         stack.start_all()
-        result = _run_pipeline(settings, pipeline_options(assignments), say)
+        result = _run_pipeline(settings, pipeline_options(assignments, split), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
         late: VersionTimeout | None = None
@@ -130,9 +132,12 @@ def _supervise_until_stopped(stack: Stack) -> None:
 
 
 def _training_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--data and --set, shared by the commands that train."""
+    """--data, --split and --set, shared by the commands that train."""
     for option in reversed([
         click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime)."),
+        click.option("--split", type=click.Choice(SPLITS), default="auto", show_default=True,
+                     help="auto: the data set's fixed split, else leave-one-out by time, else a seeded random item; "
+                     "loo-time: leave-one-out by time (refused without timestamps; ml-1m reads its ratings file)."),
         click.option("--set", "assignments", multiple=True, metavar="KIND.PARAM=VALUE",
                      help="A model kind's hyper-parameter, e.g. two_tower.epochs=5 (repeatable)."),
     ]):
@@ -165,18 +170,18 @@ def serve() -> None:
 @main.command()
 @_training_options
 @_user
-def up(data: str | None, assignments: tuple[str, ...], user: str | None) -> None:
+def up(data: str | None, split: str, assignments: tuple[str, ...], user: str | None) -> None:
     """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
-    _serve_and_show(data, assignments, user, as_json=False, keep_serving=True)
+    _serve_and_show(data, split, assignments, user, as_json=False, keep_serving=True)
 
 
 @main.command()
 @_training_options
 @_user
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
-def demo(data: str | None, assignments: tuple[str, ...], user: str | None, as_json: bool) -> None:
+def demo(data: str | None, split: str, assignments: tuple[str, ...], user: str | None, as_json: bool) -> None:
     """The whole path once: start, train, export, serve, call Recommend over gRPC, stop."""
-    _serve_and_show(data, assignments, user, as_json=as_json, keep_serving=False)
+    _serve_and_show(data, split, assignments, user, as_json=as_json, keep_serving=False)
 
 
 @main.command()
@@ -186,7 +191,7 @@ def demo(data: str | None, assignments: tuple[str, ...], user: str | None, as_js
               help="Publish members refit on every interaction (all), or the evaluated fit (train), whose "
               "served answers `cinesync evaluate-served` can score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object, the last line.")
-def train(data: str | None, assignments: tuple[str, ...], publish: bool, serve: str, as_json: bool) -> None:
+def train(data: str | None, split: str, assignments: tuple[str, ...], publish: bool, serve: str, as_json: bool) -> None:
     """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
     from launcher.stack import Stack
 
@@ -197,7 +202,7 @@ def train(data: str | None, assignments: tuple[str, ...], publish: bool, serve: 
         if publish:
             stack.ensure_triton()  # the worker checks the new version in it before making it current
         stack.ensure_worker()
-        result = _run_pipeline(settings, pipeline_options(assignments), say, publish=publish, serve=serve)
+        result = _run_pipeline(settings, pipeline_options(assignments, split), say, publish=publish, serve=serve)
         if publish:
             say(f"  published model version {result['version']}")
     if as_json:
@@ -382,7 +387,9 @@ def jobs_command(address: str | None) -> None:
 @main.command(name="evaluate-served")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--address", default=None, help="Control plane host:port (default: CINESYNC_HOST:CINESYNC_GRPC_PORT).")
-def evaluate_served_command(run_dir: Path, address: str | None) -> None:
+@click.option("--send-histories", is_flag=True,
+              help="Send each user's training history in the request instead of the stored one.")
+def evaluate_served_command(run_dir: Path, address: str | None, send_histories: bool) -> None:
     """Recommend for every test user of RUN_DIR over gRPC and print the test metrics of the answers.
 
     Serve that run published with `--serve train`, so histories are what evaluation excluded.
@@ -390,7 +397,8 @@ def evaluate_served_command(run_dir: Path, address: str | None) -> None:
     from launcher.served_eval import evaluate_served
 
     settings = get_settings()
-    result = evaluate_served(address or f"{settings.host}:{settings.grpc_port}", run_dir)
+    result = evaluate_served(address or f"{settings.host}:{settings.grpc_port}", run_dir,
+                             send_histories=send_histories)
     offline = json.loads((run_dir / "metrics.json").read_text()).get("cascade", {})
     click.echo(json.dumps({"served": result.metrics, "offline": offline, "ranked_by": result.ranked_by,
                            "versions": result.versions}))

@@ -26,13 +26,18 @@ class ServedEvaluation:
     versions: list[str]
 
 
-def evaluate_served(address: str, run_dir: Path, *, workers: int = 4, timeout: float = 10.0) -> ServedEvaluation:
+def evaluate_served(
+    address: str, run_dir: Path, *, workers: int = 4, timeout: float = 10.0, send_histories: bool = False
+) -> ServedEvaluation:
     """Recommend (k = the deepest cut-off, all domains, seen items excluded) for every test user of
-    the run at ``run_dir``, then the test metrics of those answers."""
+    the run at ``run_dir``, then the test metrics of those answers. With ``send_histories`` each
+    request carries the user's training history (item ids, oldest first), as a client that keeps it
+    on the device would, instead of the control plane reading its own."""
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     catalog = json.loads((run_dir / "catalog.json").read_text())
-    item_index = {row["item_id"]: index for index, row in enumerate(catalog["items"])}
+    item_ids = [row["item_id"] for row in catalog["items"]]
+    item_index = {item_id: index for index, item_id in enumerate(item_ids)}
     with np.load(run_dir / "split.npz") as arrays:
         split = Split.from_arrays(arrays, "test", n_items=len(item_index), kind=manifest["split"]["test"])
     users = split.test_users()
@@ -41,7 +46,9 @@ def evaluate_served(address: str, run_dir: Path, *, workers: int = 4, timeout: f
         call = pb_grpc.RecommendationServiceStub(channel).Recommend
 
         def ask(user: int) -> pb.RecommendResponse:
-            request = pb.RecommendRequest(user_id=catalog["user_ids"][user], k=depth, exclude_seen=True)
+            history = [item_ids[i] for i in split.train_sequences[user]] if send_histories else []
+            request = pb.RecommendRequest(user_id=catalog["user_ids"][user], k=depth, exclude_seen=True,
+                                          history=history)
             response: pb.RecommendResponse = call(request, timeout=timeout)
             return response
 

@@ -1,9 +1,9 @@
 """The cascade: candidates from the retriever kinds, every member's score of each candidate plus the
-ranking features, re-ranked by the fusion kind.
+ranking features, re-ranked by the fusion kind; all of it from each user's recent history.
 
 The same functions build the fusion's training lists (labels from validation, members fitted
 without them) and evaluate on test; serving computes the same candidates in the control plane and
-the same scores in the Triton ensemble.
+the same scores in the Triton ensemble, from the same recent history.
 """
 
 from __future__ import annotations
@@ -15,31 +15,36 @@ import numpy as np
 from recsys.candidates import PAD, CandidateLists
 from recsys.data.splits import Split
 from recsys.feature_assembly import FeatureTables, assemble_dense
+from recsys.features import history_matrix, recent
 from recsys.kinds.base import MemberKind
 from recsys.metrics import top_k_excluding
 
 
-def retrieve(retrievers: Sequence[MemberKind], users: np.ndarray, exclude: list[np.ndarray], depth: int) -> np.ndarray:
+def retrieve(
+    retrievers: Sequence[MemberKind], histories: Sequence[np.ndarray], exclude: list[np.ndarray], depth: int
+) -> np.ndarray:
     """The union of each retriever's ``depth`` best unseen items per user, in retriever order, first
-    occurrence kept: ``[len(users), width]`` padded with PAD."""
-    stacked = np.concatenate([top_k_excluding(r.score(users), exclude, depth) for r in retrievers], axis=1)
+    occurrence kept: ``[len(histories), width]`` padded with PAD."""
+    stacked = np.concatenate([top_k_excluding(r.score(histories), exclude, depth) for r in retrievers], axis=1)
     rows = []
     for row in stacked:
         _, first = np.unique(row, return_index=True)
         row = row[np.sort(first)]
         rows.append(row[row != PAD])
-    out = np.full((len(users), max(len(r) for r in rows)), PAD, dtype=np.int64)
+    out = np.full((len(histories), max(len(r) for r in rows)), PAD, dtype=np.int64)
     for index, row in enumerate(rows):
         out[index, : len(row)] = row
     return out
 
 
-def pair_features(
-    members: Sequence[MemberKind], tables: FeatureTables, users: np.ndarray, items: np.ndarray
+def list_features(
+    members: Sequence[MemberKind], tables: FeatureTables, histories: Sequence[np.ndarray], items: np.ndarray
 ) -> np.ndarray:
-    """``[n, n_members + dense_dim]`` for the pairs (users[i], items[i]): what the fusion reads."""
-    scores = [m.score_pairs(users, items)[:, None] for m in members]
-    return np.concatenate([*scores, assemble_dense(tables, users, items)], axis=1).astype(np.float32)
+    """``[B, W, n_members + dense_dim]`` for candidates ``items`` (``[B, W]``, PAD pads) of users with
+    recent ``histories``: what the fusion reads (pads' rows hold some values)."""
+    scores = [m.score_lists(histories, items)[:, :, None] for m in members]
+    dense = assemble_dense(tables, history_matrix(histories, tables.history_length), items + 1)
+    return np.concatenate([*scores, dense], axis=2).astype(np.float32)
 
 
 def candidate_lists(
@@ -51,18 +56,17 @@ def candidate_lists(
     depth: int,
     batch_users: int = 512,
 ) -> CandidateLists:
-    """Candidate lists of ``split``'s held-out users, excluding their training items."""
+    """Candidate lists of ``split``'s held-out users from their recent training history, excluding
+    every training item."""
     users = split.test_users()
     parts = []
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        items = retrieve(retrievers, batch, [split.train_sequences[u] for u in batch], depth)
-        pair_users = np.repeat(batch, items.shape[1])
-        flat = items.reshape(-1)
-        features = np.zeros((len(flat), len(members) + tables.dense_dim), dtype=np.float32)
-        valid = flat != PAD
-        features[valid] = pair_features(members, tables, pair_users[valid], flat[valid])
-        parts.append((batch, items, features.reshape(len(batch), items.shape[1], -1)))
+        histories = recent([split.train_sequences[u] for u in batch], tables.history_length)
+        items = retrieve(retrievers, histories, [split.train_sequences[u] for u in batch], depth)
+        features = list_features(members, tables, histories, items)
+        features[items == PAD] = 0.0
+        parts.append((batch, items, features))
     width = max(p[1].shape[1] for p in parts)
 
     def padded(array: np.ndarray, fill: float) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Ranking features of (user, item) pairs from lookup tables: in numpy for training and evaluation,
-and the same computation as a torch module that the fusion's ONNX model embeds, so serving builds
-the features the fusion was trained on (the exporter's parity gate compares the two).
+"""Ranking features of (history, candidate) pairs: in numpy for training and evaluation, and the same
+computation as a torch module that the fusion's ONNX model embeds, so serving builds the features
+the fusion was trained on from the request's history (the exporter's parity gate compares the two).
+Only item tables are kept: everything about the user comes from the history itself.
 """
 
 from __future__ import annotations
@@ -13,73 +14,65 @@ import torch
 
 @dataclass
 class FeatureTables:
-    """Per-user and per-item tables, indexed by the dense indices of one training run."""
+    """Per-item tables, indexed by item index + 1 (row 0 is the padding item, all zeros)."""
 
-    user_genre_affinity: np.ndarray  # [n_users, n_genres], rows sum to 1 (or 0)
-    user_tv_share: np.ndarray  # [n_users]
-    user_log_activity: np.ndarray  # [n_users], scaled to [0, 1]
-    item_genres: np.ndarray  # [n_items, n_genres] multi-hot
-    item_log_popularity: np.ndarray  # [n_items], scaled to [0, 1]
-    item_year: np.ndarray  # [n_items], scaled to [0, 1], 0.5 when unknown
-    item_is_tv: np.ndarray  # [n_items]
+    item_genres: np.ndarray  # [n_items + 1, n_genres] multi-hot
+    item_log_popularity: np.ndarray  # [n_items + 1], scaled to [0, 1]
+    item_year: np.ndarray  # [n_items + 1], scaled to [0, 1], 0.5 when unknown
+    item_is_tv: np.ndarray  # [n_items + 1]
+    history_length: int  # the longest history the features see (its activity feature is scaled by it)
 
     @property
     def dense_dim(self) -> int:
         return int(self.item_genres.shape[1]) + 6
 
 
-def assemble_dense(tables: FeatureTables, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
-    """Dense features ``[n, n_genres + 6]`` (float32) for the pairs (user_idx[i], item_idx[i])."""
-    users = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-    items = np.asarray(item_idx, dtype=np.int64).reshape(-1)
-    affinity = tables.user_genre_affinity[users]
-    genres = tables.item_genres[items]
-    is_tv = tables.item_is_tv[items]
-    tv_share = tables.user_tv_share[users]
-    columns = [
-        genres,
-        (affinity * genres).sum(axis=1, keepdims=True),
-        (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share))[:, None],
-        tables.item_log_popularity[items][:, None],
-        tables.item_year[items][:, None],
-        is_tv[:, None],
-        tables.user_log_activity[users][:, None],
-    ]
-    return np.concatenate(columns, axis=1).astype(np.float32)
+def assemble_dense(tables: FeatureTables, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Dense features ``[B, W, n_genres + 6]`` (float32) of candidates ``items`` (``[B, W]``, item
+    index + 1, 0 pads) for the histories ``history`` (``[B, L]``, item index + 1, 0 pads)."""
+    module = DenseFeatures(tables)
+    with torch.no_grad():
+        return module(torch.from_numpy(np.asarray(history, dtype=np.int64)),
+                      torch.from_numpy(np.asarray(items, dtype=np.int64))).numpy()
 
 
 class DenseFeatures(torch.nn.Module):
-    """``assemble_dense`` as a module, the tables inside: (user_idx, item_idx) ``[B, 1]`` -> ``[B, D]``."""
+    """(history ``[B, L]``, items ``[B, W]``, both item index + 1) -> ``[B, W, D]``: the candidate's
+    genres, the history's genre affinity with it, domain match with the history's TV share, the
+    candidate's popularity, year and domain, and the history's length."""
 
-    user_genre_affinity: torch.Tensor  # registered buffers (FeatureTables' fields), declared for the type checker
-    user_tv_share: torch.Tensor
-    user_log_activity: torch.Tensor
-    item_genres: torch.Tensor
+    item_genres: torch.Tensor  # registered buffers (FeatureTables' arrays), declared for the type checker
     item_log_popularity: torch.Tensor
     item_year: torch.Tensor
     item_is_tv: torch.Tensor
 
     def __init__(self, tables: FeatureTables) -> None:
         super().__init__()
-        for name, value in vars(tables).items():
-            self.register_buffer(name, torch.from_numpy(np.asarray(value, dtype=np.float32)))
+        for name in ("item_genres", "item_log_popularity", "item_year", "item_is_tv"):
+            self.register_buffer(name, torch.from_numpy(np.asarray(getattr(tables, name), dtype=np.float32)))
+        self.log_length = float(np.log1p(max(tables.history_length, 1)))
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        users, items = user_idx.reshape(-1), item_idx.reshape(-1)
-
+    def forward(self, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         def of(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            return torch.index_select(table, 0, rows)  # one ONNX Gather (indexing exports as GatherND)
+            # one ONNX Gather over the flattened rows (indexing with a 2-D tensor exports as GatherND)
+            return torch.index_select(table, 0, rows.reshape(-1)).reshape(*rows.shape, *table.shape[1:])
 
-        genres = of(self.item_genres, items)
-        is_tv = of(self.item_is_tv, items)
-        tv_share = of(self.user_tv_share, users)
+        seen = (history > 0).to(torch.float32)  # [B, L]
+        count = seen.sum(dim=1, keepdim=True)  # [B, 1]
+        taste = of(self.item_genres, history).sum(dim=1)  # [B, G]: padding rows are zero
+        affinity = taste / taste.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        tv_share = torch.where(count > 0, of(self.item_is_tv, history).sum(dim=1, keepdim=True) / count.clamp(min=1.0),
+                               torch.full_like(count, 0.5))  # [B, 1]
+        genres = of(self.item_genres, items)  # [B, W, G]
+        is_tv = of(self.item_is_tv, items)  # [B, W]
+        width = items.shape[1]
         columns = [
             genres,
-            (of(self.user_genre_affinity, users) * genres).sum(dim=1, keepdim=True),
-            (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share)).unsqueeze(1),
-            of(self.item_log_popularity, items).unsqueeze(1),
-            of(self.item_year, items).unsqueeze(1),
-            is_tv.unsqueeze(1),
-            of(self.user_log_activity, users).unsqueeze(1),
+            (affinity.unsqueeze(1) * genres).sum(dim=2, keepdim=True),
+            (is_tv * tv_share + (1.0 - is_tv) * (1.0 - tv_share)).unsqueeze(2),
+            of(self.item_log_popularity, items).unsqueeze(2),
+            of(self.item_year, items).unsqueeze(2),
+            is_tv.unsqueeze(2),
+            (torch.log1p(count) / self.log_length).unsqueeze(1).expand(-1, width, -1),
         ]
-        return torch.cat(columns, dim=1)
+        return torch.cat(columns, dim=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,37 +41,28 @@ def build_item_features(items: list[Item]) -> ItemFeatures:
     return ItemFeatures(vocabulary, genres, bucket.astype(np.int64), domain)
 
 
-def build_feature_tables(split: Split, item_features: ItemFeatures) -> FeatureTables:
-    """Ranking lookup tables: user genre and domain taste from train history, item popularity and year."""
-    users, items = split.train_pairs()
-    genres = item_features.genres
-    affinity = np.zeros((split.n_users, genres.shape[1]), dtype=np.float64)
-    np.add.at(affinity, users, genres[items])
-    totals = affinity.sum(axis=1, keepdims=True)
-    affinity = np.divide(affinity, totals, out=np.zeros_like(affinity), where=totals > 0)
-    activity = np.bincount(users, minlength=split.n_users).astype(np.float64)
-    tv = np.bincount(users, weights=item_features.domain[items].astype(np.float64), minlength=split.n_users)
-    tv_share = np.divide(tv, activity, out=np.full_like(tv, 0.5), where=activity > 0)
+def build_feature_tables(split: Split, item_features: ItemFeatures, *, history_length: int) -> FeatureTables:
+    """Ranking lookup tables (item popularity in ``split``'s training part, genres, year, domain),
+    indexed by item index + 1 with an all-zero padding row 0."""
     popularity = np.log1p(split.item_counts())
     buckets = item_features.year_bucket.astype(np.float64)
     year = np.where(buckets > 0, buckets / (YEAR_BUCKETS - 1), 0.5)
+
+    def padded(column: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((1, *column.shape[1:])), column]).astype(np.float32)
+
     return FeatureTables(
-        user_genre_affinity=affinity.astype(np.float32),
-        user_tv_share=tv_share.astype(np.float32),
-        user_log_activity=(np.log1p(activity) / max(np.log1p(activity).max(), 1e-9)).astype(np.float32),
-        item_genres=genres.astype(np.float32),
-        item_log_popularity=(popularity / max(popularity.max(), 1e-9)).astype(np.float32),
-        item_year=year.astype(np.float32),
-        item_is_tv=item_features.domain.astype(np.float32),
+        item_genres=padded(item_features.genres),
+        item_log_popularity=padded(popularity / max(popularity.max(), 1e-9)),
+        item_year=padded(year),
+        item_is_tv=padded(item_features.domain.astype(np.float64)),
+        history_length=history_length,
     )
 
 
-def user_tower_inputs(
-    sequences: list[np.ndarray], user_features: np.ndarray, history_length: int, users: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user_idx, last items as index + 1, user features) for ``users`` from their sequences."""
-    histories = history_matrix([sequences[u] for u in users], history_length)
-    return users.astype(np.int64), histories, user_features[users].astype(np.int64)
+def recent(sequences: Sequence[np.ndarray], length: int) -> list[np.ndarray]:
+    """The last ``length`` items of each sequence: the part of a history a model sees."""
+    return [np.asarray(seq[-length:] if length else seq[:0], dtype=np.int64) for seq in sequences]
 
 
 def item_tower_inputs(
@@ -80,7 +72,7 @@ def item_tower_inputs(
     return items.astype(np.int64), features.genres[items], features.year_bucket[items], features.domain[items]
 
 
-def history_matrix(sequences: list[np.ndarray], length: int) -> np.ndarray:
+def history_matrix(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
     """The last ``length`` items of each sequence as item index + 1, left-padded with 0."""
     matrix = np.zeros((len(sequences), length), dtype=np.int64)
     for row, seq in enumerate(sequences):

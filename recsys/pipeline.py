@@ -13,10 +13,10 @@ from typing import Any
 from recsys.candidates import CandidateLists, evaluate_lists
 from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
-from recsys.data.splits import make_protocol
+from recsys.data.splits import SPLITS, make_protocol
 from recsys.features import build_feature_tables, build_item_features
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
-from recsys.kinds.base import Catalog, Progress, no_progress, parse_params
+from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
 from recsys.metrics import evaluate_full_ranking
 from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
@@ -33,8 +33,10 @@ class PipelineSpec:
     retrievers: list[str] = field(default_factory=lambda: ["ease", "two_tower"])
     fusion: str = "dcn_fusion"
     depth: int = 100  # candidates each retriever proposes per user
+    history_length: int = DEFAULT_HISTORY_LENGTH  # the most recent items of a user's history that models see (and serving sends)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind name -> hyper-parameters
     seed: int = 0
+    split: str = "auto"  # recsys.data.splits.make_protocol's choices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,16 +76,19 @@ class PipelineSpec:
             raise UnknownOption(f"{self.fusion!r} is not a fusion kind")
         if self.depth < 1:
             raise UnknownOption(f"depth must be at least 1, got {self.depth}")
+        if self.split not in SPLITS:
+            raise UnknownOption(f"unknown split {self.split!r}; valid: {', '.join(SPLITS)}")
+        if self.history_length < 1:
+            raise UnknownOption(f"history_length must be at least 1, got {self.history_length}")
 
 
-def catalog_of(dataset: InteractionDataset) -> Catalog:
+def catalog_of(dataset: InteractionDataset, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> Catalog:
     return Catalog(
         n_users=dataset.n_users,
         n_items=dataset.n_items,
         item_features=build_item_features(dataset.items),
-        user_features=dataset.user_features,
-        user_feature_cardinalities=dataset.user_feature_cardinalities,
         ordered=dataset.timestamps is not None,
+        history_length=history_length,
     )
 
 
@@ -91,9 +96,9 @@ def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress
     """Fit members on the validation split, the fusion on their validation candidates, then refit
     the members on the whole training part; returns the run folder. Test is not looked at."""
     spec.check()
-    dataset = load_dataset(data_spec)
-    catalog = catalog_of(dataset)
-    protocol = make_protocol(dataset)
+    dataset = load_dataset(data_spec, timestamped=spec.split == "loo-time")
+    catalog = catalog_of(dataset, history_length=spec.history_length)
+    protocol = make_protocol(dataset, split=spec.split)
     started = time.monotonic()
     members: list[MemberKind] = []
     for name in spec.members:
@@ -101,7 +106,8 @@ def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress
         assert isinstance(member, MemberKind)
         member.fit(protocol.validation, progress)
         members.append(member)
-    validation_tables = build_feature_tables(protocol.validation, catalog.item_features)
+    validation_tables = build_feature_tables(protocol.validation, catalog.item_features,
+                                             history_length=spec.history_length)
     lists = candidate_lists(members, spec.retrieving(members), validation_tables, protocol.validation,
                             depth=spec.depth)
     fusion = create(spec.fusion, catalog, spec.options.get(spec.fusion), seed=spec.seed)
@@ -127,7 +133,7 @@ def evaluate(run_folder: Path) -> dict[str, dict[str, float]]:
     """Test metrics of every member alone and of the served cascade; saved with the run."""
     run = load_run(run_folder)
     split = run.protocol.test
-    metrics = {member.name: evaluate_full_ranking(member.score, split) for member in run.members}
+    metrics = {member.name: evaluate_full_ranking(member.user_scores(split), split) for member in run.members}
     lists = cascade_lists(run)
     metrics[CASCADE] = evaluate_lists(lists, run.fusion.score(lists), split)
     (Path(run_folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))

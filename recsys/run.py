@@ -77,8 +77,6 @@ def save_run(
         folder / "split.npz",
         **protocol.test.to_arrays("test"),
         **protocol.validation.to_arrays("validation"),
-        user_features=dataset.user_features,
-        user_feature_cardinalities=np.array(dataset.user_feature_cardinalities),
     )
     for kind in [*members, fusion]:
         kind.save(folder / KINDS_DIR / kind.name)
@@ -110,21 +108,18 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
         raise FileNotFoundError(f"{folder} has no members fitted on {fitted_on!r} ({FITS[fitted_on]}/): run its refit step")
     manifest = json.loads((folder / MANIFEST).read_text())
     catalog_json = json.loads((folder / "catalog.json").read_text())
+    spec = PipelineSpec.from_dict(manifest["pipeline"])
     items = [Item.from_json(row) for row in catalog_json["items"]]
     with np.load(folder / "split.npz") as arrays:
         test = Split.from_arrays(arrays, "test", n_items=len(items), kind=manifest["split"]["test"])
         validation = Split.from_arrays(arrays, "validation", n_items=len(items), kind=manifest["split"]["validation"])
-        user_features = arrays["user_features"]
-        cardinalities = arrays["user_feature_cardinalities"].tolist()
     catalog = Catalog(
         n_users=test.n_users,
         n_items=len(items),
         item_features=build_item_features(items),
-        user_features=user_features,
-        user_feature_cardinalities=cardinalities,
         ordered=bool(manifest["ordered"]),
+        history_length=spec.history_length,
     )
-    spec = PipelineSpec.from_dict(manifest["pipeline"])
     kinds = {}
     for described in manifest["kinds"]:
         kind = create(described["kind"], catalog, described["params"], seed=spec.seed)
@@ -146,7 +141,7 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
         catalog=catalog,
         members=members,  # type: ignore[arg-type]
         fusion=fusion,
-        tables=build_feature_tables(history, catalog.item_features),
+        tables=build_feature_tables(history, catalog.item_features, history_length=spec.history_length),
         fitted_on=fitted_on,
         history=history,
     )

@@ -75,10 +75,12 @@ def test_served_answers_score_as_the_offline_evaluation(
     stack, result = served
     wait_for_version(stack.grpc_address, dataset.user_ids[0], result["version"], timeout=60)
     offline = result["metrics"][result["served"]]
-    served_eval = evaluate_served(stack.grpc_address, result["run_dir"])
-    assert served_eval.ranked_by == {"triton": int(offline["users"])} and served_eval.versions == ["1"]
-    for metric in ("ndcg@10", "recall@20"):
-        assert abs(served_eval.metrics[metric] - offline[metric]) <= 0.005, (metric, served_eval.metrics, offline)
+    for send_histories in (False, True):  # the live history (seeded at publish), then the request's own
+        served_eval = evaluate_served(stack.grpc_address, result["run_dir"], send_histories=send_histories)
+        assert served_eval.ranked_by == {"triton": int(offline["users"])} and served_eval.versions == ["1"]
+        for metric in ("ndcg@10", "recall@20"):
+            assert abs(served_eval.metrics[metric] - offline[metric]) <= 0.005, (
+                send_histories, metric, served_eval.metrics, offline)
 
 
 def test_recommend_ranked_by_triton_excludes_seen(

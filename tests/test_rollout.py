@@ -55,7 +55,7 @@ def test_publish_and_rollback_under_load_fail_no_request(
         with pytest.raises(VersionRejected, match=f"version {newer + 1} failed in Triton"):
             publish(load_run(clone_run(small_run, tmp_path / "third-run")), broken, publishing)
         assert versions.whole_versions(repository, serving) == [first, newer] and current_version(serving) == first
-        assert len(check_version(stack.triton_url, repository, first)) == 5  # 4 steps and the ensemble
+        assert len(check_version(stack.triton_url, repository, first)) == 7  # the encoder and its ensemble, 4 steps and theirs
     assert load.failures == []
     by_version = collections.Counter(v for _, v, _ in load.answers)
     assert set(by_version) == {str(first), str(newer)} and min(by_version.values()) > 10, by_version

@@ -39,8 +39,9 @@ def build_engine(onnx_path: Path, plan_path: Path, *, precision: Precision, max_
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        rest = tuple(tensor.shape)[1:]
-        profile.set_shape(tensor.name, (1, *rest), (min(OPTIMAL_BATCH, max_batch), *rest), (max_batch, *rest))
+        rest = tuple(tensor.shape)[1:]  # -1: the candidate axis, 1 to MAX_CANDIDATES
+        low, middle, high = ([size if size >= 0 else bound for size in rest] for bound in (1, 256, triton.MAX_CANDIDATES))
+        profile.set_shape(tensor.name, (1, *low), (min(OPTIMAL_BATCH, max_batch), *middle), (max_batch, *high))
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:

@@ -12,9 +12,18 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync import triton
+from exporters.export_report import ExportedModel, Tensor
 from exporters.targets import TARGETS, TargetUnavailable, export_target
 from exporters.targets.tensorrt_plan import WORKSPACE_BYTES, build_engine, cuda_gpus
-from exporters.triton_repository import scorer_config
+from exporters.triton_repository import onnx_config
+
+
+def scorer_config(member: str, target: Any, precision: str = "fp32") -> mc.ModelConfig:
+    """The config of a scorer reading a history and candidates, as the export report records one."""
+    inputs = [Tensor(triton.HISTORY_INPUT, "INT64", [200]), Tensor(triton.ITEMS_INPUT, "INT64", [-1])]
+    model = ExportedModel(triton.scorer_model(member), "scorer", member, "f.onnx", inputs,
+                          Tensor(triton.OUTPUT, "FP32", [-1]), 0.0, "f.onnx", precision)
+    return onnx_config(model, target)
 
 
 def test_registry_lists_the_targets_and_rejects_unknown_ones() -> None:
@@ -49,6 +58,9 @@ def test_tensorrt_target_says_what_is_missing() -> None:
         export_target("tensorrt").check_available()
 
 
+INPUTS = [(triton.HISTORY_INPUT, (-1, 200)), (triton.ITEMS_INPUT, (-1, -1))]
+
+
 class _Recorder:
     """Stands in for the tensorrt module: records what build_engine configures."""
 
@@ -70,7 +82,7 @@ class _Recorder:
             num_inputs = 2
 
             def get_input(self, i: int) -> Any:
-                return types.SimpleNamespace(name=triton.PAIR_INPUTS[i], shape=(-1, 1))
+                return types.SimpleNamespace(name=INPUTS[i][0], shape=INPUTS[i][1])
 
         class Profile:
             def set_shape(self, name: str, *shapes: tuple[int, ...]) -> None:
@@ -116,11 +128,14 @@ def test_engine_build_sets_precision_flags_and_a_batch_profile(tmp_path: Path, m
     (tmp_path / "m.onnx").write_bytes(b"onnx model")
     build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="int8", max_batch=4096)
     assert recorder.flags == ["FP16", "INT8"] and (tmp_path / "model.plan").read_bytes() == b"engine"
-    assert recorder.shapes == {name: ((1, 1), (256, 1), (4096, 1)) for name in triton.PAIR_INPUTS}
+    assert recorder.shapes == {  # the batch axis from 1 to max_batch; the candidate axis from 1 to MAX_CANDIDATES
+        triton.HISTORY_INPUT: ((1, 200), (256, 200), (4096, 200)),
+        triton.ITEMS_INPUT: ((1, 1), (256, 256), (4096, triton.MAX_CANDIDATES)),
+    }
     assert recorder.workspace == WORKSPACE_BYTES and len(recorder.profiles) == 1
     recorder.flags.clear()
     build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", precision="fp32", max_batch=128)
-    assert recorder.flags == ["FP16"] and recorder.shapes[triton.PAIR_INPUTS[0]] == ((1, 1), (128, 1), (128, 1))
+    assert recorder.flags == ["FP16"] and recorder.shapes[triton.HISTORY_INPUT] == ((1, 200), (128, 200), (128, 200))
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="TensorRT cannot parse bad.onnx"):
         build_engine(tmp_path / "bad.onnx", tmp_path / "x.plan", precision="fp32", max_batch=8)

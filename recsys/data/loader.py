@@ -20,13 +20,16 @@ READERS: tuple[tuple[str, Callable[[Path], InteractionDataset]], ...] = (
 )
 
 
-def load_dataset(spec: str) -> InteractionDataset:
-    """'synthetic[:options]' or a folder in one of the formats of READERS."""
+def load_dataset(spec: str, *, timestamped: bool = False) -> InteractionDataset:
+    """'synthetic[:options]' or a folder in one of the formats of READERS. ``timestamped``: where a
+    data set has both a fixed split without time and timestamped interactions (ml-1m), read the latter."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return generate(parse_spec(spec))
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise DataFormatError(folder, 0, "data set folder not found (or pass 'synthetic')")
+    if timestamped and (folder / "movies.dat").is_file():
+        return load_ml1m(folder, fixed_split=False)
     for pattern, reader in READERS:
         if any(folder.glob(pattern)):
             return reader(folder)

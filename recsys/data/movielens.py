@@ -13,12 +13,13 @@ from recsys.data.text_files import parse_number, read_rows, split_title_year
 _ML1M_ENCODING = "iso-8859-1"
 
 
-def load_ml1m(folder: Path) -> InteractionDataset:
-    """ml-1m: movies.dat and users.dat, with split/train.txt + split/test.txt if present, else ratings."""
+def load_ml1m(folder: Path, *, fixed_split: bool = True) -> InteractionDataset:
+    """ml-1m: movies.dat and users.dat, with split/train.txt + split/test.txt if present (and
+    ``fixed_split``), else the timestamped ratings*.dat[.gz]."""
     items = _ml1m_movies(folder / "movies.dat")
     builder = DatasetBuilder("ml-1m", items)
     split = folder / "split"
-    if (split / "train.txt").is_file():
+    if fixed_split and (split / "train.txt").is_file():
         for part, is_test in (("train.txt", False), ("test.txt", True)):
             for user_id, item_id in _split_rows(split / part):
                 builder.add(user_id, item_id, test=is_test)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cinesync.splits import SPLITS
 from recsys.data.dataset import InteractionDataset
 
 MIN_TRAIN_ITEMS = 1  # a user keeps at least this many training items when items are held out
@@ -20,6 +21,10 @@ HOLDOUT_SEED = 2026
 
 class SplitTooSmall(ValueError):
     """The data set has too few interactions for a train / validation / test split."""
+
+
+class SplitUnavailable(ValueError):
+    """The data set lacks what the chosen split needs (timestamps for leave-one-out by time)."""
 
 
 @dataclass
@@ -175,8 +180,17 @@ def validation_split(test: Split, *, by_time: bool, seed: int = HOLDOUT_SEED + 1
     )
 
 
-def make_protocol(dataset: InteractionDataset) -> Protocol:
-    """Test split, then validation carved from its training part."""
+def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protocol:
+    """Test split, then validation carved from its training part. ``split``: "auto" (the data set's
+    fixed split, else leave-one-out by time, else a seeded random held-out item) or "loo-time"
+    (leave-one-out by time, validation each user's second-latest item; refused without timestamps)."""
+    if split not in SPLITS:
+        raise SplitUnavailable(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if split == "loo-time" and dataset.timestamps is None:
+        raise SplitUnavailable(
+            f"{dataset.name}: the loo-time split needs timestamps, and this data set has none "
+            "(file order is not time); use --split auto"
+        )
     by_time = dataset.timestamps is not None
     test = evaluation_split(dataset)
     return Protocol(test=test, validation=validation_split(test, by_time=by_time), by_time=by_time)

@@ -1,9 +1,10 @@
 """The model-kind interface: how a recommender trains, scores, exports and serves.
 
 Every recommender the pipeline trains is a kind: one small class in its own file under
-recsys/kinds/, registered by name. Member kinds score (user, item) pairs from users' histories;
-the fusion kind re-ranks candidates from the members' scores. Training, evaluation, export and the
-Triton repository iterate over the kinds a pipeline names.
+recsys/kinds/, registered by name. Member kinds score items from a user's recent history (their
+last ``Catalog.history_length`` items, oldest first), the same input serving sends at request time:
+no kind scores from a per-user table. The fusion kind re-ranks candidates from the members' scores.
+Training, evaluation, export and the Triton repository iterate over the kinds a pipeline names.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from recsys.data.splits import Split
-from recsys.features import ItemFeatures
+from recsys.features import ItemFeatures, history_matrix, recent
+from recsys.metrics import ScoreFunction
 
 # stage, step (1-based), steps, value, what the value is ("loss", "validation ndcg@10"; "" for none)
 Progress = Callable[[str, int, int, float, str], None]
 PARAMS_FILE = "params.json"
+DEFAULT_HISTORY_LENGTH = 200
+ENCODE_BATCH = 1024
 
 
 def no_progress(stage: str, step: int, steps: int, value: float, measure: str) -> None:
@@ -50,9 +55,8 @@ class Catalog:
     n_users: int
     n_items: int
     item_features: ItemFeatures
-    user_features: np.ndarray  # [n_users, n_user_features] categorical codes
-    user_feature_cardinalities: list[int]
     ordered: bool  # histories are in time order; without timestamps a history is a set
+    history_length: int = DEFAULT_HISTORY_LENGTH  # the most recent items of a history a kind sees (what serving sends)
 
 
 def number_grid(text: str, *, name: str, example: str, zero_allowed: bool = False) -> list[float]:
@@ -122,11 +126,21 @@ class ModelKind(ABC):
         """Read what ``save_state`` wrote."""
 
 
+class ScorerInput(StrEnum):
+    """One input of a member's exported scorer; the values are cinesync.triton's ONNX tensor names."""
+
+    HISTORY = "history"  # [B, L] item index + 1, oldest first, 0 pads on the left
+    ITEMS = "items"  # [B, W] candidates as item index + 1, 0 pads
+    USER_VECTOR = "user_vector"  # [B, D] the member's own encoder output
+
+
 class MemberKind(ModelKind):
-    """A kind that scores users × items from the histories it was last fitted on. Every member is a
-    scorer of the ranking ensemble (the fusion reads all their scores); some also retrieve."""
+    """A kind that scores items from users' recent histories. Every member is a scorer of the
+    ranking ensemble (the fusion reads all their scores); some also retrieve, and some encode a
+    history into a user vector first (``encoder_module``), which FAISS retrieval searches with."""
 
     index_kind: ClassVar[str | None] = None  # retrievers: the control plane index that serves retrieval_arrays
+    scorer_inputs: ClassVar[tuple[ScorerInput, ...]] = (ScorerInput.HISTORY, ScorerInput.ITEMS)
 
     @abstractmethod
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
@@ -138,23 +152,47 @@ class MemberKind(ModelKind):
         """Learn from ``sequences`` with the choices of ``fit``, no held-out data needed."""
 
     @abstractmethod
-    def score(self, users: np.ndarray) -> np.ndarray:
-        """Scores ``[len(users), n_items]`` (higher is better) from each user's fitted history."""
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores ``[len(histories), n_items]`` (higher is better) of users whose recent histories
+        (item indices, oldest first, at most ``catalog.history_length``) are ``histories``."""
 
-    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of the pairs (users[i], items[i]); kinds with a cheaper way override this."""
-        order = np.argsort(users, kind="stable")
-        unique, starts = np.unique(users[order], return_index=True)
-        out = np.empty(len(users), dtype=np.float32)
-        for user, rows in zip(unique, np.split(order, starts[1:]), strict=True):
-            out[rows] = self.score(np.array([user]))[0, items[rows]]
-        return out
+    def user_scores(self, split: Split) -> ScoreFunction:
+        """Users of ``split`` -> their scores, from the recent part of their training sequences."""
+        length = self.catalog.history_length
+        return lambda users: self.score(recent([split.train_sequences[u] for u in users], length))
+
+    def score_lists(self, histories: Sequence[np.ndarray], items: np.ndarray) -> np.ndarray:
+        """Scores ``[B, W]`` of candidate items ``items`` (``[B, W]``, item indices; negative ones
+        pad and get some value) of the users with ``histories``; kinds with a cheaper way override."""
+        return np.take_along_axis(self.score(histories), np.maximum(items, 0), axis=1).astype(np.float32)
+
+    def encoder_module(self) -> torch.nn.Module | None:
+        """For kinds with a history encoder: a torch module ``history [B, L] int64 -> [B, D] float32``
+        (its output is what ``scorer_module`` reads as user_vector and FAISS searches with)."""
+        return None
+
+    def vector_size(self) -> int:
+        """D, the size of the encoder's user vectors."""
+        raise NotImplementedError(f"{self.name} has no history encoder")
+
+    @torch.no_grad()
+    def encode(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """User vectors ``[len(histories), D]`` from the encoder, as serving computes them."""
+        module = self.encoder_module()
+        if module is None:
+            raise NotImplementedError(f"{self.name} has no history encoder")
+        module.eval()
+        length = self.catalog.history_length
+        parts = [module(torch.from_numpy(history_matrix(histories[start : start + ENCODE_BATCH], length))).numpy()
+                 for start in range(0, len(histories), ENCODE_BATCH)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.vector_size()), dtype=np.float32)
 
     @abstractmethod
-    def scorer_module(self) -> Any:
-        """A torch module ``(user_idx [B,1] int64, item_idx [B,1] int64) -> score [B,1] float32``
-        equal to ``score_pairs``, with the fitted user state inside; it is exported to ONNX."""
+    def scorer_module(self) -> torch.nn.Module:
+        """A torch module over the ``scorer_inputs`` (in that order) ``-> score [B, W] float32``
+        equal to ``score_lists``, holding no per-user state; it is exported to ONNX."""
 
-    def retrieval_arrays(self) -> dict[str, np.ndarray]:
-        """For retrievers: the arrays the control plane's index of this kind loads."""
+    def retrieval_arrays(self, sample: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """For retrievers: the arrays the control plane's index of this kind loads; ``sample`` holds
+        real users' recent histories, which an index may tune itself on at publish."""
         raise NotImplementedError(f"{self.name} is not a retriever")

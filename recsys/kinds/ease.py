@@ -11,6 +11,7 @@ and evaluation uses that same pruned matrix, so served and evaluated scores agre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,6 @@ from recsys.kinds.base import MemberKind, Progress, Role, no_progress, number_gr
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
-ROWS_MAX_ITEMS = 16_384  # above it the ONNX scorer stops copying whole history rows (4,096 x 16k = 64 MB)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class EaseParams:
                            zero_allowed=True)
 
 
-def history_matrix(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
+def history_matrix(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
     """Binary user × item matrix [len(sequences), n_items] (float32)."""
     matrix = np.zeros((len(sequences), n_items), dtype=np.float32)
     for row, seq in enumerate(sequences):
@@ -87,29 +87,27 @@ def prune(weights: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]
 
 
 class EaseScorer(torch.nn.Module):
-    """score(u, i) = Σₙ w[i, n] · H[u, src[i, n]] with the user × item history H inside."""
+    """(history ``[B, L]``, items ``[B, W]``, both index + 1) -> Σₙ w[i, n] · [src[i, n] in history]."""
 
-    history: torch.Tensor  # registered buffers, declared for the type checker
-    sources: torch.Tensor
+    sources: torch.Tensor  # registered buffers, declared for the type checker
     weights: torch.Tensor
 
-    def __init__(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(self, sources: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
-        self.register_buffer("history", torch.from_numpy(history.astype(bool)))
-        self.register_buffer("sources", torch.from_numpy(sources))
-        self.register_buffer("weights", torch.from_numpy(weights))
+        # Row 0 belongs to the padding item: weight 0, whatever its sources.
+        self.register_buffer("sources", torch.from_numpy(np.vstack([np.zeros_like(sources[:1]), sources])))
+        self.register_buffer("weights", torch.from_numpy(np.vstack([np.zeros_like(weights[:1]), weights])))
+        self.n_items = int(sources.shape[0])
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        item, user = item_idx.reshape(-1), user_idx.reshape(-1, 1)
-        sources = self.sources[item]  # [B, N]
-        n_items = self.history.shape[1]
-        if n_items <= ROWS_MAX_ITEMS:
-            # Whole history rows, then a per-row gather (ONNX Gather + GatherElements): 0.52 ms for
-            # 200 pairs on ML-100k, against 2.96 ms indexing with a (user, source) pair (GatherND).
-            seen = torch.gather(self.history[user.reshape(-1)], 1, sources)
-        else:  # rows would take batch x items bytes: one flat Gather instead (1.3 ms there)
-            seen = self.history.reshape(-1)[user * n_items + sources]
-        return (seen.to(torch.float32) * self.weights[item]).sum(dim=1, keepdim=True)
+    def forward(self, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        batch, width = items.shape
+        # The history as a multi-hot row per request (column 0, the padding item, cut off).
+        seen = torch.zeros(history.shape[0], self.n_items + 1).scatter(1, history, torch.ones(history.shape))[:, 1:]
+        flat = items.reshape(-1)
+        # index_select exports as one ONNX Gather (indexing with a 2-D tensor would be GatherND).
+        sources = torch.index_select(self.sources, 0, flat).reshape(batch, -1)  # [B, W * N]
+        weights = torch.index_select(self.weights, 0, flat).reshape(batch, width, -1)  # [B, W, N]
+        return (torch.gather(seen, 1, sources).reshape(batch, width, -1) * weights).sum(dim=2)
 
 
 class Ease(MemberKind):
@@ -122,10 +120,9 @@ class Ease(MemberKind):
 
     sources: np.ndarray
     weights: np.ndarray
-    history: np.ndarray
 
-    def _set_state(self, history: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
-        self.history, self.sources, self.weights = history, sources, weights
+    def _set_state(self, sources: np.ndarray, weights: np.ndarray) -> None:
+        self.sources, self.weights = sources, weights
         self.__dict__.pop("dense", None)  # derived from the weights: rebuilt when next scored
 
     @cached_property
@@ -144,7 +141,7 @@ class Ease(MemberKind):
         history = history_matrix(sequences, self.catalog.n_items)
         gram = gram_of(history)
         sources, weights = self._solve(gram, choice["l2"], choice["emphasis"])
-        self._set_state(history, sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
+        self._set_state(sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         history = history_matrix(split.train_sequences, self.catalog.n_items)
@@ -154,37 +151,32 @@ class Ease(MemberKind):
         for step, (l2, emphasis) in enumerate(fits, start=1):
             sources, weights = self._solve(gram, l2, emphasis)
             for tilt in self.params.tilts:  # the tilt needs no refit: it rescales the kept weights
-                self._set_state(history, sources, tilted(weights, np.diag(gram), tilt))
-                ndcg = evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+                self._set_state(sources, tilted(weights, np.diag(gram), tilt))
+                ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
                 if ndcg > best_ndcg:
                     best_ndcg, best_choice, best_state = ndcg, (l2, emphasis, tilt), (sources, self.weights)
             progress("ease λ, c, β search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
         l2, emphasis, tilt = best_choice
         self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, f"validation_ndcg@{K}": best_ndcg}
-        self._set_state(history, *best_state)
+        self._set_state(*best_state)
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self._fit_with(sequences, self.chosen)
         progress("ease refit", 1, 1, 0.0, "")
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.history[users] @ self.dense
-
-    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        seen = self.history[users[:, None], self.sources[items]]
-        return (seen * self.weights[items]).sum(axis=1)
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return history_matrix(histories, self.catalog.n_items) @ self.dense
 
     def scorer_module(self) -> torch.nn.Module:
-        return EaseScorer(self.history, self.sources, self.weights)
+        return EaseScorer(self.sources, self.weights)
 
-    def retrieval_arrays(self) -> dict[str, np.ndarray]:
+    def retrieval_arrays(self, sample: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        del sample
         return {"sources": self.sources, "weights": self.weights}
 
     def save_state(self, folder: Path) -> None:
-        np.savez(folder / STATE_FILE, sources=self.sources, weights=self.weights,
-                 history=np.packbits(self.history.astype(bool), axis=1), n_items=self.catalog.n_items)
+        np.savez(folder / STATE_FILE, sources=self.sources, weights=self.weights)
 
     def load_state(self, folder: Path) -> None:
         with np.load(folder / STATE_FILE) as state:
-            history = np.unpackbits(state["history"], axis=1, count=int(state["n_items"])).astype(np.float32)
-            self._set_state(history, state["sources"], state["weights"])
+            self._set_state(state["sources"], state["weights"])

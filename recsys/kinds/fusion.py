@@ -3,8 +3,8 @@
 It learns from candidate lists whose members were fitted without the labels (validation items),
 with a listwise softmax loss, early-stopped on a held-out share of those users. It scores as the
 best member alone (the anchor) plus a learned correction that starts at zero. It is the last
-step of the Triton ranking ensemble: one input per member score, plus the (user, item) pair, whose
-dense features it looks up itself.
+step of the Triton ranking ensemble: one input per member score, plus the request's history and
+candidates, from which it computes the dense features itself.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class FusionNetwork(torch.nn.Module):
 
 
 class FusionServing(torch.nn.Module):
-    """The exported form: ``(score_<member> [B,1] ..., user_idx [B,1], item_idx [B,1]) -> score [B,1]``;
-    the dense features are looked up inside, from the run's tables."""
+    """The exported form: ``(score_<member> [B, W] ..., history [B, L], items [B, W]) -> score [B, W]``;
+    the dense features are computed inside, from the run's item tables."""
 
     def __init__(self, network: FusionNetwork, tables: FeatureTables) -> None:
         super().__init__()
@@ -90,10 +90,11 @@ class FusionServing(torch.nn.Module):
         self.passthrough = int(network.passthrough)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        *scores, user_idx, item_idx = inputs
+        *scores, history, items = inputs
         if self.passthrough >= 0:
             return scores[self.passthrough] + 0.0
-        return self.network(torch.cat([*scores, self.dense(user_idx, item_idx)], dim=1)).unsqueeze(1)
+        features = torch.cat([*(score.unsqueeze(2) for score in scores), self.dense(history, items)], dim=2)
+        return self.network(features)
 
 
 def paired_gain_p_value(differences: np.ndarray) -> float:

@@ -6,6 +6,13 @@ Propagation is one sparse-matrix product per layer over the whole graph (torch C
 large (8,192 triples by default), so an epoch costs a few hundred sparse products rather than
 RecBole's rebuilding and propagating per small batch. Served as the two-tower is: FAISS over its
 item vectors, and an inner-product scorer in the ranking ensemble.
+
+A user's vector is folded in from their history at request time, never looked up: LightGCN's user
+vector is the mean over layers k = 0..K of e_u^(k), with e_u^(k+1) = Σ_{i∈h} e_i^(k) / √(|h|·d_i).
+Layer 0 (the learnt user id embedding) is unknown for a history, so the vector is the rest of that
+sum, Σ_{i∈h} fold_in[i] / √|h| with fold_in[i] = Σ_{k<K} e_i^(k) / (√d_i·(K+1)); training validates
+on that same fold-in, so early stopping sees what serving will. Without layers (BPR) nothing but
+layer 0 is left: the history's mean item vector stands in for it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.kinds.base import Progress, Role, no_progress, number_grid
-from recsys.kinds.embedding import EmbeddingMember
+from recsys.kinds.embedding import EmbeddingMember, PooledHistoryEncoder
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.negatives import UnseenSampler
 from recsys.training import minibatches, optimise, train_loop
@@ -104,12 +111,14 @@ class LightGcnNetwork(torch.nn.Module):
         self.layers = layers
 
     def forward(self, graph: torch.Tensor) -> torch.Tensor:
-        layer = self.embedding.weight
-        total = layer
+        return torch.stack(self.layer_embeddings(graph)).mean(dim=0)
+
+    def layer_embeddings(self, graph: torch.Tensor) -> list[torch.Tensor]:
+        """Every node's embedding at layers 0..layers."""
+        layers = [self.embedding.weight]
         for _ in range(self.layers):
-            layer = SymmetricProduct.apply(graph, layer)
-            total = total + layer
-        return total / (self.layers + 1)
+            layers.append(SymmetricProduct.apply(graph, layers[-1]))
+        return layers
 
 
 class LightGcn(EmbeddingMember):
@@ -121,6 +130,8 @@ class LightGcn(EmbeddingMember):
     # Of the training run under way: a grid point in fit, the chosen one in refit.
     batch_size: int
     l2: float
+    fold_in: np.ndarray  # [n_items, dim]: what each history item adds to a user vector
+    fold_in_power: float  # the sum over the history is divided by its length to this power
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         """Early-stopped training at each grid point (batch size × l2); the best on validation is kept
@@ -131,9 +142,9 @@ class LightGcn(EmbeddingMember):
             super().fit(split, progress)
             if best is None or self.best_validation > best[0]:
                 best = (self.best_validation, {"batch_size": batch_size, "l2": l2, **self.chosen},
-                        self.user_vectors, self.item_vectors)
+                        self.fold_in, self.item_vectors)
         assert best is not None  # the grid is never empty
-        self.best_validation, self.chosen, self.user_vectors, self.item_vectors = best
+        self.best_validation, self.chosen, self.fold_in, self.item_vectors = best
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:
         self.batch_size, self.l2 = int(self.chosen["batch_size"]), float(self.chosen["l2"])
@@ -162,15 +173,22 @@ class LightGcn(EmbeddingMember):
         def run_epoch(epoch: int) -> float:
             return optimise(optimizer, minibatches(len(users), self.batch_size, generator), batch_loss)
 
+        degree = np.bincount(positives.numpy(), minlength=n_items).astype(np.float32)
+
         def embed() -> None:
             with torch.no_grad():
-                nodes = network(graph).numpy()
-            self.user_vectors, self.item_vectors = nodes[:n_users], nodes[n_users:]
+                layers = [layer.numpy()[n_users:] for layer in network.layer_embeddings(graph)]
+            self.item_vectors = np.mean(layers, axis=0)
+            if len(layers) == 1:
+                self.fold_in, self.fold_in_power = self.item_vectors, 1.0
+            else:
+                scale = 1.0 / (np.sqrt(np.maximum(degree, 1.0)) * len(layers))
+                self.fold_in, self.fold_in_power = np.sum(layers[:-1], axis=0) * scale[:, None], 0.5
 
         def validate() -> float:
             assert split is not None  # called only with a validation split
             embed()
-            return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+            return evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
 
         result = train_loop(
             network, stage=self.name, epochs=epochs, run_epoch=run_epoch,
@@ -184,8 +202,12 @@ class LightGcn(EmbeddingMember):
         """Propagation layers over the graph (0: plain matrix factorisation)."""
         return int(self.params.layers)
 
+    def encoder_module(self) -> torch.nn.Module:
+        return PooledHistoryEncoder(self.fold_in, self.fold_in_power)
+
     def save_state(self, folder: Path) -> None:
-        self.save_vectors(folder)
+        self.save_vectors(folder, fold_in=self.fold_in, fold_in_power=np.array(self.fold_in_power))
 
     def load_state(self, folder: Path) -> None:
-        self.load_vectors(folder)
+        arrays = self.load_vectors(folder)
+        self.fold_in, self.fold_in_power = arrays["fold_in"], float(arrays["fold_in_power"])

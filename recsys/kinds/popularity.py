@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress
+from recsys.kinds.base import MemberKind, Progress, Role, ScorerInput, no_progress
 
 STATE_FILE = "popularity.npy"
 
@@ -20,16 +21,16 @@ class PopularityParams:
 
 
 class ItemTableScorer(torch.nn.Module):
-    """score(u, i) = table[i], whoever the user is."""
+    """items ``[B, W]`` (index + 1) -> table[item], whoever the user is."""
 
     table: torch.Tensor  # a registered buffer, declared for the type checker
 
     def __init__(self, table: np.ndarray) -> None:
         super().__init__()
-        self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))
+        self.register_buffer("table", torch.from_numpy(np.concatenate([[0.0], table]).astype(np.float32)))
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        return self.table[item_idx.reshape(-1)].unsqueeze(1) + 0.0 * user_idx.to(torch.float32)
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(self.table, 0, items.reshape(-1)).reshape(items.shape)
 
 
 class Popularity(MemberKind):
@@ -38,6 +39,7 @@ class Popularity(MemberKind):
     name = "popularity"
     roles = frozenset({Role.SCORER})
     Params = PopularityParams
+    scorer_inputs = (ScorerInput.ITEMS,)
 
     log_counts: np.ndarray
 
@@ -48,11 +50,8 @@ class Popularity(MemberKind):
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         self.refit(split.train_sequences, progress)
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.log_counts, (len(users), self.catalog.n_items))
-
-    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.log_counts[items]
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self.log_counts, (len(histories), self.catalog.n_items))
 
     def scorer_module(self) -> torch.nn.Module:
         return ItemTableScorer(self.log_counts)

@@ -27,7 +27,7 @@ def lists_where_the_label_follows(weights: np.ndarray, *, n_lists: int = 400, wi
 
 
 def fusion(n_items: int = 20, **options: object):  # type: ignore[no-untyped-def]
-    catalog = Catalog(1, n_items, build_item_features([]), np.zeros((1, 1), dtype=np.int64), [1], ordered=False)
+    catalog = Catalog(1, n_items, build_item_features([]), ordered=False)
     return create("dcn_fusion", catalog, {"epochs": 30, "patience": 10, **options}, seed=0)
 
 

@@ -1,5 +1,6 @@
-"""The contract every registered member kind keeps: its exported scorer equals its own scores, it
-saves and loads, and refit keeps the choices validation made. Runs for each kind in the registry."""
+"""The contract every registered member kind keeps: it scores from histories alone (the same history
+scores the same whoever sends it), its exported encoder and scorer equal its own scores, it saves
+and loads, and refit keeps the choices validation made. Runs for each kind in the registry."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 
 from recsys.data import load_dataset
 from recsys.data.splits import Protocol, make_protocol
+from recsys.features import history_matrix, recent
 from recsys.kinds import REGISTRY, MemberKind, UnknownOption, create, kind_class
-from recsys.kinds.base import Catalog
+from recsys.kinds.base import Catalog, ScorerInput
 from recsys.pipeline import catalog_of
 
 MEMBERS = sorted(name for name, cls in REGISTRY.items() if issubclass(cls, MemberKind))
@@ -26,6 +28,10 @@ def data() -> tuple[Catalog, Protocol]:
     return catalog_of(dataset), make_protocol(dataset)
 
 
+def _histories(protocol: Protocol, users: np.ndarray, length: int) -> list[np.ndarray]:
+    return recent([protocol.test.train_sequences[u] for u in users], length)
+
+
 @pytest.mark.parametrize("name", MEMBERS)
 def test_member_kind_contract(name: str, data: tuple[Catalog, Protocol], tmp_path: Path) -> None:
     catalog, protocol = data
@@ -35,22 +41,33 @@ def test_member_kind_contract(name: str, data: tuple[Catalog, Protocol], tmp_pat
     chosen = dict(member.chosen)
     rng = np.random.default_rng(0)
     users = rng.integers(0, catalog.n_users, 40)
-    before = member.score(users).copy()
+    histories = _histories(protocol, users, catalog.history_length)
+    before = member.score(histories).copy()
     member.refit(protocol.test.train_sequences)  # the validation items are now training items
-    assert member.chosen == chosen and not np.allclose(member.score(users), before)
-    items = rng.integers(0, catalog.n_items, 40)
-    pairs = member.score_pairs(users, items)
-    full = member.score(users)
+    assert member.chosen == chosen and not np.allclose(member.score(histories), before)
+    full = member.score(histories)
     assert full.shape == (40, catalog.n_items)
-    np.testing.assert_allclose(pairs, full[np.arange(40), items], rtol=1e-5, atol=1e-5)
+    # A history is all a kind reads: the same history gives the same scores in another row.
+    shuffled = rng.permutation(40)
+    np.testing.assert_allclose(member.score([histories[i] for i in shuffled]), full[shuffled], rtol=1e-5, atol=1e-5)
+    items = rng.integers(0, catalog.n_items, (40, 7))
+    lists = member.score_lists(histories, items)
+    np.testing.assert_allclose(lists, np.take_along_axis(full, items, axis=1), rtol=1e-5, atol=1e-5)
+    inputs = {
+        ScorerInput.HISTORY: torch.from_numpy(history_matrix(histories, catalog.history_length)),
+        ScorerInput.ITEMS: torch.from_numpy(items + 1),
+    }
     with torch.no_grad():
-        module = member.scorer_module()(torch.from_numpy(users[:, None]), torch.from_numpy(items[:, None]))
-    np.testing.assert_allclose(module.numpy().reshape(-1), pairs, rtol=1e-5, atol=1e-5)
+        encoder = member.encoder_module()
+        if encoder is not None:
+            inputs[ScorerInput.USER_VECTOR] = encoder.eval()(inputs[ScorerInput.HISTORY])
+        module = member.scorer_module()(*(inputs[name] for name in member.scorer_inputs))
+    np.testing.assert_allclose(module.numpy(), lists, rtol=1e-5, atol=1e-5)
     member.save(tmp_path / name)
     loaded = create(name, catalog, FAST.get(name), seed=1)
     assert isinstance(loaded, MemberKind)
     loaded.load_state(tmp_path / name)
-    np.testing.assert_allclose(loaded.score(users), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.score(histories), full, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalog, Protocol]) -> None:
@@ -85,7 +102,7 @@ def test_bpr_keeps_the_grid_point_validation_prefers_and_refits_with_it(data: tu
         member = bpr(str(other[0]), str(other[1]))
         member.chosen = dict(grid.chosen)
         member.refit(protocol.test.train_sequences)
-        refits.append(member.score(np.arange(10)))
+        refits.append(member.score(_histories(protocol, np.arange(10), catalog.history_length)))
     for refit in refits[1:]:
         np.testing.assert_allclose(refit, refits[0])
 

@@ -7,8 +7,9 @@ are not the target). Sampled logits are logQ-corrected by the log of each item's
 the sample: B·q(item) for in-batch items (q = training frequency), U/N for uniform ones. Hard
 negatives are the pool's top scores, not a sample with a known probability, and stay uncorrected.
 
-Served twice: its item embeddings fill the control plane's FAISS index, and its user and item
-embeddings score candidates (inner product) as a step of the Triton ranking ensemble.
+Served twice: its item embeddings fill the control plane's FAISS index, which is searched with the
+user tower's encoding of the request's history, and the same inner product scores candidates as a
+step of the Triton ranking ensemble.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch.nn import functional as F
 
 from recsys.data.splits import Split
-from recsys.features import YEAR_BUCKETS, item_tower_inputs, user_tower_inputs
+from recsys.features import YEAR_BUCKETS, item_tower_inputs
 from recsys.kinds.base import Progress, Role
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
@@ -68,33 +69,37 @@ def mine_hard_negatives(scores: torch.Tensor, pool: torch.Tensor, target: torch.
 
 
 class TwoTower(EmbeddingMember):
-    """User tower over recent history and user features, item tower over id, genres, year, domain."""
+    """User tower over the recent history, item tower over id, genres, year, domain."""
 
     name = "two_tower"
     roles = frozenset({Role.RETRIEVER, Role.SCORER})
     Params = TwoTowerParams
 
+    user_tower: UserTower
+    item_tower: ItemTower
+
     def _model_config(self) -> TwoTowerConfig:
         return TwoTowerConfig(
-            n_users=self.catalog.n_users,
             n_items=self.catalog.n_items,
             n_genres=self.catalog.item_features.n_genres,
             n_year_buckets=YEAR_BUCKETS,
-            user_feature_cardinalities=self.catalog.user_feature_cardinalities,
             dim=self.params.dim,
             hidden=self.params.hidden,
         )
+
+    def _user_tower(self, config: TwoTowerConfig) -> UserTower:
+        # Ordered histories: the last history_length items; a set (no timestamps) is pooled whole.
+        return UserTower(config, window=self.params.history_length if self.catalog.ordered else None)
 
     def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
         p = self.params
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         config = self._model_config()
-        self.user_tower, self.item_tower = UserTower(config), ItemTower(config)
+        self.user_tower, self.item_tower = self._user_tower(config), ItemTower(config)
         towers = torch.nn.ModuleDict({"user": self.user_tower, "item": self.item_tower})
         features = self.catalog.item_features
         genres, years, domains = (torch.from_numpy(a) for a in (features.genres, features.year_bucket, features.domain))
-        user_feats = torch.from_numpy(self.catalog.user_features.astype(np.int64))
         rng = np.random.default_rng(self.seed)
         # logQ correction: subtract the log of each item's probability of appearing in a batch.
         counts = torch.from_numpy(np.bincount(np.concatenate(sequences), minlength=self.catalog.n_items)).double()
@@ -126,11 +131,11 @@ class TwoTower(EmbeddingMember):
         def run_epoch(epoch: int) -> float:
             # Without time, "the previous items" are a fresh random subset of the user's others each epoch.
             ordered = sequences if self.catalog.ordered else [rng.permutation(s) for s in sequences]
-            users, histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
+            _, histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
 
             def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-                u, target = users[rows], targets[rows]
-                user_vec = self.user_tower(u, histories[rows], user_feats[u])
+                target = targets[rows]
+                user_vec = self.user_tower(histories[rows])
                 logits = [in_batch_logits(user_vec, target)]
                 if p.uniform_negatives:
                     logits.append(uniform_logits(user_vec, target))
@@ -142,28 +147,24 @@ class TwoTower(EmbeddingMember):
 
         def validate() -> float:
             assert split is not None  # called only with a validation split
-            self._embed(sequences)
-            return evaluate_full_ranking(self.score, split)[f"ndcg@{K}"]
+            self._embed_items()
+            return evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
 
         result = train_loop(
             towers, stage="two_tower", epochs=epochs, run_epoch=run_epoch,
             validate=validate if split is not None else None, progress=progress, patience=p.patience,
         )
-        self._embed(sequences)
+        self._embed_items()
         self.best_validation = result.best_value
         return result.best_epoch
 
     @torch.no_grad()
-    def _embed(self, sequences: list[np.ndarray]) -> None:
-        # Unordered histories are sets: pool all of them rather than an arbitrary last few.
-        length = self.params.history_length if self.catalog.ordered else max(1, max(len(s) for s in sequences))
-        parts = []
-        for users in np.array_split(np.arange(self.catalog.n_users), max(1, self.catalog.n_users // 256)):
-            inputs = user_tower_inputs(sequences, self.catalog.user_features, length, users)
-            parts.append(self.user_tower(*(torch.from_numpy(a) for a in inputs)).numpy())
-        self.user_vectors = np.concatenate(parts)
+    def _embed_items(self) -> None:
         items = item_tower_inputs(self.catalog.item_features, np.arange(self.catalog.n_items))
         self.item_vectors = self.item_tower(*(torch.from_numpy(a) for a in items)).numpy()
+
+    def encoder_module(self) -> torch.nn.Module:
+        return self.user_tower
 
     def save_state(self, folder: Path) -> None:
         torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
@@ -171,7 +172,7 @@ class TwoTower(EmbeddingMember):
 
     def load_state(self, folder: Path) -> None:
         config = self._model_config()
-        self.user_tower, self.item_tower = UserTower(config).eval(), ItemTower(config).eval()
+        self.user_tower, self.item_tower = self._user_tower(config).eval(), ItemTower(config).eval()
         state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
         self.user_tower.load_state_dict(state["user"])
         self.item_tower.load_state_dict(state["item"])

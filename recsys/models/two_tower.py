@@ -1,9 +1,10 @@
-"""Two-tower retrieval: a user tower over recent history and user features, an item tower over
-id, genres, year and domain; both emit L2-normalised embeddings compared by inner product."""
+"""Two-tower retrieval: a user tower over the recent history (nothing per user: a user unknown to
+training is encoded like any other), an item tower over id, genres, year and domain; both emit
+L2-normalised embeddings compared by inner product."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -12,11 +13,9 @@ from torch.nn import functional as F
 
 @dataclass
 class TwoTowerConfig:
-    n_users: int
     n_items: int
     n_genres: int
     n_year_buckets: int
-    user_feature_cardinalities: list[int] = field(default_factory=lambda: [1])
     dim: int = 64
     hidden: int = 128
 
@@ -53,18 +52,19 @@ class ItemTower(nn.Module):
 
 
 class UserTower(nn.Module):
-    def __init__(self, config: TwoTowerConfig) -> None:
-        super().__init__()
-        self.id_embedding = nn.Embedding(config.n_users, config.dim)
-        # History holds item index + 1; 0 pads. Embedding + masked mean exports to plain ONNX ops.
-        self.history_embedding = nn.Embedding(config.n_items + 1, config.dim, padding_idx=0)
-        self.feature_embeddings = nn.ModuleList(nn.Embedding(c, config.dim) for c in config.user_feature_cardinalities)
-        width = (2 + len(config.user_feature_cardinalities)) * config.dim
-        self.mlp = _mlp(width, config.hidden, config.dim)
+    """history ``[B, L]`` (item index + 1, 0 pads on the left) -> user vector; with ``window`` only
+    the last ``window`` items count (ordered data), else the whole history is pooled (a set)."""
 
-    def forward(self, user_idx: torch.Tensor, history: torch.Tensor, user_features: torch.Tensor) -> torch.Tensor:
+    def __init__(self, config: TwoTowerConfig, *, window: int | None = None) -> None:
+        super().__init__()
+        # Embedding + masked mean exports to plain ONNX ops (EmbeddingBag would be a Loop).
+        self.history_embedding = nn.Embedding(config.n_items + 1, config.dim, padding_idx=0)
+        self.mlp = _mlp(config.dim, config.hidden, config.dim)
+        self.window = window
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        if self.window is not None:
+            history = history[:, -self.window :]
         mask = (history > 0).unsqueeze(-1).to(torch.float32)
         pooled = (self.history_embedding(history) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        parts = [self.id_embedding(user_idx), pooled]
-        parts += [emb(user_features[:, i]) for i, emb in enumerate(self.feature_embeddings)]
-        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)
+        return F.normalize(self.mlp(pooled), dim=-1)

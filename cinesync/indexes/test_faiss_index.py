@@ -9,8 +9,8 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from control_plane.indexes import index_class
-from control_plane.indexes.faiss_index import (
+from cinesync.indexes import index_class
+from cinesync.indexes.faiss_index import (
     exact_top_k,
     list_count,
     on_gpus,
@@ -35,16 +35,24 @@ def test_search_orders_by_inner_product_within_domain_and_excludes() -> None:
     vectors = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]] * np.array([[1.0], [0.9], [0.8], [0.7], [0.95]])
     domains = np.array(["movie", "tv", "movie", "tv", "tv"])
     user_vectors = np.array([[1.0, 0.5, 0.2, 0.1]], dtype=np.float32)
-    index, plan = _loaded({"user_vectors": user_vectors, "item_vectors": vectors}, domains)
+    index, plan = _loaded({"query_sample": user_vectors, "item_vectors": vectors}, domains)
     assert plan["factory"] == "Flat"
-    items, scores = index.search(0, NONE, 3, domain="any", exclude=NONE)
+    user = user_vectors[0]
+    items, scores = index.search(NONE, user, 3, domain="any", exclude=NONE)
     assert items.tolist() == [0, 4, 1] and np.all(np.diff(scores) <= 0)
-    items, _ = index.search(0, NONE, 3, domain="tv", exclude=np.array([4]))
+    items, _ = index.search(NONE, user, 3, domain="tv", exclude=np.array([4]))
     assert items.tolist() == [1, 3]
-    items, _ = index.search(0, NONE, 10, domain="movie", exclude=NONE)
+    items, _ = index.search(NONE, user, 10, domain="movie", exclude=NONE)
     assert items.tolist() == [0, 2]
-    tied, _ = _loaded({"user_vectors": user_vectors, "item_vectors": np.ones((4, 4), np.float32)}, domains[:4])
-    assert tied.search(0, NONE, 2, domain="any", exclude=np.array([0]))[0].tolist() == [1, 2]
+    assert index.search(NONE, None, 3, domain="any", exclude=NONE)[0].tolist() == []  # no vector: no candidates
+    tied, _ = _loaded({"query_sample": user_vectors, "item_vectors": np.ones((4, 4), np.float32)}, domains[:4])
+    assert tied.search(NONE, user, 2, domain="any", exclude=np.array([0]))[0].tolist() == [1, 2]
+
+
+def test_the_query_sample_tunes_the_build_and_is_not_shipped() -> None:
+    arrays = {"query_sample": np.ones((3, 4), np.float32), "item_vectors": np.eye(4, dtype=np.float32)}
+    shipped, _ = index_class("faiss").prepare(arrays, np.array(["movie"] * 4), exact_below=10, recall_target=0.9)
+    assert "query_sample" not in shipped and "item_vectors" in shipped
 
 
 def low_rank(n: int, dim: int, rank: int, rng: np.random.Generator) -> NDArray[np.float32]:
@@ -60,7 +68,7 @@ def test_large_catalog_gets_an_ivf_whose_nprobe_is_the_smallest_reaching_the_rec
     rng = np.random.default_rng(0)
     items, users = low_rank(20_000, 16, 6, rng), low_rank(600, 16, 6, rng)
     domains = np.where(rng.random(20_000) < 0.3, "tv", "movie")
-    index, plan = _loaded({"user_vectors": users, "item_vectors": items}, domains, exact_below=5_000,
+    index, plan = _loaded({"query_sample": users, "item_vectors": items}, domains, exact_below=5_000,
                           recall_target=0.95)
     assert plan["factory"] == f"IVF{list_count(20_000)},SQ8,RFlat" and set(plan["nprobe"]) == {"any", "movie", "tv"}
     assert min(plan["recall"].values()) >= 0.95
@@ -77,7 +85,7 @@ def test_large_catalog_gets_an_ivf_whose_nprobe_is_the_smallest_reaching_the_rec
     for domain in ("any", "tv"):
         rows = np.arange(20_000) if domain == "any" else np.flatnonzero(domains == "tv")
         unseen = users[-40:]
-        served = np.stack([index.search(580 + u, NONE, 100, domain=domain, exclude=NONE)[0] for u in range(20)])
+        served = np.stack([index.search(NONE, users[580 + u], 100, domain=domain, exclude=NONE)[0] for u in range(20)])
         assert recall_at_k(served, exact_top_k(items, unseen[-20:], rows, 100)) >= 0.9
         assert set(domains[served.reshape(-1)]) <= ({"tv"} if domain == "tv" else {"tv", "movie"})
 

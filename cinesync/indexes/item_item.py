@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from control_plane.indexes.base import ANY, CandidateIndex, Found, best_unseen
+from cinesync.indexes.base import ANY, CandidateIndex, Found, best_unseen
 
 ROWS_AT_ONCE = 256
 DENSE_MAX_BYTES = 64 << 20  # item x item float32 up to 64 MB (4,096 items: both MovieLens sets)
@@ -49,9 +49,10 @@ class ItemItemIndex(CandidateIndex):
         return total
 
     def search(
-        self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]
+        self, history: NDArray[np.int64], user_vector: NDArray[np.float32] | None, n: int, *, domain: str,
+        exclude: NDArray[np.int64],
     ) -> Found:
-        del user
+        del user_vector
         scores = self.scores(history)
         if domain != ANY:
             scores[self.item_domains != domain] = -np.inf

@@ -1,4 +1,7 @@
-"""The candidate-index interface: one index per retriever member of a bundle, searched per request."""
+"""The candidate-index interface: one index per retriever member of a bundle, searched per request.
+
+Index kinds sit below both roles that use them: the exporter builds them at publish and the control
+plane loads and searches them."""
 
 from __future__ import annotations
 
@@ -52,6 +55,9 @@ class CandidateIndex(ABC):
 
     @abstractmethod
     def search(
-        self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]
+        self, history: NDArray[np.int64], user_vector: NDArray[np.float32] | None, n: int, *, domain: str,
+        exclude: NDArray[np.int64],
     ) -> Found:
-        """(catalog item indices, scores), best first, at most n."""
+        """(catalog item indices, scores), best first, at most n, for a user whose recent history is
+        ``history`` and whose vector, as the member's encoder made it from that history, is
+        ``user_vector`` (None when the member has no encoder or encoding failed)."""

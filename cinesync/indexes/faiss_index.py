@@ -5,7 +5,8 @@ items; above that an inverted file (IVF, about 4·√n lists, a power of two, tr
 of 8-bit scalar-quantized vectors whose best REFINE_FACTOR·k are re-scored exactly (SQ8 reads a
 quarter of the memory of float vectors per probed list; the exact re-scoring restores the order and
 the scores). Its ``nprobe`` is chosen per domain: the smallest whose recall@k against exact search, measured on
-a sample of the member's real user vectors, reaches ``recall_target`` (its 97.5 % lower
+a sample of real users' vectors (``query_sample``, encoded from their histories; used at publish and
+not shipped), reaches ``recall_target`` (its 97.5 % lower
 confidence bound does, so unmeasured queries keep the target). A domain (movie / tv) is
 searched in the same index through an ID selector with its own measured nprobe, so filtering does
 not cost top-k quality. The plan (factory, nprobe and recall per domain, build time) is recorded in
@@ -26,9 +27,10 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from control_plane.indexes.base import ANY, CandidateIndex, Found
+from cinesync.indexes.base import ANY, CandidateIndex, Found
 
 INDEX_ARRAY = "faiss_index"  # the serialised index among the retriever's arrays
+QUERY_SAMPLE = "query_sample"  # real users' vectors the build measures recall on; not shipped
 TRAIN_POINTS_PER_LIST = 64
 REFINE_FACTOR = 2
 
@@ -181,7 +183,8 @@ def on_gpus(index: faiss.Index, gpus: int) -> bool:
 
 
 class FaissIndex(CandidateIndex):
-    """Top-n items by inner product of the user's vector with item vectors, within a domain."""
+    """Top-n items by inner product of the user's vector (encoded from their history) with item
+    vectors, within a domain."""
 
     kind = "faiss"
 
@@ -191,15 +194,15 @@ class FaissIndex(CandidateIndex):
         exact_below: int, recall_target: float,
     ) -> tuple[dict[str, NDArray[np.generic]], dict[str, Any]]:
         index, plan = build(
-            np.asarray(arrays["item_vectors"], dtype=np.float32), np.asarray(arrays["user_vectors"], np.float32),
+            np.asarray(arrays["item_vectors"], dtype=np.float32), np.asarray(arrays[QUERY_SAMPLE], np.float32),
             item_domains, exact_below=exact_below, recall_target=recall_target,
         )
-        return {**arrays, INDEX_ARRAY: faiss.serialize_index(index)}, asdict(plan)
+        shipped = {name: value for name, value in arrays.items() if name != QUERY_SAMPLE}
+        return {**shipped, INDEX_ARRAY: faiss.serialize_index(index)}, asdict(plan)
 
     def __init__(
         self, arrays: Mapping[str, NDArray[np.generic]], item_domains: NDArray[np.str_], *, plan: Mapping[str, Any]
     ) -> None:
-        self.user_vectors = np.ascontiguousarray(arrays["user_vectors"], dtype=np.float32)
         index = faiss.deserialize_index(np.asarray(arrays[INDEX_ARRAY]))
         self.index = faiss.index_cpu_to_all_gpus(index) if on_gpus(index, faiss.get_num_gpus()) else index
         self.nprobe: Mapping[str, int] = plan.get("nprobe", {})
@@ -207,14 +210,15 @@ class FaissIndex(CandidateIndex):
         self.domains = {domain: (selector(r, len(item_domains)), len(r)) for domain, r in rows.items() if len(r)}
 
     def search(
-        self, user: int, history: NDArray[np.int64], n: int, *, domain: str, exclude: NDArray[np.int64]
+        self, history: NDArray[np.int64], user_vector: NDArray[np.float32] | None, n: int, *, domain: str,
+        exclude: NDArray[np.int64],
     ) -> Found:
         del history
-        if domain not in self.domains:
+        if domain not in self.domains or user_vector is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         allowed, size = self.domains[domain]
         wanted = min(n + len(exclude), size)
-        query = self.user_vectors[user : user + 1]
+        query = np.ascontiguousarray(user_vector, dtype=np.float32).reshape(1, -1)
         scores, rows = search(self.index, query, wanted, nprobe=self.nprobe.get(domain), allowed=allowed)
         valid = rows[0] >= 0
         items, found = rows[0][valid], scores[0][valid]

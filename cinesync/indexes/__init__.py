@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from control_plane.indexes.base import ANY, CandidateIndex
-from control_plane.indexes.faiss_index import FaissIndex
-from control_plane.indexes.item_item import ItemItemIndex
+from cinesync.indexes.base import ANY, CandidateIndex
+from cinesync.indexes.faiss_index import FaissIndex
+from cinesync.indexes.item_item import ItemItemIndex
 
 INDEXES: dict[str, type[CandidateIndex]] = {index.kind: index for index in (FaissIndex, ItemItemIndex)}
 

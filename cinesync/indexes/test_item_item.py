@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from control_plane.indexes import index_class, item_item
-from control_plane.indexes.item_item import ItemItemIndex
+from cinesync.indexes import index_class, item_item
+from cinesync.indexes.item_item import ItemItemIndex
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
@@ -25,16 +25,16 @@ def test_item_item_index_matches_ease_offline_scores_and_top_items(dense: bool, 
     ease.fit(protocol.validation)
     histories = protocol.validation.train_sequences
     domains = np.array([str(item.domain) for item in dataset.items])
-    index = ItemItemIndex(ease.retrieval_arrays(), domains, plan={})
+    index = ItemItemIndex(ease.retrieval_arrays([]), domains, plan={})
     assert isinstance(index.rows, np.ndarray) == dense
     assert index_class("item_item") is ItemItemIndex
     users = np.arange(0, 200, 7)
-    offline = ease.score(users)
+    offline = ease.score([histories[u] for u in users])
     expected = top_k_excluding(offline, [histories[u] for u in users], 15)
     for row, user in enumerate(users):
         np.testing.assert_allclose(index.scores(histories[user]), offline[row], rtol=1e-5, atol=1e-6)
-        items, scores = index.search(int(user), histories[user], 15, domain="any", exclude=histories[user])
+        items, scores = index.search(histories[user], None, 15, domain="any", exclude=histories[user])
         assert items.tolist() == expected[row].tolist()
         np.testing.assert_allclose(scores, offline[row, items], rtol=1e-5, atol=1e-6)
-        tv, _ = index.search(int(user), histories[user], 5, domain="tv", exclude=histories[user])
+        tv, _ = index.search(histories[user], None, 5, domain="tv", exclude=histories[user])
         assert set(domains[tv]) == {"tv"}

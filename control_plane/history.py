@@ -1,0 +1,129 @@
+"""Each user's recent viewing history in Redis, bounded in length and in time per call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+# Creates the list only where none exists, so a seed never overwrites live history. ARGV is pushed in
+# chunks: Lua's unpack() has a limit on how many values it returns at once.
+SEED_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 1, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+"""
+
+
+class HistoryUnavailable(RuntimeError):
+    """Redis could not be read or written in time."""
+
+
+class HistoryStore:
+    """Each user's recent history as a Redis list of item ids, oldest first, at most ``keep`` long."""
+
+    def __init__(
+        self, url: str, namespace: str, *, keep: int = 1000, timeout_s: float = 0.1, retry_after_s: float = 1.0,
+        seed_timeout_s: float = 30.0,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
+        self.ns = namespace
+        self.keep = keep
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        # No retries of redis-py's own: a retry would spend the caller's time budget; the breaker retries.
+        self.redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        # Seeding sends thousands of lists per round trip: its own connection, with a bulk-sized timeout.
+        self.seed_timeout_s = seed_timeout_s
+        self.bulk = aioredis.Redis.from_url(
+            url, socket_timeout=seed_timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._seed_script = self.bulk.register_script(SEED_IF_ABSENT)
+        self._down_until = 0.0  # monotonic time before which calls fail at once (the breaker is open)
+
+    def key(self, user_id: str) -> str:
+        return f"{self.ns}:history:{user_id}"
+
+    def _marker(self, source: str) -> str:
+        return f"{self.ns}:history-seeded:{source}"
+
+    async def _call(self, what: str, make: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
+        """Run one round trip within ``timeout`` (``timeout_s``); fail at once while the breaker is open."""
+        if time.monotonic() < self._down_until:
+            raise HistoryUnavailable(f"history {what}: Redis unavailable, next try in under {self.retry_after_s:g} s")
+        try:
+            result = await asyncio.wait_for(make(), timeout=timeout or self.timeout_s)
+        except (RedisError, OSError, TimeoutError) as error:  # asyncio's TimeoutError is this one
+            self._down_until = time.monotonic() + self.retry_after_s
+            raise HistoryUnavailable(f"history {what}: Redis unavailable ({type(error).__name__})") from error
+        self._down_until = 0.0
+        return result
+
+    async def read(self, user_id: str) -> list[str] | None:
+        """The user's item ids, oldest first; None when Redis holds no list for the user."""
+
+        async def lrange() -> list[str]:
+            return cast(list[str], await self.redis.lrange(self.key(user_id), 0, -1))  # decoded: str
+
+        items = await self._call("read", lrange)
+        return items or None  # Redis deletes a list that becomes empty: empty means no list
+
+    async def append(self, user_id: str, item_id: str) -> None:
+        """Record that the user watched ``item_id``: moved to the end if already there, oldest dropped."""
+        key = self.key(user_id)
+
+        async def transaction() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.lrem(key, 0, item_id)
+            pipe.rpush(key, item_id)
+            pipe.ltrim(key, -self.keep, -1)
+            return await pipe.execute()
+
+        await self._call("append", transaction)
+
+    async def seed(self, histories: Mapping[str, Sequence[str]], *, source: str, batch: int = 500) -> int:
+        """Create the lists of users who have none, once per ``source``; how many were created."""
+        marker = self._marker(source)
+
+        async def seeded() -> int:
+            return int(await self.redis.exists(marker))
+
+        if await self._call("seed", seeded):
+            return 0
+        users = [(user, items[-self.keep:]) for user, items in histories.items() if items]
+        created = 0
+        for start in range(0, len(users), batch):
+            chunk = users[start:start + batch]
+
+            async def send(chunk: list[tuple[str, Sequence[str]]] = chunk) -> list[Any]:
+                pipe = self.bulk.pipeline(transaction=False)
+                for user, items in chunk:
+                    await self._seed_script(keys=[self.key(user)], args=list(items), client=pipe)
+                return await pipe.execute()
+
+            created += sum(int(n) for n in await self._call("seed", send, timeout=self.seed_timeout_s))
+
+        async def mark() -> None:
+            await self.redis.set(marker, "1")
+
+        await self._call("seed", mark)
+        return created
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.bulk.aclose()
