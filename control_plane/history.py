@@ -25,6 +25,20 @@ return 1
 """
 
 
+# ARGV: the item, keep, then the published history to start from where the list does not exist yet.
+APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 3, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+end
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+return 1
+"""
+
+
 class HistoryUnavailable(RuntimeError):
     """Redis could not be read or written in time."""
 
@@ -54,6 +68,7 @@ class HistoryStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._seed_script = self.bulk.register_script(SEED_IF_ABSENT)
+        self._append_script = self.redis.register_script(APPEND)
         self._down_until = 0.0  # monotonic time before which calls fail at once (the breaker is open)
 
     def key(self, user_id: str) -> str:
@@ -83,18 +98,16 @@ class HistoryStore:
         items = await self._call("read", lrange)
         return items or None  # Redis deletes a list that becomes empty: empty means no list
 
-    async def append(self, user_id: str, item_id: str) -> None:
-        """Record that the user watched ``item_id``: moved to the end if already there, oldest dropped."""
-        key = self.key(user_id)
+    async def append(self, user_id: str, item_id: str, *, published: Sequence[str] = ()) -> None:
+        """Record that the user watched ``item_id``: moved to the end if already there, oldest dropped.
+        A user without a list yet (a watch before seeding reached them) starts from ``published``,
+        their history as published, so the watch never replaces it."""
 
-        async def transaction() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.lrem(key, 0, item_id)
-            pipe.rpush(key, item_id)
-            pipe.ltrim(key, -self.keep, -1)
-            return await pipe.execute()
+        async def script() -> Any:
+            args: list[str | int] = [item_id, self.keep, *published[-self.keep :]]
+            return await self._append_script(keys=[self.key(user_id)], args=args)
 
-        await self._call("append", transaction)
+        await self._call("append", script)
 
     async def seed(self, histories: Mapping[str, Sequence[str]], *, source: str, batch: int = 500) -> int:
         """Create the lists of users who have none, once per ``source``; how many were created."""

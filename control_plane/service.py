@@ -141,8 +141,11 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
                          "feedback needs Redis (CINESYNC_REDIS_URL)")
         current = self.models.state
         if self.histories is not None and current is not None and record.kind in self.history_kinds:
+            bundle = current.bundle
+            published = bundle.published_history(record.user_id)
+            ids = [bundle.items[i].item_id for i in published] if published is not None else []
             try:
-                await self.histories.append(current.bundle.history_key(record.user_id), record.item_id)
+                await self.histories.append(bundle.history_key(record.user_id), record.item_id, published=ids)
                 HISTORY_WRITES.labels("stored").inc()
             except HistoryUnavailable as error:
                 HISTORY_WRITES.labels("failed").inc()

@@ -173,3 +173,21 @@ def test_memory_per_user_is_small(tmp_path: Path) -> None:
 
     with own_redis(url, tmp_path):
         asyncio.run(scenario())
+
+
+@needs_redis
+def test_a_watch_before_seeding_starts_from_the_published_history(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> None:
+        store = HistoryStore(url, "test", keep=4, timeout_s=2.0)
+        await store.append("early", "z", published=["a", "b", "c", "d"])
+        assert await store.read("early") == ["b", "c", "d", "z"]  # the published history, then the watch
+        await store.append("early", "b", published=["ignored"])  # a list exists: published is not used
+        assert await store.read("early") == ["c", "d", "z", "b"]
+        assert await store.seed({"early": ["a"]}, source="run") == 0  # seeding keeps the live list
+        assert await store.read("early") == ["c", "d", "z", "b"]
+        await store.close()
+
+    with own_redis(url, tmp_path):
+        asyncio.run(scenario())

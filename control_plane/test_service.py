@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -14,12 +15,18 @@ import pytest
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from control_plane.experiments.router import ExperimentRouter
+from control_plane.experiments.store import ExperimentStore
+from control_plane.history import HistoryStore
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
 from exporters.publish import publish
-from launcher.services.process import free_port
+from launcher.services.process import ManagedProcess, free_port
+from launcher.services.redis_server import ensure_redis
 from recsys.run import load_run
+
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +138,66 @@ def test_a_history_sent_with_the_request_is_used_and_checked(small_run: Path, se
     assert isinstance(only_unknown, pb.RecommendResponse) and only_unknown.cold_start
     assert isinstance(too_long, pb.RecommendResponse) and not too_long.cold_start  # cut, not refused
     assert malformed == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@needs_redis
+def test_live_history_watches_change_the_next_answer_and_redis_away_falls_back(
+    small_run: Path, serving_dir: Path, tmp_path: Path
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    run = load_run(small_run)
+    ids = [item.item_id for item in run.items]
+    known = run.user_ids[0]
+
+    async def scenario(redis_process: ManagedProcess) -> None:
+        histories = HistoryStore(url, "live", retry_after_s=0.2)
+        store = ExperimentStore(url, "live")
+        models = ModelState(serving_dir, None, histories=histories)
+        router = ExperimentRouter(store, models)
+        assert await models.refresh()
+        await asyncio.wait_for(asyncio.gather(*models.seeding.values()), 30)
+        assert models.seeded == {models.current}
+        server = grpc.aio.server()
+        pb_grpc.add_RecommendationServiceServicer_to_server(
+            RecommendationService(models, candidates=50, ranking_timeout=1.0, router=router, histories=histories),
+            server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RecommendationServiceStub(channel)
+                first = await stub.Recommend(pb.RecommendRequest(user_id=known, k=10), timeout=5)
+                assert not first.cold_start and "live history" not in first.degraded_reason  # no Triton here
+                watched = first.items[0].item_id
+                await stub.RecordFeedback(pb.FeedbackRequest(request_id=first.request_id, user_id=known,
+                                                             item_id=watched, kind=pb.FEEDBACK_KIND_WATCH))
+                after = await stub.Recommend(pb.RecommendRequest(user_id=known, k=10), timeout=5)
+                assert watched not in [item.item_id for item in after.items]  # exclude_seen reads the live history
+                assert [i.item_id for i in after.items[:9]] != [i.item_id for i in first.items[1:10]]  # re-scored
+                # Someone the published data never had: one watch makes them known and personalised.
+                stranger = "stranger-1"
+                cold = await stub.Recommend(pb.RecommendRequest(user_id=stranger, k=5), timeout=5)
+                assert cold.cold_start
+                await stub.RecordFeedback(pb.FeedbackRequest(request_id=cold.request_id, user_id=stranger,
+                                                             item_id=ids[run.history.train_sequences[0][0]],
+                                                             kind=pb.FEEDBACK_KIND_WATCH))
+                warm = await stub.Recommend(pb.RecommendRequest(user_id=stranger, k=5), timeout=5)
+                assert not warm.cold_start and warm.ranked_by == pb.RANKED_BY_RETRIEVAL
+                # Redis away: the published history, flagged degraded, no error.
+                redis_process.stop()
+                away = await stub.Recommend(pb.RecommendRequest(user_id=known, k=10), timeout=5)
+                assert away.degraded and "live history unavailable" in away.degraded_reason
+                assert [i.item_id for i in away.items] == [i.item_id for i in first.items]  # as published
+                lost = await stub.RecordFeedback(pb.FeedbackRequest(request_id=away.request_id, user_id=known,
+                                                                    item_id=watched, kind=pb.FEEDBACK_KIND_WATCH))
+                assert not lost.matched_exposure
+        finally:
+            await server.stop(None)
+            await histories.close()
+
+    process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "redis")
+    assert process is not None
+    try:
+        asyncio.run(scenario(process))
+    finally:
+        process.stop()

@@ -18,7 +18,7 @@ from recsys.candidates import PAD
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.features import recent
-from recsys.kinds import create
+from recsys.kinds import MemberKind, create
 from recsys.kinds.ease import Ease
 from recsys.pipeline import catalog_of
 from recsys.run import TrainedRun, load_run
@@ -174,3 +174,35 @@ def test_ease_scorer_reads_the_history_as_the_kind_does(tmp_path: Path) -> None:
         check={"history": check.history(), "items": check.candidates()},
         expected=ease.score_lists(histories, items))
     assert error <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "slist"])
+def test_order_aware_kinds_export_with_parity(name: str, tmp_path: Path) -> None:
+    dataset = load_dataset("synthetic:n_users=60,n_items=40,mean_interactions=12,seed=4")
+    options = {"slist": {"l2_grid": "10", "decay_grid": "4", "transition_weight_grid": "0.5"}}.get(
+        name, {"epochs": 1, "dim": 16, "max_length": 12})
+    member = create(name, catalog_of(dataset, history_length=12), options)
+    assert isinstance(member, MemberKind)
+    member.fit(make_protocol(dataset).validation)
+    rng = np.random.default_rng(1)
+    histories = [rng.choice(40, rng.integers(1, 15), replace=False) for _ in range(21)]
+    histories = recent(histories, 12)
+    items = rng.integers(0, 40, (21, 6))
+    check, example = Requests(histories, items, 12), Requests(histories[:4], items[:4, :3], 12)
+    inputs = onnx_export.tensors_of(12)
+    encoder = member.encoder_module()
+    if encoder is not None:
+        vector = onnx_export.Tensor("user_vector", "FP32", [16])
+        _, error = onnx_export.export_module(
+            encoder, name=f"encode_{name}", folder=tmp_path, inputs=[inputs["history"]], output=vector,
+            example={"history": example.history()}, check={"history": check.history()},
+            expected=member.encode(histories))
+        assert error <= PARITY_TOLERANCE
+    else:
+        _, error = onnx_export.export_module(
+            member.scorer_module(), name=f"score_{name}", folder=tmp_path, inputs=list(inputs.values()),
+            output=onnx_export.Tensor("score", "FP32", [-1]),
+            example={"history": example.history(), "items": example.candidates()},
+            check={"history": check.history(), "items": check.candidates()},
+            expected=member.score_lists(histories, items))
+        assert error <= PARITY_TOLERANCE

@@ -79,7 +79,7 @@ def _sample_user(settings: Settings, version: int) -> str:
 
 def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], user: str | None,
                     as_json: bool, keep_serving: bool) -> None:
-    from launcher.client import VersionTimeout, format_table, wait_for_version
+    from launcher.client import VersionTimeout, format_table, recommend, record_feedback, wait_for_version
     from launcher.client import as_json as response_json
     from launcher.stack import Stack
 
@@ -99,6 +99,11 @@ def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], 
             response, late = timeout.last, timeout
             say(f"warning: {late}; see the logs in {settings.home / 'logs'}")
         say(format_table(response, user_id))
+        if late is None and response.items:  # what a watch does: the next answer, with no retraining
+            watched = response.items[0]
+            record_feedback(stack.grpc_address, response.request_id, user_id, watched.item_id)
+            say(f"\n{user_id} watches {watched.title!r} (RecordFeedback WATCH); the next answer, no retraining:")
+            say(format_table(recommend(stack.grpc_address, user_id), user_id))
         if as_json:
             click.echo(json.dumps(response_json(response, user_id)))
         if late is not None and not keep_serving:

@@ -29,6 +29,17 @@ def recommend(
         return response
 
 
+def record_feedback(
+    address: str, request_id: str, user_id: str, item_id: str, *, kind: str = "watch", timeout: float = 5.0
+) -> pb.FeedbackResponse:
+    """RecordFeedback of ``kind`` (impression, click, watch) about the answer ``request_id``."""
+    with grpc.insecure_channel(address) as channel:
+        request = pb.FeedbackRequest(request_id=request_id, user_id=user_id, item_id=item_id,
+                                     kind=f"FEEDBACK_KIND_{kind.upper()}")
+        reply: pb.FeedbackResponse = pb_grpc.RecommendationServiceStub(channel).RecordFeedback(request, timeout=timeout)
+        return reply
+
+
 def wait_for_version(address: str, user_id: str, version: int, *, timeout: float = 120.0) -> pb.RecommendResponse:
     """Call Recommend until the control plane serves ``version`` ranked by Triton (or time runs out)."""
     deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_prog
 from recsys.kinds.fusion import DcnFusion
 from recsys.metrics import evaluate_full_ranking
 from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
+from recsys.training import Checkpoints
 
 METRICS_FILE = "metrics.json"
 CASCADE = "cascade"  # the metrics key of what serving runs
@@ -29,14 +30,22 @@ CASCADE = "cascade"  # the metrics key of what serving runs
 class PipelineSpec:
     """Which kinds a pipeline trains and how the served cascade combines them."""
 
-    members: list[str] = field(default_factory=lambda: ["popularity", "ease", "two_tower"])
-    retrievers: list[str] = field(default_factory=lambda: ["ease", "two_tower"])
+    # Empty: the defaults for the split (next-watch, loo-time, adds the order-aware kinds).
+    members: list[str] = field(default_factory=list)
+    retrievers: list[str] = field(default_factory=list)
     fusion: str = "dcn_fusion"
     depth: int = 100  # candidates each retriever proposes per user
     history_length: int = DEFAULT_HISTORY_LENGTH  # the most recent items of a user's history that models see (and serving sends)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind name -> hyper-parameters
     seed: int = 0
     split: str = "auto"  # recsys.data.splits.make_protocol's choices
+
+    def __post_init__(self) -> None:
+        next_watch = self.split == "loo-time"
+        if not self.members:
+            self.members = ["popularity", "ease", "two_tower", *(["slist", "sasrec"] if next_watch else [])]
+        if not self.retrievers:
+            self.retrievers = ["ease", "two_tower", *(["sasrec"] if next_watch else [])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +69,6 @@ class PipelineSpec:
             if name not in (*self.members, self.fusion):
                 raise UnknownOption(f"options for {name!r}, which is not in the pipeline "
                                     f"(members: {', '.join(self.members)}; fusion: {self.fusion})")
-        if not self.members:
-            raise UnknownOption("a pipeline needs at least one member kind")
         if len(set(self.members)) != len(self.members):
             raise UnknownOption(f"each member kind may appear once: {', '.join(self.members)}")
         for name in self.members:
@@ -70,8 +77,6 @@ class PipelineSpec:
         for name in self.retrievers:
             if name not in self.members or Role.RETRIEVER not in kind_class(name).roles:
                 raise UnknownOption(f"retriever {name!r} must be one of the members whose kind retrieves")
-        if not self.retrievers:
-            raise UnknownOption("a pipeline needs at least one retriever")
         if Role.FUSION not in kind_class(self.fusion).roles:
             raise UnknownOption(f"{self.fusion!r} is not a fusion kind")
         if self.depth < 1:
@@ -92,18 +97,26 @@ def catalog_of(dataset: InteractionDataset, *, history_length: int = DEFAULT_HIS
     )
 
 
-def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress = no_progress) -> Path:
+def train(
+    data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress = no_progress, *,
+    checkpoint_dir: Path | None = None,
+) -> Path:
     """Fit members on the validation split, the fusion on their validation candidates, then refit
-    the members on the whole training part; returns the run folder. Test is not looked at."""
+    the members on the whole training part; returns the run folder. Test is not looked at.
+
+    With ``checkpoint_dir`` every neural training loop checkpoints there after each epoch, and a
+    train run again with the same folder (a redelivered job) resumes where the loops stopped."""
     spec.check()
     dataset = load_dataset(data_spec, timestamped=spec.split == "loo-time")
     catalog = catalog_of(dataset, history_length=spec.history_length)
     protocol = make_protocol(dataset, split=spec.split)
+    checkpoints = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     started = time.monotonic()
     members: list[MemberKind] = []
     for name in spec.members:
         member = create(name, catalog, spec.options.get(name), seed=spec.seed)
         assert isinstance(member, MemberKind)
+        member.checkpoints = checkpoints
         member.fit(protocol.validation, progress)
         members.append(member)
     validation_tables = build_feature_tables(protocol.validation, catalog.item_features,
@@ -112,13 +125,14 @@ def train(data_spec: str, runs_dir: Path, spec: PipelineSpec, progress: Progress
                             depth=spec.depth)
     fusion = create(spec.fusion, catalog, spec.options.get(spec.fusion), seed=spec.seed)
     assert isinstance(fusion, DcnFusion)
+    fusion.checkpoints = checkpoints
     fusion.fit(lists, protocol.validation, [m.name for m in members], progress)
     for member in members:
         member.refit(protocol.test.train_sequences, progress)
     folder = Path(runs_dir) / new_run_id()
     save_run(
         folder, dataset=dataset, data_spec=data_spec, protocol=protocol, spec=spec, members=members, fusion=fusion,
-        train_seconds=time.monotonic() - started,
+        train_seconds=time.monotonic() - started, resumed=checkpoints.resumed if checkpoints else [],
     )
     return folder
 

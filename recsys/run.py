@@ -68,6 +68,7 @@ def save_run(
     members: list[MemberKind],
     fusion: DcnFusion,
     train_seconds: float,
+    resumed: list[dict[str, Any]],
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "catalog.json").write_text(
@@ -89,7 +90,8 @@ def save_run(
         "pipeline": spec.to_dict(),
         "kinds": [kind.describe() for kind in [*members, fusion]],
         "members_fitted_on": "training part of the test split (validation items included)",
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds, 1),  # of this attempt, when it resumed from checkpoints
+        "resumed_from_checkpoints": resumed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))

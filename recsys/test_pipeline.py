@@ -38,7 +38,7 @@ def test_manifest_records_kinds_hyper_parameters_and_validation_choices(small_ru
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (PipelineSpec(members=["ease", "bert4rec"]), "unknown model kind 'bert4rec'; valid: "),
+        (PipelineSpec(members=["ease", "gru4rec"]), "unknown model kind 'gru4rec'; valid: "),
         (PipelineSpec(options={"ease": {"lambda": 1}}), r"unknown hyper-parameter\(s\) lambda; valid: l2_grid"),
         (PipelineSpec(retrievers=["popularity"]), "retriever 'popularity' must be one of the members"),
         (PipelineSpec(fusion="ease"), "'ease' is not a fusion kind"),

@@ -26,7 +26,7 @@ from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from conftest import SHARED_DATA, SMALL_SYNTHETIC, small_pipeline
-from launcher.client import recommend, wait_for_version
+from launcher.client import recommend, record_feedback, wait_for_version
 from launcher.jobs import follow
 from launcher.served_eval import evaluate_served
 from launcher.services.process import ManagedProcess, free_port
@@ -99,6 +99,31 @@ def test_recommend_ranked_by_triton_excludes_seen(
     assert all(item.title for item in response.items)
     big = recommend(stack.grpc_address, user, k=300)
     assert len({item.item_id for item in big.items}) == 300 and not seen & {i.item_id for i in big.items}
+
+
+def test_a_watch_changes_the_next_answer_within_a_second(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
+    """A WATCH goes to the user's live history in Redis: the next Recommend, ranked by Triton with no
+    retraining, leaves the watched item out and ranks the rest from the longer history."""
+    stack, result = served
+    user = dataset.user_ids[3]
+    before = wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
+    watched = before.items[0].item_id
+    started = time.monotonic()
+    assert record_feedback(stack.grpc_address, before.request_id, user, watched).matched_exposure
+    after = recommend(stack.grpc_address, user)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 and after.ranked_by == pb.RANKED_BY_TRITON and not after.degraded
+    assert watched not in [item.item_id for item in after.items]
+    assert [item.score for item in after.items[:9]] != [item.score for item in before.items[1:10]]
+    # A user the data never had, with one known watch: personalised, ranked by Triton.
+    stranger = "e2e-stranger"
+    assert recommend(stack.grpc_address, stranger).cold_start
+    record_feedback(stack.grpc_address, before.request_id, stranger, watched)
+    known = recommend(stack.grpc_address, stranger)
+    assert not known.cold_start and known.ranked_by == pb.RANKED_BY_TRITON
+    assert watched not in [item.item_id for item in known.items]
 
 
 def _exec_count(metrics_url: str, model: str) -> float:

@@ -1,7 +1,9 @@
-"""Late acks: a job whose worker is killed mid-run is delivered again to the next worker."""
+"""Late acks: a job whose worker is killed mid-run is delivered again to the next worker, which
+resumes its training loops from their last checkpoints instead of starting again."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -13,7 +15,7 @@ from cinesync.settings import Settings
 from conftest import SMALL_SYNTHETIC
 from launcher.services.process import ManagedProcess
 from launcher.services.redis_server import ensure_redis
-from workers.tasks import PROGRESS, train
+from workers.tasks import train
 
 pytestmark = pytest.mark.slow
 VISIBILITY_TIMEOUT_S = 2
@@ -39,16 +41,21 @@ def test_killed_worker_job_is_redelivered(tmp_path: Path) -> None:
     try:
         slow = {"options": {"two_tower": {"epochs": 12, "patience": 12}, "dcn_fusion": {"epochs": 2}}}
         result = train.apply_async((SMALL_SYNTHETIC, slow), queue=queue)
+        checkpoints = tmp_path / "checkpoints" / result.id
         deadline = time.monotonic() + 60
-        while result.state != PROGRESS or "epoch" not in (result.info or {}):
-            assert time.monotonic() < deadline, "first worker never started the job"
-            time.sleep(0.2)
+        while not list(checkpoints.glob("two_tower-*.pt")):  # an epoch of the two-tower has been saved
+            assert time.monotonic() < deadline, "first worker never checkpointed the job"
+            time.sleep(0.05)
         first.popen.kill()  # SIGKILL: no chance to ack or requeue
         first.popen.wait(10)
         second = _worker("second", queue, tmp_path)
         value = result.get(timeout=240)
-        assert Path(value["run_dir"], "manifest.json").is_file()
+        manifest = json.loads(Path(value["run_dir"], "manifest.json").read_text())
         assert f"Task cinesync.train[{result.id}] received" in second.log_tail(200)
+        resumed = manifest["resumed_from_checkpoints"]
+        assert resumed and resumed[0]["loop"].startswith("two_tower-") and resumed[0]["after_epoch"] >= 1
+        assert "resumed from the checkpoint of epoch" in second.log_tail(400)
+        assert not checkpoints.exists()  # removed once the step is done
     finally:
         for process in (first, second, redis_process):
             if process is not None:

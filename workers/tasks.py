@@ -6,6 +6,7 @@ happen inside the tasks, on the worker.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,12 @@ def train(self: Task, data: str, pipeline: dict[str, Any] | None = None) -> dict
     _use_threads()
     spec = PipelineSpec.from_dict(pipeline or {})
     _report(self, "train", stage="loading data", percent=0.0)
-    run_dir = train_pipeline(data, get_settings().runs_dir, spec, _reporter(self, "train"))
+    settings = get_settings()
+    # One folder per job: a job delivered again (its worker died) finds its loops' checkpoints there.
+    checkpoints = settings.home / "checkpoints" / self.request.id if self.request.id else None
+    run_dir = train_pipeline(data, settings.runs_dir, spec, _reporter(self, "train"), checkpoint_dir=checkpoints)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return {"run_dir": str(run_dir), "data": data}
 
 

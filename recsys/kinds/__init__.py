@@ -6,14 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from recsys.kinds.base import Catalog, MemberKind, ModelKind, Role, UnknownOption, parse_params
+from recsys.kinds.bert4rec import Bert4Rec
 from recsys.kinds.bpr import Bpr
 from recsys.kinds.ease import Ease
 from recsys.kinds.fusion import DcnFusion
 from recsys.kinds.lightgcn import LightGcn
 from recsys.kinds.popularity import Popularity
+from recsys.kinds.sasrec import SasRec
+from recsys.kinds.slist import Slist
 from recsys.kinds.two_tower import TwoTower
 
-REGISTRY: dict[str, type[ModelKind]] = {kind.name: kind for kind in (Popularity, Ease, TwoTower, Bpr, LightGcn, DcnFusion)}
+REGISTRY: dict[str, type[ModelKind]] = {
+    kind.name: kind for kind in (Popularity, Ease, TwoTower, Bpr, LightGcn, Slist, SasRec, Bert4Rec, DcnFusion)
+}
 
 
 def kind_class(name: str) -> type[ModelKind]:

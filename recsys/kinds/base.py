@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ import torch
 from recsys.data.splits import Split
 from recsys.features import ItemFeatures, history_matrix, recent
 from recsys.metrics import ScoreFunction
+
+if TYPE_CHECKING:
+    from recsys.training import Checkpoints, LoopCheckpoint
 
 # stage, step (1-based), steps, value, what the value is ("loss", "validation ndcg@10"; "" for none)
 Progress = Callable[[str, int, int, float, str], None]
@@ -106,6 +109,18 @@ class ModelKind(ABC):
         self.params = params
         self.seed = seed
         self.chosen: dict[str, Any] = {}  # hyper-parameters and epochs chosen on validation
+        self.checkpoints: Checkpoints | None = None  # set by a training job: where its loops checkpoint
+        self._loops = 0
+
+    def loop_checkpoint(self, stage: str) -> LoopCheckpoint | None:
+        """The checkpoint of the next training loop this kind starts (None outside a training job).
+        Loops are numbered in the order a kind starts them, which a job run again repeats."""
+        if self.checkpoints is None:
+            return None
+        self._loops += 1
+        identity = {"kind": self.name, "stage": stage, "params": dataclasses.asdict(self.params), "seed": self.seed,
+                    "users": self.catalog.n_users, "items": self.catalog.n_items}
+        return self.checkpoints.loop(f"{self.name}-{self._loops}", identity)
 
     def describe(self) -> dict[str, Any]:
         """What the run manifest records of this kind."""
@@ -183,8 +198,9 @@ class MemberKind(ModelKind):
             raise NotImplementedError(f"{self.name} has no history encoder")
         module.eval()
         length = self.catalog.history_length
-        parts = [module(torch.from_numpy(history_matrix(histories[start : start + ENCODE_BATCH], length))).numpy()
-                 for start in range(0, len(histories), ENCODE_BATCH)]
+        device = next(module.parameters(), torch.empty(0)).device  # where training left it (a GPU, maybe)
+        parts = [module(torch.from_numpy(history_matrix(histories[start : start + ENCODE_BATCH], length)).to(device))
+                 .float().cpu().numpy() for start in range(0, len(histories), ENCODE_BATCH)]
         return np.concatenate(parts) if parts else np.zeros((0, self.vector_size()), dtype=np.float32)
 
     @abstractmethod

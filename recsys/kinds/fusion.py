@@ -200,7 +200,8 @@ class DcnFusion(ModelKind):
         result = train_loop(
             network, stage=stage, epochs=epochs, run_epoch=run_epoch,
             validate=validate if stopping is not None and len(stopping.users) else None, progress=progress,
-            patience=p.patience,
+            patience=p.patience, optimizer=optimizer, generators={"batches": generator},
+            checkpoint=self.loop_checkpoint(stage),
         )
         return network.eval(), result.best_epoch
 

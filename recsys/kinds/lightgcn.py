@@ -193,6 +193,8 @@ class LightGcn(EmbeddingMember):
         result = train_loop(
             network, stage=self.name, epochs=epochs, run_epoch=run_epoch,
             validate=validate if split is not None else None, progress=progress, patience=p.patience,
+            optimizer=optimizer, generators={"batches": generator},
+            checkpoint=self.loop_checkpoint(f"{self.name} batch {self.batch_size} l2 {self.l2:g}"),
         )
         embed()
         self.best_validation = result.best_value

@@ -29,7 +29,7 @@ from recsys.kinds.base import Progress, Role
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models import ItemTower, TwoTowerConfig, UserTower
-from recsys.training import minibatches, optimise, train_loop
+from recsys.training import adamw, minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "two_tower.pt"
 
@@ -40,6 +40,9 @@ class TwoTowerParams:
     patience: int = 2
     batch_size: int = 512
     learning_rate: float = 3e-3
+    weight_decay: float = 0.0  # AdamW's, decoupled
+    schedule: str = "constant"  # or "cosine": warm-up over warmup_share of the steps, then a half cosine
+    warmup_share: float = 0.05
     history_length: int = 20
     temperature: float = 0.05
     dim: int = 64
@@ -49,17 +52,16 @@ class TwoTowerParams:
     hard_pool: int = 1024
 
 
-def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tuple[np.ndarray, ...]:
-    """(user, history of the previous items as index + 1, target item) for every interaction."""
-    users, histories, targets = [], [], []
-    for user, seq in enumerate(sequences):
+def retrieval_examples(sequences: list[np.ndarray], history_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(history of the previous items as index + 1, target item) for every interaction."""
+    histories, targets = [], []
+    for seq in sequences:
         if not len(seq):
             continue
         padded = np.concatenate([np.zeros(history_length, dtype=np.int64), seq + 1])
         histories.append(sliding_window_view(padded, history_length)[: len(seq)])
-        users.append(np.full(len(seq), user, dtype=np.int64))
         targets.append(seq)
-    return np.concatenate(users), np.concatenate(histories), np.concatenate(targets).astype(np.int64)
+    return np.concatenate(histories), np.concatenate(targets).astype(np.int64)
 
 
 def mine_hard_negatives(scores: torch.Tensor, pool: torch.Tensor, target: torch.Tensor, count: int) -> torch.Tensor:
@@ -104,8 +106,10 @@ class TwoTower(EmbeddingMember):
         # logQ correction: subtract the log of each item's probability of appearing in a batch.
         counts = torch.from_numpy(np.bincount(np.concatenate(sequences), minlength=self.catalog.n_items)).double()
         log_q = (counts.clamp(min=1.0) / counts.sum()).log().float()
-        optimizer = torch.optim.Adam(towers.parameters(), lr=p.learning_rate)
         n_items = self.catalog.n_items
+        steps = p.epochs * math.ceil(sum(len(s) for s in sequences) / p.batch_size)  # fit and refit alike
+        optimizer, scheduler = adamw(towers.parameters(), learning_rate=p.learning_rate, weight_decay=p.weight_decay,
+                                     steps=steps, warmup_share=p.warmup_share, schedule=p.schedule)
 
         def embed_items(items: torch.Tensor) -> torch.Tensor:
             return self.item_tower(items, genres[items], years[items], domains[items])
@@ -131,7 +135,7 @@ class TwoTower(EmbeddingMember):
         def run_epoch(epoch: int) -> float:
             # Without time, "the previous items" are a fresh random subset of the user's others each epoch.
             ordered = sequences if self.catalog.ordered else [rng.permutation(s) for s in sequences]
-            _, histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
+            histories, targets = (torch.from_numpy(a) for a in retrieval_examples(ordered, p.history_length))
 
             def batch_loss(rows: torch.Tensor) -> torch.Tensor:
                 target = targets[rows]
@@ -143,7 +147,8 @@ class TwoTower(EmbeddingMember):
                     logits.append(hard_logits(user_vec, target))
                 return F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(rows)))
 
-            return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss)
+            return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss,
+                            scheduler=scheduler)
 
         def validate() -> float:
             assert split is not None  # called only with a validation split
@@ -153,6 +158,8 @@ class TwoTower(EmbeddingMember):
         result = train_loop(
             towers, stage="two_tower", epochs=epochs, run_epoch=run_epoch,
             validate=validate if split is not None else None, progress=progress, patience=p.patience,
+            optimizer=optimizer, scheduler=scheduler, generators={"batches": generator, "order": rng},
+            checkpoint=self.loop_checkpoint("two_tower"),
         )
         self._embed_items()
         self.best_validation = result.best_value
