@@ -22,6 +22,7 @@ import torch
 
 from cinesync import triton, versions
 from cinesync.settings import Settings
+from cinesync.splits import SPLITS
 from exporters.export_report import ENCODER, SCORER, ExportedModel
 from exporters.onnx_export import (
     REPORT_FILE,
@@ -76,13 +77,14 @@ def served_ndcg(stack: Stack, settings: Settings, run_folder: Path, version: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
+    parser.add_argument("--split", choices=SPLITS, default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory() as root_name:
         root = Path(root_name)
-        run_folder = train(data, root / "runs", PipelineSpec())
+        run_folder = train(data, root / "runs", PipelineSpec(split=args.split))
         offline = evaluate(run_folder)[CASCADE]
         run = load_run(run_folder)
         fp32_models = export_run(run, root / "fp32")

@@ -29,6 +29,7 @@ import torch
 
 from cinesync import triton
 from cinesync.settings import Settings
+from cinesync.splits import SPLITS
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import load_bundle
@@ -109,6 +110,7 @@ def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ml-100k")
+    parser.add_argument("--split", choices=SPLITS, default="auto")
     parser.add_argument("--rates", default="100,200,400,700,1000")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -116,7 +118,7 @@ def main() -> None:
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory() as root_name:
         root = Path(root_name)
-        run = load_run(train(data, root / "runs", PipelineSpec()))
+        run = load_run(train(data, root / "runs", PipelineSpec(split=args.split)))
         export_run(run, root / "onnx")
         settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
                             triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
