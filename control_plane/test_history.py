@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 
+from control_plane.experiments.test_store import needs_redis, own_redis
 from control_plane.history import HistoryStore, HistoryUnavailable
 from launcher.services.process import ManagedProcess, free_port
-from launcher.services.redis_server import ensure_redis, redis_answers
-
-needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
-
-
-@contextmanager
-def own_redis(url: str, tmp_path: Path) -> Iterator[ManagedProcess]:
-    """A redis-server of the test's own on ``url``, stopped at the end."""
-    process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "data")
-    assert process is not None
-    try:
-        yield process
-    finally:
-        process.stop()
+from launcher.services.redis_server import redis_answers
 
 
 async def _fails_within(call: Awaitable[object], limit_s: float) -> float:

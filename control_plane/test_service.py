@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -17,16 +16,14 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
+from control_plane.experiments.test_store import needs_redis, own_redis
 from control_plane.history import HistoryStore
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
 from exporters.publish import publish
 from launcher.services.process import ManagedProcess, free_port
-from launcher.services.redis_server import ensure_redis
 from recsys.run import load_run
-
-needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +192,5 @@ def test_live_history_watches_change_the_next_answer_and_redis_away_falls_back(
             await server.stop(None)
             await histories.close()
 
-    process = ensure_redis(url, logs_dir=tmp_path, data_dir=tmp_path / "redis")
-    assert process is not None
-    try:
+    with own_redis(url, tmp_path) as process:
         asyncio.run(scenario(process))
-    finally:
-        process.stop()
