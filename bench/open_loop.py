@@ -34,7 +34,6 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import load_bundle
 from control_plane.model_state import ServingState, load_indexes
-from control_plane.service import model_input
 from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, read_report
 from exporters.onnx_export import export_run, ort_session
 from exporters.publish import publish
@@ -91,7 +90,7 @@ def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds:
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         history = bundle.histories[done % len(bundle.histories)]
-        inputs: dict[str, np.ndarray] = {triton.HISTORY_INPUT: model_input(history, bundle.history_length)[None]}
+        inputs: dict[str, np.ndarray] = {triton.HISTORY_INPUT: triton.history_row(history, bundle.history_length)[None]}
         vectors = {m.member: sessions[m.name].run(None, inputs)[0] for m in models if m.role == ENCODER}
         items, _ = state.candidates(history[-bundle.history_length :], {k: v[0] for k, v in vectors.items()},
                                     bundle.depth, domain="any", exclude=history)

@@ -18,6 +18,9 @@ plus a short hash of its configuration (``model_family``), so versions whose int
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
+
 ENSEMBLE = "ranking"
 ENCODER_ENSEMBLE = "encode"
 FUSION = "fusion"
@@ -83,3 +86,12 @@ def member_score(member: str) -> str:
 def user_vector(member: str) -> str:
     """The ensembles' tensor carrying ``member``'s encoded user vector."""
     return f"user_{member}"
+
+
+def history_row(history: NDArray[np.int64], length: int) -> NDArray[np.int64]:
+    """A history (item indices, oldest first) as the HISTORY tensor's row: its last ``length`` items
+    as index + 1, left-padded with 0."""
+    row = np.zeros(length, dtype=np.int64)
+    tail = np.asarray(history, dtype=np.int64)[-length:] if length else np.zeros(0, dtype=np.int64)
+    row[length - len(tail) :] = tail + 1
+    return row

@@ -4,7 +4,6 @@ retrievers' index arrays. numpy and json only."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +53,10 @@ class ServingBundle:
     ranking_vectors: list[str]  # members whose user vectors the ranking ensemble reads
 
     def history_key(self, user_id: str) -> str:
-        """The user's live history key in the history store: scoped by the data set the version was
-        trained on, since the same user id in another data set is another person (and the same item
-        id another title)."""
-        scope = hashlib.sha256(str(self.manifest.get("data")).encode()).hexdigest()[:10]
-        return f"{scope}:{user_id}"
+        """The user's live history key in the history store, scoped by the version's data set, split
+        and fit (the publisher's ``history_scope``): the same user id in another data set is another
+        person, and an evaluated fit's histories must not hold its test items."""
+        return f"{self.manifest['history_scope']}:{user_id}"
 
     def published_history(self, user_id: str) -> NDArray[np.int64] | None:
         """The user's history as published (None for a user the data did not have)."""

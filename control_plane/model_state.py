@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,6 +63,16 @@ def load_indexes(bundle: ServingBundle) -> list[CandidateIndex]:
     return [index_class(entry.index)(entry.arrays, bundle.item_domains, plan=entry.plan) for entry in bundle.retrievers]
 
 
+@dataclass(frozen=True)
+class VersionInterface:
+    """What a version's Triton ensembles read: the history length, the members the encoding ensemble
+    makes vectors for, and those the ranking ensemble reads back."""
+
+    history_length: int
+    encoders: tuple[str, ...]
+    ranking_vectors: tuple[str, ...]
+
+
 class BundleRefused(ValueError):
     """A published bundle this control plane cannot serve as configured."""
 
@@ -92,6 +101,7 @@ class ModelState:
         self.candidates = candidates
         self.histories = histories  # live histories, seeded from each loaded version's published ones
         self.seeded: set[int] = set()  # versions whose published histories Redis has
+        self.interfaces: dict[int, VersionInterface] = {}
         self.seeding: dict[int, asyncio.Task[None]] = {}
         self.states: dict[int, ServingState] = {}
         self.current: int | None = None
@@ -158,23 +168,26 @@ class ModelState:
                 await self._load_triton(needed)  # Triton restarted, or never loaded it
         return self.state is not None
 
-    def _manifest(self, version: int) -> dict[str, Any]:
+    def interface(self, version: int) -> VersionInterface:
+        """What version ``version``'s ensembles read (from its bundle, or its manifest on disk when it
+        is not loaded, e.g. a variant's ranking version), remembered once read."""
+        known = self.interfaces.get(version)
+        if known is not None:
+            return known
         state = self.states.get(version)
-        if state is not None:
-            return state.bundle.manifest
         try:
-            manifest: dict[str, Any] = json.loads((self.serving_dir / str(version) / MANIFEST).read_text())
+            manifest = state.bundle.manifest if state is not None else json.loads(
+                (self.serving_dir / str(version) / MANIFEST).read_text())
         except (OSError, ValueError):
-            return {}  # retired: nothing to load or unload but its ranking ensemble
-        return manifest
+            return VersionInterface(0, (), ())  # retired: not remembered, it may be published again
+        found = VersionInterface(int(manifest["history_length"]), tuple(manifest["encoders"]),
+                                 tuple(manifest["ranking_vectors"]))
+        self.interfaces[version] = found
+        return found
 
     def encodes(self, version: int) -> bool:
         """Whether ``version`` has an encoding ensemble (its bundle names encoders)."""
-        return bool(self._manifest(version).get("encoders"))
-
-    def ranking_vectors(self, version: int) -> list[str]:
-        """The members whose user vectors version ``version``'s ranking ensemble reads."""
-        return list(self._manifest(version).get("ranking_vectors", []))
+        return bool(self.interface(version).encoders)
 
     def _seed_live_histories(self) -> None:
         """Start seeding Redis from every loaded version's published histories not seeded yet (in the
@@ -188,9 +201,13 @@ class ModelState:
 
     async def _seed(self, version: int, bundle: ServingBundle) -> None:
         assert self.histories is not None
-        ids = [item.item_id for item in bundle.items]
-        users = {bundle.history_key(user): [ids[i] for i in bundle.histories[index]]
-                 for user, index in bundle.user_index.items()}
+
+        def published() -> dict[str, list[str]]:
+            ids = [item.item_id for item in bundle.items]
+            return {bundle.history_key(user): [ids[i] for i in bundle.histories[index]]
+                    for user, index in bundle.user_index.items()}
+
+        users = await asyncio.to_thread(published)  # a large catalog's users: off the event loop
         source = f"{bundle.manifest.get('run_id')}:{bundle.manifest.get('fitted_on')}"
         try:
             created = await self.histories.seed(users, source=source)

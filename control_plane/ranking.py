@@ -3,6 +3,8 @@ Triton (two calls at most: encode, then rank), within a time limit."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from numpy.typing import NDArray
@@ -91,7 +93,7 @@ class TritonRanker:
         return found
 
     async def encode(
-        self, history: NDArray[np.int64], members: list[str], *, version: int, timeout: float
+        self, history: NDArray[np.int64], members: Sequence[str], *, version: int, timeout: float
     ) -> dict[str, NDArray[np.float32]]:
         """Each member's user vector from ``history`` (``[L]``, item index + 1, 0 pads on the left)."""
         vectors = await self._infer(triton.encoder_ensemble(version), {triton.HISTORY: history},

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
+from cinesync import triton
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import ServingBundle
@@ -62,14 +63,6 @@ def explain(state: ServingState, history: NDArray[np.int64], items: NDArray[np.i
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     nearest = np.argmax(unit[items] @ unit[history].T, axis=1)
     return [int(history[n]) for n in nearest]
-
-
-def model_input(history: NDArray[np.int64], length: int) -> NDArray[np.int64]:
-    """The most recent ``length`` items of ``history`` as index + 1, left-padded with 0 to ``length``."""
-    row = np.zeros(length, dtype=np.int64)
-    tail = history[-length:]
-    row[length - len(tail) :] = tail + 1
-    return row
 
 
 class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ignore[misc]  # untyped generated base
@@ -210,7 +203,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         bundle = state.bundle
         exclude = history if query.exclude_seen else np.zeros(0, dtype=np.int64)
         recent = history[-bundle.history_length :]
-        encoded = model_input(history, bundle.history_length)
+        encoded = triton.history_row(history, bundle.history_length)
         budget = self.ranking_timeout
         if time_remaining is not None:
             budget = min(budget, time_remaining - DEADLINE_MARGIN_S)
@@ -235,13 +228,13 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             return self._response(state, popular, bundle.popularity[popular], ranked_by=pb.RANKED_BY_POPULARITY,
                                   degraded=True, degraded_reason="; ".join(reasons) or "no candidates")
         if ranking_version and not reasons:
-            reason = await self._rank_problem(ranker, deadline)
+            reason = self._rank_problem(ranker, deadline)
             if reason:
                 reasons.append(reason)
             else:
                 try:
                     started = time.perf_counter()
-                    ranked = await self._rank(encoded, items, vectors, bundle, ranking_version, deadline)
+                    ranked = await self._rank(history, items, vectors, bundle, ranking_version, deadline)
                     STAGE_LATENCY.labels("ranking", variant).observe(time.perf_counter() - started)
                     order = np.argsort(-ranked, kind="stable")[: query.k]
                     return self._response(state, items[order], ranked[order], ranked_by=pb.RANKED_BY_TRITON,
@@ -255,7 +248,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             degraded=bool(reasons), degraded_reason="; ".join(reasons), because=because,
         )
 
-    async def _rank_problem(self, ranker: TritonRanker | None, deadline: float) -> str:
+    @staticmethod
+    def _rank_problem(ranker: TritonRanker | None, deadline: float) -> str:
         """Why ranking cannot be tried ("" when it can)."""
         if ranker is None:
             return "no Triton configured"
@@ -269,7 +263,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         """``members``' user vectors of version ``version`` from the model input ``history``, and why
         there are none ("" when there are)."""
         ranker = self.models.ranker
-        problem = await self._rank_problem(ranker, deadline)
+        problem = self._rank_problem(ranker, deadline)
         if problem or ranker is None:
             return {}, problem
         try:
@@ -283,21 +277,24 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self, history: NDArray[np.int64], items: NDArray[np.int64], vectors: dict[str, NDArray[np.float32]],
         bundle: ServingBundle, ranking_version: int, deadline: float,
     ) -> NDArray[np.float32]:
-        """The ranking ensemble's scores of ``items`` (item indices), padded to the version's widest
-        candidate list so that Triton batches requests together. A ranking version other than the
-        retrieval one encodes the history with its own encoders first."""
+        """The ranking ensemble's scores of ``items`` (item indices) for the user with ``history``,
+        padded to the version's widest candidate list so that Triton batches requests together. A
+        ranking version other than the retrieval one reads the history at its own length and
+        encodes it with its own encoders first."""
         ranker = self.models.ranker
         assert ranker is not None  # checked by _rank_problem
         if ranking_version != bundle.version:
-            wanted = self.models.ranking_vectors(ranking_version)
-            vectors = await ranker.encode(history, wanted, version=ranking_version,
-                                          timeout=deadline - time.monotonic()) if wanted else {}
+            interface = self.models.interface(ranking_version)
+            row = triton.history_row(history, interface.history_length)
+            vectors = await ranker.encode(row, interface.ranking_vectors, version=ranking_version,
+                                          timeout=deadline - time.monotonic()) if interface.ranking_vectors else {}
         else:
+            row = triton.history_row(history, bundle.history_length)
             vectors = {member: vectors[member] for member in bundle.ranking_vectors}
         width = max(len(items), (self.candidates or bundle.depth) * len(bundle.retrievers))
         candidates = np.zeros(width, dtype=np.int64)
         candidates[: len(items)] = items + 1
-        scores = await ranker.rank(history, candidates, vectors, version=ranking_version,
+        scores = await ranker.rank(row, candidates, vectors, version=ranking_version,
                                    timeout=deadline - time.monotonic())
         return scores[: len(items)]
 

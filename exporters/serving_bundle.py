@@ -4,6 +4,7 @@ models read, and every retriever's index arrays. Making it current is the publis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,6 +68,10 @@ def write_bundle(
             "retrievers": retrievers,
             "depth": run.spec.depth,
             "history_length": run.spec.history_length,
+            # Live histories are shared by the versions of one data set, split and fit, never across:
+            # an evaluated fit's histories stop before its test items, a fit on everything's do not.
+            "history_scope": hashlib.sha256(
+                f"{run.manifest['data']}|{run.spec.split}|{run.fitted_on}".encode()).hexdigest()[:10],
             # The encoding ensemble's outputs, and those the ranking ensemble reads back as inputs.
             "encoders": [m.name for m in run.members if m.encoder_module() is not None],
             "ranking_vectors": [m.name for m in run.members if ScorerInput.USER_VECTOR in m.scorer_inputs],

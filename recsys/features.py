@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cinesync.triton import history_row
 from recsys.data.catalog import Domain, Item
 from recsys.data.splits import Split
 from recsys.feature_assembly import FeatureTables
@@ -73,10 +74,8 @@ def item_tower_inputs(
 
 
 def history_matrix(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """The last ``length`` items of each sequence as item index + 1, left-padded with 0."""
-    matrix = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        tail = seq[-length:]
-        if len(tail):
-            matrix[row, length - len(tail) :] = tail + 1
-    return matrix
+    """The last ``length`` items of each sequence as item index + 1, left-padded with 0: the rows of
+    serving's HISTORY tensor (cinesync.triton.history_row)."""
+    if not len(sequences):
+        return np.zeros((0, length), dtype=np.int64)
+    return np.stack([history_row(seq, length) for seq in sequences])

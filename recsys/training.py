@@ -154,7 +154,7 @@ def train_loop(
     With ``validate`` (higher is better), the state of the best epoch is kept and training stops
     after ``patience`` epochs without improvement; without it, every epoch runs and the last is kept.
     With ``checkpoint``, every epoch ends by saving the module, ``optimizer``, ``scheduler``, the
-    global torch generator and ``generators`` and the loop's history; a loop that finds a checkpoint
+    global torch generators (CPU and CUDA) and ``generators`` and the loop's history; a loop that finds a checkpoint
     of its own continues after its epoch (or returns at once when that one had finished).
     """
     generators = generators or {}
@@ -172,6 +172,8 @@ def train_loop(
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         _restore_generators(generators, saved["generators"])
         first = saved["epoch"] + 1
         checkpoint.owner.resumed.append({"loop": checkpoint.path.stem, "stage": stage, "after_epoch": saved["epoch"]})
@@ -205,6 +207,7 @@ def train_loop(
                 "epoch": epoch, "finished": finished, "module": _cpu_state(module), "best_state": best_state,
                 "result": asdict(result), "optimizer": optimizer.state_dict() if optimizer else None,
                 "scheduler": scheduler.state_dict() if scheduler else None, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "generators": _generator_states(generators),
             })
         if finished:

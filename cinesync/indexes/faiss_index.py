@@ -33,6 +33,7 @@ INDEX_ARRAY = "faiss_index"  # the serialised index among the retriever's arrays
 QUERY_SAMPLE = "query_sample"  # real users' vectors the build measures recall on; not shipped
 TRAIN_POINTS_PER_LIST = 64
 REFINE_FACTOR = 2
+MAX_K = 2048  # faiss's GPU indexes return at most this many neighbours per query
 
 
 @dataclass
@@ -217,7 +218,9 @@ class FaissIndex(CandidateIndex):
         if domain not in self.domains or user_vector is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         allowed, size = self.domains[domain]
-        wanted = min(n + len(exclude), size)
+        # Enough to leave n after the exclusions, within what a GPU index can return at once (a sent
+        # history may exclude thousands of items; beyond the cap fewer than n may remain).
+        wanted = min(n + len(exclude), size, MAX_K)
         query = np.ascontiguousarray(user_vector, dtype=np.float32).reshape(1, -1)
         scores, rows = search(self.index, query, wanted, nprobe=self.nprobe.get(domain), allowed=allowed)
         valid = rows[0] >= 0
