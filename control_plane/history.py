@@ -14,24 +14,25 @@ from redis.exceptions import RedisError
 
 T = TypeVar("T")
 
-# Creates the list only where none exists, so a seed never overwrites live history. ARGV is pushed in
-# chunks: Lua's unpack() has a limit on how many values it returns at once.
-SEED_IF_ABSENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 1, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return 1
-"""
-
-
-# ARGV: the item, keep, then the published history to start from where the list does not exist yet.
-APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  for i = 3, #ARGV, 1000 do
+# Pushes ARGV[first..] onto KEYS[1] in chunks: Lua's unpack() limits how many values it returns at once.
+PUSH_FROM = """
+local function push_from(first)
+  for i = first, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
 end
+"""
+
+# Creates the list only where none exists, so a seed never overwrites live history.
+SEED_IF_ABSENT = PUSH_FROM + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+push_from(1)
+return 1
+"""
+
+# ARGV: the item, keep, then the published history to start from where the list does not exist yet.
+APPEND = PUSH_FROM + """
+if redis.call('EXISTS', KEYS[1]) == 0 then push_from(3) end
 redis.call('LREM', KEYS[1], 0, ARGV[1])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
