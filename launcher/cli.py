@@ -1,4 +1,4 @@
-"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, experiment, evaluate-served, recommend."""
+"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, experiment, evaluate, evaluate-served, recommend."""
 
 from __future__ import annotations
 
@@ -387,6 +387,23 @@ def jobs_command(address: str | None) -> None:
     from cinesync.v1 import admin_pb2 as admin
 
     _admin(address, "ListJobs", admin.ListJobsRequest())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of tables.")
+def evaluate(run_dir: Path, as_json: bool) -> None:
+    """Accuracy and beyond (coverage, novelty, diversity, Gini of exposure, popularity bias) of every
+    kind of RUN_DIR and of the served cascade on its test split: for all users, per domain of the
+    held-out items, and for users with short histories. Also written to RUN_DIR/report.json."""
+    from launcher.report_table import format_report
+    from recsys.pipeline import beyond_accuracy_report
+
+    try:
+        reports = beyond_accuracy_report(run_dir)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(reports) if as_json else format_report(reports))
 
 
 @main.command(name="evaluate-served")

@@ -16,7 +16,7 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from launcher.client import label
 from recsys.data.splits import Split
-from recsys.metrics import RECALL_CUTOFFS, evaluate_ranked
+from recsys.metrics import DEPTH, evaluate_ranked
 
 
 @dataclass
@@ -41,7 +41,7 @@ def evaluate_served(
     with np.load(run_dir / "split.npz") as arrays:
         split = Split.from_arrays(arrays, "test", n_items=len(item_index), kind=manifest["split"]["test"])
     users = split.test_users()
-    depth = max(RECALL_CUTOFFS)
+    depth = DEPTH
     with grpc.insecure_channel(address) as channel:
         call = pb_grpc.RecommendationServiceStub(channel).Recommend
 

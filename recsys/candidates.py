@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.data.splits import Split
-from recsys.metrics import RECALL_CUTOFFS, K, evaluate_ranked, per_user_metrics
+from recsys.metrics import DEPTH, K, evaluate_ranked, per_user_metrics
 
 PAD = -1
 
@@ -36,7 +36,7 @@ class CandidateLists:
         return CandidateLists(self.users[rows], self.items[rows], self.features[rows], [self.relevant[r] for r in rows])
 
 
-def rank_lists(items: np.ndarray, scores: np.ndarray, depth: int = max(RECALL_CUTOFFS)) -> np.ndarray:
+def rank_lists(items: np.ndarray, scores: np.ndarray, depth: int = DEPTH) -> np.ndarray:
     """Each list's items by descending score (pads last): ``[L, depth]``."""
     scores = np.where(items == PAD, -np.inf, scores)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]

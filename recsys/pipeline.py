@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.candidates import CandidateLists, evaluate_lists
+from recsys.candidates import CandidateLists, evaluate_lists, rank_lists
 from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
 from recsys.data.splits import SPLITS, make_protocol
@@ -18,11 +18,12 @@ from recsys.features import build_feature_tables, build_item_features
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
-from recsys.metrics import evaluate_full_ranking
+from recsys.metrics import ItemFacts, evaluate_full_ranking, rank_full, report
 from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
 from recsys.training import Checkpoints
 
 METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.json"
 CASCADE = "cascade"  # the metrics key of what serving runs
 
 
@@ -152,6 +153,21 @@ def evaluate(run_folder: Path) -> dict[str, dict[str, float]]:
     metrics[CASCADE] = evaluate_lists(lists, run.fusion.score(lists), split)
     (Path(run_folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def beyond_accuracy_report(run_folder: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """recsys.metrics.report of every member alone and of the served cascade on the test split:
+    kind -> user group -> metric; saved with the run as report.json."""
+    run = load_run(run_folder)
+    split, facts = run.protocol.test, ItemFacts.of(run.items)
+    reports = {}
+    for member in run.members:
+        ranked, users = rank_full(member.user_scores(split), split)
+        reports[member.name] = report(ranked, split, users, facts)
+    lists = cascade_lists(run)
+    reports[CASCADE] = report(rank_lists(lists.items, run.fusion.score(lists)), split, lists.users, facts)
+    (Path(run_folder) / REPORT_FILE).write_text(json.dumps(reports, indent=2))
+    return reports
 
 
 def refit_on_everything(run_folder: Path, progress: Progress = no_progress) -> None:

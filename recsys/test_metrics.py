@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from recsys.data.splits import Split
-from recsys.metrics import evaluate_ranked, ranking_metrics, top_k_excluding
+from recsys.data.catalog import Domain, Item
+from recsys.metrics import (
+    ItemFacts,
+    evaluate_ranked,
+    gini,
+    intra_list_diversity,
+    ranking_metrics,
+    report,
+    top_k_excluding,
+)
 
 
 def test_top_k_excludes_seen_items_and_orders_best_first() -> None:
@@ -25,6 +34,8 @@ def test_metrics_match_hand_computation() -> None:
     assert metrics["ndcg@3"] == pytest.approx((ndcg_first + ndcg_second) / 2)
     assert metrics["mrr@3"] == pytest.approx((1 / 2 + 1 / 3) / 2)
     assert metrics["hr@3"] == 1.0
+    # AP: first row one hit at rank 2 over min(1, 3) relevant; second row one hit at 3 over min(2, 3)
+    assert metrics["map@3"] == pytest.approx((1 / 2 + (1 / 3) / 2) / 2)
 
 
 def test_ties_go_to_the_lower_item_index() -> None:
@@ -59,3 +70,53 @@ def test_top_k_equals_a_full_stable_sort_under_many_ties_and_exclusions() -> Non
         full = np.argsort(-masked, axis=1, kind="stable")[:, :k]
         expected = np.where(np.isneginf(np.take_along_axis(masked, full, axis=1)), -1, full)
         assert np.array_equal(top_k_excluding(scores, exclude, k), expected)
+
+
+def test_gini_of_exposure_is_zero_for_equal_shares_and_grows_with_concentration() -> None:
+    assert gini(np.array([3, 3, 3, 3])) == pytest.approx(0.0)
+    assert gini(np.array([0, 0, 0, 8])) == pytest.approx(0.75)  # (n - 1) / n when one item has all
+    assert 0 < gini(np.array([1, 2, 3, 10])) < 0.75
+    assert gini(np.zeros(5)) == 0.0
+
+
+def test_intra_list_diversity_is_the_mean_cosine_distance_of_genre_vectors() -> None:
+    genres = np.array([[1, 0], [1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    assert intra_list_diversity(np.array([[0, 1]]), genres) == pytest.approx(0.0)  # same genres
+    assert intra_list_diversity(np.array([[0, 2]]), genres) == pytest.approx(1.0)  # disjoint genres
+    # items 0, 2, 3: distances 1 (0-2), 1 - 1/sqrt(2) (0-3 and 2-3); item 4 has no genre and a pad is no item
+    expected = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
+    assert intra_list_diversity(np.array([[0, 2, 3, 4, -1]]), genres) == pytest.approx(expected)
+    assert intra_list_diversity(np.array([[4, -1]]), genres) == 0.0  # no list with two genre-bearing items
+
+
+def test_popularity_bias_is_the_mean_share_of_users_who_have_a_shown_item() -> None:
+    split = Split(4, 3, [np.array([0]), np.array([0]), np.array([0, 1]), np.array([1])],
+                  [np.array([2]), np.array([2]), np.array([2]), np.array([2])], "t")
+    metrics = evaluate_ranked(np.array([[0] + [-1] * 19, [1] + [-1] * 19]), split, np.array([0, 1]))
+    assert metrics["popularity@10"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert metrics["gini@10"] == pytest.approx(gini(np.array([1, 1, 0])))
+    assert {"ndcg@5", "ndcg@20", "map@10", "hr@20", "mrr@5"} <= set(metrics) and "diversity@10" not in metrics
+
+
+def test_report_breaks_down_by_held_out_domain_and_short_histories() -> None:
+    items = [Item(str(i), f"t{i}", ("Drama",) if i % 2 else ("Comedy",), None, Domain.TV if i >= 4 else Domain.MOVIE)
+             for i in range(8)]
+    long_history = np.arange(0, 8)[[0, 1, 2, 5, 6, 7]]
+    split = Split(3, 8, [np.array([0]), long_history, np.array([1, 2])],
+                  [np.array([3]), np.array([3, 4]), np.array([5])], "t")
+    ranked = np.array([[3, 4] + [-1] * 18, [4, 3] + [-1] * 18, [6, 5] + [-1] * 18])
+    groups = report(ranked, split, np.array([0, 1, 2]), ItemFacts.of(items))
+    assert set(groups) == {"all", "domain movie", "domain tv", "history <= 5"}
+    assert groups["domain movie"]["users"] == 2 and groups["domain tv"]["users"] == 2
+    # user 1's list puts the TV item 4 first: a perfect TV list, a movie hit only at rank 2
+    assert groups["domain tv"]["hr@10"] == 1.0 and groups["domain tv"]["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    assert groups["domain movie"]["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    assert groups["history <= 5"]["users"] == 2  # users 0 and 2; user 1 has six training items
+    assert groups["all"]["diversity@10"] == pytest.approx(1.0)  # each list pairs a comedy with a drama
+
+
+def test_a_single_domain_report_has_no_domain_breakdown() -> None:
+    items = [Item(str(i), f"t{i}", ("Drama",), None, Domain.MOVIE) for i in range(3)]
+    split = Split(1, 3, [np.array([0])], [np.array([1])], "t")
+    groups = report(np.array([[1, 2] + [-1] * 18]), split, np.array([0]), ItemFacts.of(items))
+    assert set(groups) == {"all", "history <= 5"}
