@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from recsys.data.splits import Split
 from recsys.data.catalog import Domain, Item
+from recsys.data.splits import Split
 from recsys.metrics import (
     ItemFacts,
     evaluate_ranked,
