@@ -11,13 +11,13 @@ diversity (mean cosine distance of genre vectors over the pairs of a list whose 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
-from recsys.data.catalog import Domain, Item
+from recsys.data.catalog import Domain
 from recsys.data.splits import Split
+from recsys.features import ItemFeatures
 
 # user indices [B] -> scores [B, n_items]
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
@@ -26,24 +26,6 @@ CUTOFFS = (5, 10, 20)
 DEPTH = max(CUTOFFS)  # how deep a ranked list must be for every metric
 SHORT_HISTORY = 5  # users with at most this many training items are reported apart
 ALL_USERS = "all"
-
-
-@dataclass(frozen=True)
-class ItemFacts:
-    """What the beyond-accuracy metrics know of each item: its genres (0/1 rows) and its domain."""
-
-    genres: np.ndarray  # [n_items, n_genres]
-    domains: np.ndarray  # [n_items], an index into DOMAINS
-
-    @classmethod
-    def of(cls, items: Sequence[Item]) -> ItemFacts:
-        names = sorted({genre for item in items for genre in item.genres})
-        column = {name: c for c, name in enumerate(names)}
-        genres = np.zeros((len(items), len(names)), dtype=np.float32)
-        for row, item in enumerate(items):
-            genres[row, [column[g] for g in item.genres]] = 1.0
-        domains = np.array([list(Domain).index(item.domain) for item in items], dtype=np.int64)
-        return cls(genres=genres, domains=domains)
 
 
 def top_k_excluding(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> np.ndarray:
@@ -137,7 +119,7 @@ def beyond_accuracy(ranked: np.ndarray, split: Split, genres: np.ndarray | None 
         f"popularity@{K}": float(np.mean(share[shown])) if shown.size else 0.0,
         f"gini@{K}": gini(np.bincount(shown, minlength=split.n_items)),
     }
-    if genres is not None and genres.shape[1]:
+    if genres is not None and genres.any():
         metrics[f"diversity@{K}"] = intra_list_diversity(top, genres)
     return metrics
 
@@ -158,25 +140,27 @@ def evaluate_ranked(
     return metrics
 
 
-def report(ranked: np.ndarray, split: Split, users: np.ndarray, facts: ItemFacts) -> dict[str, dict[str, float]]:
+def report(
+    ranked: np.ndarray, split: Split, users: np.ndarray, items: ItemFeatures
+) -> dict[str, dict[str, float]]:
     """``evaluate_ranked`` for every user ("all"); per domain of the held-out items where they span
     more than one (each user's list against their held-out items of that domain); and for users with
     at most SHORT_HISTORY training items. Groups without users are left out."""
-    groups = {ALL_USERS: evaluate_ranked(ranked, split, users, genres=facts.genres)}
+    groups = {ALL_USERS: evaluate_ranked(ranked, split, users, genres=items.genres)}
     by_domain = {}
     for code, domain in enumerate(Domain):
-        held = [split.test_items[u][facts.domains[split.test_items[u]] == code] for u in users]
+        held = [split.test_items[u][items.domain[split.test_items[u]] == code] for u in users]
         rows = np.array([r for r, items in enumerate(held) if len(items)], dtype=np.int64)
         if len(rows):
             by_domain[f"domain {domain.value}"] = (rows, [held[r] for r in rows])
     if len(by_domain) > 1:
         for name, (rows, held) in by_domain.items():
-            groups[name] = evaluate_ranked(ranked[rows], split, users[rows], genres=facts.genres, relevant=held)
+            groups[name] = evaluate_ranked(ranked[rows], split, users[rows], genres=items.genres, relevant=held)
     short = np.array([r for r, u in enumerate(users) if len(split.train_sequences[u]) <= SHORT_HISTORY],
                      dtype=np.int64)
     if len(short):
         groups[f"history <= {SHORT_HISTORY}"] = evaluate_ranked(ranked[short], split, users[short],
-                                                                 genres=facts.genres)
+                                                                 genres=items.genres)
     return groups
 
 

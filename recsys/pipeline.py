@@ -18,7 +18,7 @@ from recsys.features import build_feature_tables, build_item_features
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
-from recsys.metrics import ItemFacts, evaluate_full_ranking, rank_full, report
+from recsys.metrics import evaluate_full_ranking, rank_full, report
 from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
 from recsys.training import Checkpoints
 
@@ -159,13 +159,13 @@ def beyond_accuracy_report(run_folder: Path) -> dict[str, dict[str, dict[str, fl
     """recsys.metrics.report of every member alone and of the served cascade on the test split:
     kind -> user group -> metric; saved with the run as report.json."""
     run = load_run(run_folder)
-    split, facts = run.protocol.test, ItemFacts.of(run.items)
+    split, items = run.protocol.test, run.catalog.item_features
     reports = {}
     for member in run.members:
         ranked, users = rank_full(member.user_scores(split), split)
-        reports[member.name] = report(ranked, split, users, facts)
+        reports[member.name] = report(ranked, split, users, items)
     lists = cascade_lists(run)
-    reports[CASCADE] = report(rank_lists(lists.items, run.fusion.score(lists)), split, lists.users, facts)
+    reports[CASCADE] = report(rank_lists(lists.items, run.fusion.score(lists)), split, lists.users, items)
     (Path(run_folder) / REPORT_FILE).write_text(json.dumps(reports, indent=2))
     return reports
 

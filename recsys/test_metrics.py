@@ -9,8 +9,8 @@ import pytest
 
 from recsys.data.catalog import Domain, Item
 from recsys.data.splits import Split
+from recsys.features import build_item_features
 from recsys.metrics import (
-    ItemFacts,
     evaluate_ranked,
     gini,
     intra_list_diversity,
@@ -105,7 +105,7 @@ def test_report_breaks_down_by_held_out_domain_and_short_histories() -> None:
     split = Split(3, 8, [np.array([0]), long_history, np.array([1, 2])],
                   [np.array([3]), np.array([3, 4]), np.array([5])], "t")
     ranked = np.array([[3, 4] + [-1] * 18, [4, 3] + [-1] * 18, [6, 5] + [-1] * 18])
-    groups = report(ranked, split, np.array([0, 1, 2]), ItemFacts.of(items))
+    groups = report(ranked, split, np.array([0, 1, 2]), build_item_features(items))
     assert set(groups) == {"all", "domain movie", "domain tv", "history <= 5"}
     assert groups["domain movie"]["users"] == 2 and groups["domain tv"]["users"] == 2
     # user 1's list puts the TV item 4 first: a perfect TV list, a movie hit only at rank 2
@@ -118,5 +118,5 @@ def test_report_breaks_down_by_held_out_domain_and_short_histories() -> None:
 def test_a_single_domain_report_has_no_domain_breakdown() -> None:
     items = [Item(str(i), f"t{i}", ("Drama",), None, Domain.MOVIE) for i in range(3)]
     split = Split(1, 3, [np.array([0])], [np.array([1])], "t")
-    groups = report(np.array([[1, 2] + [-1] * 18]), split, np.array([0]), ItemFacts.of(items))
+    groups = report(np.array([[1, 2] + [-1] * 18]), split, np.array([0]), build_item_features(items))
     assert set(groups) == {"all", "history <= 5"}
