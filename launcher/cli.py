@@ -142,7 +142,8 @@ def _training_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime)."),
         click.option("--split", type=click.Choice(SPLITS), default="auto", show_default=True,
                      help="auto: the data set's fixed split, else leave-one-out by time, else a seeded random item; "
-                     "loo-time: leave-one-out by time (refused without timestamps; ml-1m reads its ratings file)."),
+                     "loo-time: leave-one-out by time (refused without timestamps; ml-1m reads its ratings file); "
+                     "movie-to-tv, tv-to-movie: cross-domain, test users keep only their source-domain items."),
         click.option("--set", "assignments", multiple=True, metavar="KIND.PARAM=VALUE",
                      help="A model kind's hyper-parameter, e.g. two_tower.epochs=5 (repeatable)."),
     ]):

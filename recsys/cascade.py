@@ -57,13 +57,13 @@ def candidate_lists(
     batch_users: int = 512,
 ) -> CandidateLists:
     """Candidate lists of ``split``'s held-out users from their recent training history, excluding
-    every training item."""
+    every training item (and, for a cross-domain split, every item outside its target domain)."""
     users = split.test_users()
     parts = []
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
         histories = recent([split.train_sequences[u] for u in batch], tables.history_length)
-        items = retrieve(retrievers, histories, [split.train_sequences[u] for u in batch], depth)
+        items = retrieve(retrievers, histories, split.excluded(batch), depth)
         features = list_features(members, tables, histories, items)
         features[items == PAD] = 0.0
         parts.append((batch, items, features))

@@ -165,12 +165,13 @@ def report(
 
 
 def rank_full(score: ScoreFunction, split: Split, *, batch_users: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The test users of ``split`` and their top DEPTH items by ``score``, train items excluded."""
+    """The test users of ``split`` and their top DEPTH items by ``score``, what the split excludes
+    (their train items; items outside its target) left out."""
     users = split.test_users()
     ranked_rows = []
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        ranked_rows.append(top_k_excluding(score(batch), [split.train_sequences[u] for u in batch], DEPTH))
+        ranked_rows.append(top_k_excluding(score(batch), split.excluded(batch), DEPTH))
     ranked = np.concatenate(ranked_rows) if ranked_rows else np.zeros((0, DEPTH), dtype=np.int64)
     return ranked, users
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cinesync.splits import CROSS_DOMAIN
 from recsys.candidates import CandidateLists, evaluate_lists, rank_lists
 from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
@@ -31,7 +32,7 @@ CASCADE = "cascade"  # the metrics key of what serving runs
 class PipelineSpec:
     """Which kinds a pipeline trains and how the served cascade combines them."""
 
-    # Empty: the defaults for the split (next-watch, loo-time, adds the order-aware kinds).
+    # Empty: the defaults for the split (loo-time adds the order-aware kinds, a cross-domain split ease_transfer).
     members: list[str] = field(default_factory=list)
     retrievers: list[str] = field(default_factory=list)
     fusion: str = "dcn_fusion"
@@ -42,11 +43,13 @@ class PipelineSpec:
     split: str = "auto"  # recsys.data.splits.make_protocol's choices
 
     def __post_init__(self) -> None:
-        next_watch = self.split == "loo-time"
+        next_watch, cross_domain = self.split == "loo-time", self.split in CROSS_DOMAIN
         if not self.members:
-            self.members = ["popularity", "ease", "two_tower", *(["slist", "sasrec"] if next_watch else [])]
+            self.members = ["popularity", "ease", "two_tower", *(["slist", "sasrec"] if next_watch else []),
+                            *(["ease_transfer"] if cross_domain else [])]
         if not self.retrievers:
-            self.retrievers = ["ease", "two_tower", *(["sasrec"] if next_watch else [])]
+            self.retrievers = [*(["ease_transfer"] if cross_domain else []), "ease", "two_tower",
+                               *(["sasrec"] if next_watch else [])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -138,7 +138,8 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
         manifest=manifest,
         items=items,
         user_ids=list(catalog_json["user_ids"]),
-        protocol=Protocol(test=test, validation=validation, by_time=bool(manifest["ordered"])),
+        protocol=Protocol(test=test, validation=validation, by_time=bool(manifest["ordered"]),
+                          target_domain=manifest["split"].get("target_domain")),
         spec=spec,
         catalog=catalog,
         members=members,  # type: ignore[arg-type]

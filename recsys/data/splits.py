@@ -3,6 +3,11 @@
 Test: the data set's published fixed split where it has one; otherwise each user's latest item by
 time, or a seeded random item where the data has no timestamps (file order is not time). The
 validation split is carved out of train by the same rule, so choices made on it transfer to test.
+
+Cross-domain (movie-to-tv, tv-to-movie): of the users with at least CROSS_DOMAIN_MIN_ITEMS items in
+each domain, a seeded CROSS_DOMAIN_SHARE are test users whose every target-domain item is held out
+and whose training part keeps only their source-domain items; another such share, disjoint, is
+validation. Only target-domain items are ranked for them (``Split.target``).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cinesync.splits import SPLITS
+from cinesync.splits import CROSS_DOMAIN, SPLITS
+from recsys.data.catalog import Domain
 from recsys.data.dataset import InteractionDataset
 
 MIN_TRAIN_ITEMS = 1  # a user keeps at least this many training items when items are held out
 HOLDOUT_SEED = 2026
+CROSS_DOMAIN_MIN_ITEMS = 5  # in each domain, for a user to be a cross-domain evaluation user
+CROSS_DOMAIN_SHARE = 0.2  # of those users, held out for test (and as many again for validation)
 
 
 class SplitTooSmall(ValueError):
@@ -29,13 +37,23 @@ class SplitUnavailable(ValueError):
 
 @dataclass
 class Split:
-    """Per-user train sequences (time order where known) and held-out evaluation items."""
+    """Per-user train sequences (time order where known) and held-out evaluation items; ``target``,
+    where set, marks the only items evaluation ranks (a cross-domain split's target domain)."""
 
     n_users: int
     n_items: int
     train_sequences: list[np.ndarray]
     test_items: list[np.ndarray]
     kind: str
+    target: np.ndarray | None = None  # bool [n_items]
+
+    def excluded(self, users: np.ndarray) -> list[np.ndarray]:
+        """Per user, the items evaluation never ranks for them: their training items, and every item
+        outside the target where the split has one."""
+        if self.target is None:
+            return [self.train_sequences[u] for u in users]
+        outside = np.flatnonzero(~self.target)
+        return [np.union1d(self.train_sequences[u], outside) for u in users]
 
     def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         users = np.repeat(np.arange(self.n_users), [len(s) for s in self.train_sequences])
@@ -56,12 +74,15 @@ class Split:
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Flat arrays for np.savez, named ``<prefix>_...``; ``from_arrays`` reads them back."""
-        return {
+        arrays = {
             f"{prefix}_train": np.concatenate(self.train_sequences).astype(np.int64),
             f"{prefix}_train_lengths": np.array([len(s) for s in self.train_sequences]),
             f"{prefix}_held": np.concatenate(self.test_items).astype(np.int64),
             f"{prefix}_held_lengths": np.array([len(t) for t in self.test_items]),
         }
+        if self.target is not None:
+            arrays[f"{prefix}_target"] = self.target
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str, *, n_items: int, kind: str) -> Split:
@@ -71,7 +92,8 @@ class Split:
             return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
         train, held = unpack("train"), unpack("held")
-        return cls(len(train), n_items, train, held, kind)
+        target = arrays[f"{prefix}_target"].astype(bool) if f"{prefix}_target" in arrays else None
+        return cls(len(train), n_items, train, held, kind, target)
 
 
 @dataclass
@@ -81,6 +103,7 @@ class Protocol:
     test: Split
     validation: Split
     by_time: bool
+    target_domain: str | None = None  # the domain a cross-domain split ranks
 
     def summary(self) -> dict[str, object]:
         return {
@@ -88,6 +111,7 @@ class Protocol:
             "validation": self.validation.kind,
             "test_users": len(self.test.test_users()),
             "validation_users": len(self.validation.test_users()),
+            "target_domain": self.target_domain,
         }
 
 
@@ -180,10 +204,47 @@ def validation_split(test: Split, *, by_time: bool, seed: int = HOLDOUT_SEED + 1
     )
 
 
+def cross_domain_protocol(dataset: InteractionDataset, source: Domain, target: Domain, *,
+                          seed: int = HOLDOUT_SEED) -> Protocol:
+    """Test and validation users drawn (seeded, disjoint) from those with CROSS_DOMAIN_MIN_ITEMS
+    items in both domains; each keeps only source-domain items for training and is evaluated on all
+    of their target-domain items, ranked among target-domain items only."""
+    domains = dataset.domains()
+    codes = {domain: list(Domain).index(domain) for domain in (source, target)}
+    sequences = _ordered(dataset, np.ones(dataset.n_interactions, dtype=bool))
+    counts = np.array([[np.sum(domains[s] == codes[d]) for d in (source, target)] for s in sequences]).reshape(-1, 2)
+    eligible = np.flatnonzero((counts >= CROSS_DOMAIN_MIN_ITEMS).all(axis=1))
+    share = round(CROSS_DOMAIN_SHARE * len(eligible))
+    if share < 1:
+        raise SplitUnavailable(
+            f"{dataset.name}: the {source.value}-to-{target.value} split needs users with at least "
+            f"{CROSS_DOMAIN_MIN_ITEMS} {source.value} and {CROSS_DOMAIN_MIN_ITEMS} {target.value} items; "
+            f"{len(eligible)} have them"
+        )
+    drawn = np.random.default_rng(seed).permutation(eligible)
+    in_target = domains == codes[target]
+    describe = (f"{source.value} -> {target.value}: {CROSS_DOMAIN_SHARE:.0%} of the {len(eligible)} users with "
+                f">= {CROSS_DOMAIN_MIN_ITEMS} items in each domain (seed {seed}), their {target.value} items held out")
+
+    def hiding(train: list[np.ndarray], users: np.ndarray, kind: str) -> Split:
+        train, held = list(train), [s[:0] for s in train]
+        for user in users:
+            held[user] = train[user][in_target[train[user]]]
+            train[user] = train[user][domains[train[user]] == codes[source]]
+        return Split(dataset.n_users, dataset.n_items, train, held, kind, in_target)
+
+    test = hiding(sequences, drawn[:share], describe)
+    validation = hiding(test.train_sequences, drawn[share : 2 * share], "validation: " + describe.replace(
+        f"(seed {seed})", f"(seed {seed}, the next {share} users)"))
+    return Protocol(test=test, validation=validation, by_time=dataset.timestamps is not None,
+                    target_domain=target.value)
+
+
 def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protocol:
     """Test split, then validation carved from its training part. ``split``: "auto" (the data set's
-    fixed split, else leave-one-out by time, else a seeded random held-out item) or "loo-time"
-    (leave-one-out by time, validation each user's second-latest item; refused without timestamps)."""
+    fixed split, else leave-one-out by time, else a seeded random held-out item), "loo-time"
+    (leave-one-out by time, validation each user's second-latest item; refused without timestamps)
+    or a cross-domain split (``cross_domain_protocol``)."""
     if split not in SPLITS:
         raise SplitUnavailable(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if split == "loo-time" and dataset.timestamps is None:
@@ -191,6 +252,9 @@ def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protoc
             f"{dataset.name}: the loo-time split needs timestamps, and this data set has none "
             "(file order is not time); use --split auto"
         )
+    if split in CROSS_DOMAIN:
+        source, target = CROSS_DOMAIN[split]
+        return cross_domain_protocol(dataset, Domain(source), Domain(target))
     by_time = dataset.timestamps is not None
     test = evaluation_split(dataset)
     return Protocol(test=test, validation=validation_split(test, by_time=by_time), by_time=by_time)

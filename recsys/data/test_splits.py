@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.data.catalog import Domain, Item
-from recsys.data.dataset import DatasetBuilder
+from recsys.data.dataset import DatasetBuilder, InteractionDataset
 from recsys.data.splits import SplitTooSmall, evaluation_split, make_protocol
 
 
@@ -66,3 +66,63 @@ def test_a_data_set_too_small_to_split_names_its_counts() -> None:
     builder.add("b", "1")
     with pytest.raises(SplitTooSmall, match=r"2 users, 2 interactions, at most 1 per user"):
         make_protocol(builder.build(has_timestamps=True))
+
+
+def two_domain_data(n_users: int = 40, seed: int = 0) -> InteractionDataset:
+    """Users with 6 movie and 6 TV items each (items 0-19 movies, 20-39 TV), a few with movies only."""
+    items = [Item(str(i), f"t{i}", (), None, Domain.MOVIE if i < 20 else Domain.TV) for i in range(40)]
+    builder = DatasetBuilder("two", items)
+    rng = np.random.default_rng(seed)
+    for user in range(n_users):
+        movies = rng.choice(20, 6, replace=False)
+        shows = rng.choice(np.arange(20, 40), 6 if user % 8 else 2, replace=False)  # every 8th user: too few TV
+        for item in np.concatenate([movies, shows]):
+            builder.add(f"u{user}", str(item))
+    return builder.build(has_timestamps=False)
+
+
+@pytest.mark.parametrize(("split", "source", "target"), [("movie-to-tv", range(20), range(20, 40)),
+                                                         ("tv-to-movie", range(20, 40), range(20))])
+def test_cross_domain_split_hides_every_target_item_of_a_seeded_share_of_two_domain_users(
+        split: str, source: range, target: range) -> None:
+    dataset = two_domain_data()
+    protocol = make_protocol(dataset, split=split)
+    test, validation = protocol.test, protocol.validation
+    eligible = [u for u in range(40) if u % 8]  # 35 users with >= 5 items in both domains
+    test_users, validation_users = test.test_users(), validation.test_users()
+    assert len(test_users) == len(validation_users) == round(0.2 * len(eligible))
+    assert set(test_users) <= set(eligible) and not set(test_users) & set(validation_users)
+    for user in test_users:  # only source items to learn from, every target item to find
+        assert set(test.train_sequences[user]) <= set(source) and len(test.test_items[user]) >= 5
+        assert set(test.test_items[user]) <= set(target)
+    for user in set(range(40)) - set(test_users):
+        assert len(test.train_sequences[user]) in (8, 12) and not len(test.test_items[user])
+    for user in validation_users:  # carved from test's training part, so test items stay unseen
+        assert set(validation.train_sequences[user]) <= set(source) and set(validation.test_items[user]) <= set(target)
+    assert test.target is not None and test.target.tolist() == [i in target for i in range(40)]
+    assert protocol.target_domain == ("tv" if split == "movie-to-tv" else "movie")
+    # evaluation ranks target items only: everything outside the target is excluded, as are train items
+    excluded = test.excluded(test_users[:1])[0]
+    assert set(excluded) == set(source) | set(test.train_sequences[test_users[0]])
+    again = make_protocol(two_domain_data(), split=split)
+    assert np.array_equal(again.test.test_users(), test_users)  # seeded: reproducible
+
+
+def test_cross_domain_split_round_trips_through_its_arrays() -> None:
+    from recsys.data.splits import Split
+
+    test = make_protocol(two_domain_data(), split="movie-to-tv").test
+    back = Split.from_arrays(test.to_arrays("test"), "test", n_items=40, kind=test.kind)
+    assert back.target is not None and test.target is not None and np.array_equal(back.target, test.target)
+    assert all(np.array_equal(a, b) for a, b in zip(back.test_items, test.test_items, strict=True))
+
+
+def test_cross_domain_split_without_two_domain_users_is_refused() -> None:
+    from recsys.data.splits import SplitUnavailable
+
+    builder = DatasetBuilder("movies", catalog(10))
+    for user in range(5):
+        for item in range(8):
+            builder.add(f"u{user}", str(item))
+    with pytest.raises(SplitUnavailable, match="movie-to-tv split needs users with at least 5 movie and 5 tv"):
+        make_protocol(builder.build(has_timestamps=False), split="movie-to-tv")

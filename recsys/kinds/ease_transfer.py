@@ -1,0 +1,90 @@
+"""EASE with transfer heads: the joint item-item EASE on both domains, whose cross-domain blocks are
+replaced by heads trained for transfer, so that a history from one domain alone predicts the other.
+
+For each ordered pair of domains (source s, target t), the head W_st = (X_sᵀX_s + μI)⁻¹ X_sᵀX_t is the
+ridge regression from a user's source-domain items to their target-domain items, fitted on the users
+whose training history spans both domains. In the joint EASE the target-domain items explain each
+other, so its source -> target weights stay small and a source-only history (a new TV viewer who only
+watched films) gets little from them; W_st is fitted on exactly that input. The in-domain blocks stay
+EASE's. μ is chosen on validation from a grid after EASE's own choices. The result is one item x item
+matrix: pruned, tilted, exported, retrieved and served exactly as EASE's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.data.splits import Split
+from recsys.kinds.base import Progress, no_progress, number_grid
+from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
+from recsys.metrics import K, evaluate_full_ranking
+
+
+@dataclass
+class EaseTransferParams(EaseParams):
+    transfer_l2_grid: str = "20,50,200,500,1000"  # μ candidates of the transfer heads' ridge
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ = self.transfer_grid
+
+    @property
+    def transfer_grid(self) -> list[float]:
+        return number_grid(self.transfer_l2_grid, name="transfer_l2_grid", example="50,200,500")
+
+
+def transfer_heads(history: np.ndarray, domains: np.ndarray, l2: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(source items, target items, W [source, target]) for each ordered pair of the domains present,
+    fitted on the rows of ``history`` that have items in both."""
+    heads = []
+    present = np.unique(domains)
+    for source in present:
+        for target in present[present != source]:
+            src, tgt = np.flatnonzero(domains == source), np.flatnonzero(domains == target)
+            both = (history[:, src].sum(axis=1) > 0) & (history[:, tgt].sum(axis=1) > 0)
+            inputs = history[np.ix_(both, src)].astype(np.float64)
+            outputs = history[np.ix_(both, tgt)].astype(np.float64)
+            weights = np.linalg.solve(inputs.T @ inputs + l2 * np.eye(len(src)), inputs.T @ outputs)
+            heads.append((src, tgt, weights.astype(np.float32)))
+    return heads
+
+
+class EaseTransfer(Ease):
+    """Joint EASE with ridge transfer heads between domains; scores and serves as EASE does."""
+
+    name = "ease_transfer"
+    Params = EaseTransferParams
+    params: EaseTransferParams
+
+    def _with_heads(self, joint: np.ndarray, history: np.ndarray, gram: np.ndarray,
+                    choice: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Pruned, tilted sources and weights: ``joint`` EASE with its cross-domain blocks replaced by
+        the transfer heads of ridge ``choice["transfer_l2"]``."""
+        weights = joint.copy()
+        for src, tgt, head in transfer_heads(history, self.catalog.item_features.domain, choice["transfer_l2"]):
+            weights[np.ix_(src, tgt)] = head
+        sources, kept = prune(weights, self.params.neighbours)
+        return sources, tilted(kept, np.diag(gram), choice["popularity_tilt"])
+
+    def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
+        history = history_matrix(sequences, self.catalog.n_items)
+        gram = gram_of(history)
+        self._set_state(*self._with_heads(ease_weights(gram, choice["l2"], choice["emphasis"]), history, gram, choice))
+
+    def fit(self, split: Split, progress: Progress = no_progress) -> None:
+        super().fit(split, progress)  # λ, c and β of the joint model
+        history = history_matrix(split.train_sequences, self.catalog.n_items)
+        gram = gram_of(history)
+        joint = ease_weights(gram, self.chosen["l2"], self.chosen["emphasis"])
+        best_ndcg, best_l2, best_state = -np.inf, 0.0, (self.sources, self.weights)
+        grid = self.params.transfer_grid
+        for step, transfer_l2 in enumerate(grid, start=1):
+            self._set_state(*self._with_heads(joint, history, gram, {**self.chosen, "transfer_l2": transfer_l2}))
+            ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
+            if ndcg > best_ndcg:
+                best_ndcg, best_l2, best_state = ndcg, transfer_l2, (self.sources, self.weights)
+            progress("ease_transfer μ search", step, len(grid), best_ndcg, f"best validation ndcg@{K}")
+        self.chosen = {**self.chosen, "transfer_l2": best_l2, f"validation_ndcg@{K}": best_ndcg}
+        self._set_state(*best_state)
