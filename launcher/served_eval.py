@@ -29,8 +29,9 @@ class ServedEvaluation:
 def evaluate_served(
     address: str, run_dir: Path, *, workers: int = 4, timeout: float = 10.0, send_histories: bool = False
 ) -> ServedEvaluation:
-    """Recommend (k = the deepest cut-off, all domains, seen items excluded) for every test user of
-    the run at ``run_dir``, then the test metrics of those answers. With ``send_histories`` each
+    """Recommend (k = the deepest cut-off, seen items excluded, in the target domain of a cross-domain
+    split, else all domains) for every test user of the run at ``run_dir``, then the test metrics of
+    those answers. With ``send_histories`` each
     request carries the user's training history (item ids, oldest first), as a client that keeps it
     on the device would, instead of the control plane reading its own."""
     run_dir = Path(run_dir)
@@ -42,13 +43,15 @@ def evaluate_served(
         split = Split.from_arrays(arrays, "test", n_items=len(item_index), kind=manifest["split"]["test"])
     users = split.test_users()
     depth = DEPTH
+    target = manifest["split"].get("target_domain")
+    domain = pb.Domain.Value(f"DOMAIN_{target.upper()}") if target else pb.DOMAIN_ANY
     with grpc.insecure_channel(address) as channel:
         call = pb_grpc.RecommendationServiceStub(channel).Recommend
 
         def ask(user: int) -> pb.RecommendResponse:
             history = [item_ids[i] for i in split.train_sequences[user]] if send_histories else []
             request = pb.RecommendRequest(user_id=catalog["user_ids"][user], k=depth, exclude_seen=True,
-                                          history=history)
+                                          history=history, domain=domain)
             response: pb.RecommendResponse = call(request, timeout=timeout)
             return response
 
