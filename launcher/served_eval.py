@@ -44,7 +44,7 @@ def evaluate_served(
     users = split.test_users()
     depth = DEPTH
     target = manifest["split"].get("target_domain")
-    domain = pb.Domain.Value(f"DOMAIN_{target.upper()}") if target else pb.DOMAIN_ANY
+    domain = f"DOMAIN_{(target or 'any').upper()}"
     with grpc.insecure_channel(address) as channel:
         call = pb_grpc.RecommendationServiceStub(channel).Recommend
 
