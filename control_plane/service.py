@@ -1,6 +1,7 @@
-"""The Recommend and RecordFeedback RPCs: validate, route to an experiment's variant, find the user's
-history (sent with the request, live in Redis, or as published), encode it and gather candidates,
-rank with Triton, fall back without hanging, log the exposure; a WATCH enters the live history."""
+"""The Recommend, RecommendGroup and RecordFeedback RPCs: validate, route to an experiment's variant,
+find the user's history (sent with the request, live in Redis, or as published), encode it and gather
+candidates, rank with Triton, fall back without hanging, log the exposure; a WATCH enters the live
+history. A group's members are each retrieved and ranked that way, then aggregated."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cinesync import triton
+from cinesync.groups import aggregate
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import ServingBundle
@@ -37,9 +39,11 @@ from control_plane.model_state import ModelState, ServingState
 from control_plane.ranking import RankingUnavailable, TritonRanker
 from control_plane.validation import (
     DOMAIN_VALUES,
+    GroupQuery,
     InvalidRequest,
     RecommendQuery,
     parse_feedback,
+    parse_group_request,
     parse_request,
     shorten,
 )
@@ -52,6 +56,20 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, code: grpc.Stat
     ERRORS.labels(method, code.name).inc()
     await context.abort(code, shorten(message))
     raise AssertionError("ServicerContext.abort returns only by raising")
+
+
+def interleaved(lists: Sequence[NDArray[np.int64]], *, limit: int) -> NDArray[np.int64]:
+    """The items of ``lists`` taken in turn (each list's first, then each one's second, ...), each
+    item once, at most ``limit`` of them."""
+    width = max((len(items) for items in lists), default=0)
+    grid = np.full((width, len(lists)), -1, dtype=np.int64)
+    for column, items in enumerate(lists):
+        grid[: len(items), column] = items
+    flat = grid.reshape(-1)
+    flat = flat[flat >= 0]
+    _, first = np.unique(flat, return_index=True)
+    chosen: NDArray[np.int64] = flat[np.sort(first)][:limit]
+    return chosen
 
 
 def explain(state: ServingState, history: NDArray[np.int64], items: NDArray[np.int64]) -> list[int | None]:
@@ -148,6 +166,69 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         FEEDBACK.labels(record.kind, "unknown" if matched is None else str(matched).lower()).inc()
         return pb.FeedbackResponse(matched_exposure=bool(matched))
 
+    async def RecommendGroup(
+        self, request: pb.GroupRecommendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendResponse:
+        started = time.perf_counter()
+        try:
+            query = parse_group_request(request)
+        except InvalidRequest as error:
+            REQUESTS.labels("invalid").inc()
+            await _abort(context, "RecommendGroup", grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        state = self.models.state
+        if state is None:
+            REQUESTS.labels("unavailable").inc()
+            await _abort(context, "RecommendGroup", grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+        found = await asyncio.gather(*(self._history(member, state) for member in query.members))
+        histories = [history for history, _ in found if len(history)]
+        if not histories:  # nobody with a known history: the domain's popular items
+            response = self._cold_start(state, query.members[0])
+        else:
+            response = await self._group(state, query, histories, context.time_remaining())
+        problems = sorted({problem for _, problem in found if problem})
+        if problems:
+            response.degraded = True
+            response.degraded_reason = "; ".join([*problems, *filter(None, [response.degraded_reason])])
+        response.request_id = uuid.uuid4().hex
+        REQUESTS.labels("cold_start" if response.cold_start else "degraded" if response.degraded else "group").inc()
+        LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    async def _group(
+        self, state: ServingState, query: GroupQuery, histories: list[NDArray[np.int64]], time_remaining: float | None
+    ) -> pb.RecommendResponse:
+        """Each member's candidates, interleaved (each member's best first) into the group's; every
+        member's Triton scores of all of them, aggregated by cinesync.groups.aggregate."""
+        bundle = state.bundle
+        seen = np.unique(np.concatenate(histories))
+        exclude = seen if query.exclude_seen else np.zeros(0, dtype=np.int64)
+        deadline = self._deadline(time_remaining)
+        depth = max(self.candidates or bundle.depth, query.k)
+        retrieved = await asyncio.gather(*(self._retrieve(state, history, query.domain, depth, exclude, deadline, "")
+                                           for history in histories))
+        items = interleaved([found[0] for found in retrieved], limit=triton.MAX_CANDIDATES)
+        reasons = sorted({reason for found in retrieved for reason in found[3]})
+        if not len(items):
+            popular = self._popular(state, query.members[0], exclude)
+            return self._response(state, popular, bundle.popularity[popular], ranked_by=pb.RANKED_BY_POPULARITY,
+                                  degraded=True, degraded_reason="; ".join(reasons) or "no candidates")
+        ranker = self.models.ranker
+        problem = "; ".join(reasons) or self._rank_problem(ranker, deadline)
+        if not problem:
+            try:
+                scores = await asyncio.gather(*(self._rank(history, items, found[2], bundle, bundle.version, deadline)
+                                                for history, found in zip(histories, retrieved, strict=True)))
+                group = aggregate(np.stack(scores)).astype(np.float32)
+                order = np.argsort(-group, kind="stable")[: query.k]
+                return self._response(state, items[order], group[order], ranked_by=pb.RANKED_BY_TRITON)
+            except RankingUnavailable as error:
+                RANKING_FAILURES.inc()
+                problem = f"Triton ranking failed: {error}"
+                log.warning("%s", problem)
+        shown = items[: query.k]  # interleaved retrieval order: each member's best first
+        return self._response(state, shown, 1.0 / np.arange(1, len(shown) + 1, dtype=np.float32),
+                              ranked_by=pb.RANKED_BY_RETRIEVAL, degraded=True, degraded_reason=problem)
+
     async def _history(self, query: RecommendQuery, state: ServingState) -> tuple[NDArray[np.int64], str]:
         """The user's history as item indices, oldest first, and why it is not the live one ("" when
         it is, or when the request sent its own): the request's, else Redis's, else the published one."""
@@ -203,25 +284,11 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         bundle = state.bundle
         exclude = history if query.exclude_seen else np.zeros(0, dtype=np.int64)
         recent = history[-bundle.history_length :]
-        encoded = triton.history_row(history, bundle.history_length)
-        budget = self.ranking_timeout
-        if time_remaining is not None:
-            budget = min(budget, time_remaining - DEADLINE_MARGIN_S)
-        deadline = time.monotonic() + budget
+        deadline = self._deadline(time_remaining)
         ranker = self.models.ranker
-        reasons: list[str] = []
-        vectors: dict[str, NDArray[np.float32]] = {}
-        started = time.perf_counter()
-        if bundle.encoders:  # at most half the time: a silent Triton leaves the rest for the answer
-            vectors, problem = await self._encode(encoded, bundle.encoders, bundle.version,
-                                                  time.monotonic() + budget / 2)
-            if problem:
-                reasons.append(problem)
         depth = max(self.candidates or bundle.depth, query.k)
-        # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
-        items, scores = await asyncio.to_thread(state.candidates, recent, vectors, depth, domain=query.domain,
-                                                exclude=exclude)
-        STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
+        items, scores, vectors, reasons = await self._retrieve(state, history, query.domain, depth, exclude,
+                                                               deadline, variant)
         because = (lambda chosen: explain(state, recent, chosen)) if query.explain else None
         if not len(items):  # every retriever needed an encoder Triton did not answer for
             popular = self._popular(state, query, exclude)
@@ -247,6 +314,35 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             state, items[: query.k], scores[: query.k], ranked_by=pb.RANKED_BY_RETRIEVAL,
             degraded=bool(reasons), degraded_reason="; ".join(reasons), because=because,
         )
+
+    def _deadline(self, time_remaining: float | None) -> float:
+        """When ranking must be done: the ranking timeout, or sooner where the call's deadline is."""
+        budget = self.ranking_timeout
+        if time_remaining is not None:
+            budget = min(budget, time_remaining - DEADLINE_MARGIN_S)
+        return time.monotonic() + budget
+
+    async def _retrieve(
+        self, state: ServingState, history: NDArray[np.int64], domain: str, depth: int, exclude: NDArray[np.int64],
+        deadline: float, variant: str,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], dict[str, NDArray[np.float32]], list[str]]:
+        """Candidates and their retrieval scores for ``history``, the user vectors Triton encoded for
+        it, and why any are missing."""
+        bundle = state.bundle
+        reasons: list[str] = []
+        vectors: dict[str, NDArray[np.float32]] = {}
+        started = time.perf_counter()
+        if bundle.encoders:  # at most half the time: a silent Triton leaves the rest for the answer
+            encoded = triton.history_row(history, bundle.history_length)
+            vectors, problem = await self._encode(encoded, bundle.encoders, bundle.version,
+                                                  time.monotonic() + (deadline - time.monotonic()) / 2)
+            if problem:
+                reasons.append(problem)
+        # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
+        items, scores = await asyncio.to_thread(state.candidates, history[-bundle.history_length :], vectors, depth,
+                                                domain=domain, exclude=exclude)
+        STAGE_LATENCY.labels("retrieval", variant).observe(time.perf_counter() - started)
+        return items, scores, vectors, reasons
 
     @staticmethod
     def _rank_problem(ranker: TritonRanker | None, deadline: float) -> str:

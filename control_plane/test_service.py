@@ -43,9 +43,9 @@ def silent_triton() -> Iterator[str]:
         yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
-async def _call_with(serving_dir: Path, triton_url: str, requests: list[tuple[pb.RecommendRequest, float]]) -> list[
-    tuple[pb.RecommendResponse | grpc.StatusCode, float]
-]:
+async def _call_with(
+    serving_dir: Path, triton_url: str, requests: list[tuple[pb.RecommendRequest | pb.GroupRecommendRequest, float]]
+) -> list[tuple[pb.RecommendResponse | grpc.StatusCode, float]]:
     models = ModelState(serving_dir, TritonRanker(triton_url))
     models.ranker.load = _no_load  # type: ignore[union-attr,method-assign]  # loading would wait on the silent peer
     assert await models.refresh()
@@ -61,8 +61,9 @@ async def _call_with(serving_dir: Path, triton_url: str, requests: list[tuple[pb
             stub = pb_grpc.RecommendationServiceStub(channel)
             for request, timeout in requests:
                 started = time.perf_counter()
+                call = stub.RecommendGroup if isinstance(request, pb.GroupRecommendRequest) else stub.Recommend
                 try:
-                    results.append((await stub.Recommend(request, timeout=timeout), time.perf_counter() - started))
+                    results.append((await call(request, timeout=timeout), time.perf_counter() - started))
                 except grpc.aio.AioRpcError as error:
                     results.append((error.code(), time.perf_counter() - started))
     finally:
@@ -194,3 +195,32 @@ def test_live_history_watches_change_the_next_answer_and_redis_away_falls_back(
 
     with own_redis(url, tmp_path) as process:
         asyncio.run(scenario(process))
+
+
+def test_group_requests_leave_out_every_members_seen_items_and_bad_groups_are_refused(
+    small_run: Path, serving_dir: Path
+) -> None:
+    run = load_run(small_run)
+    ids = [item.item_id for item in run.items]
+    users = [run.user_ids[u] for u in (0, 1, 2)]
+    seen = {ids[i] for u in (0, 1, 2) for i in run.history.train_sequences[u]}
+    stranger = pb.GroupMember(history=[ids[i] for i in run.history.train_sequences[5][-3:]])
+    member = pb.GroupMember
+    requests: list[tuple[pb.RecommendRequest | pb.GroupRecommendRequest, float]] = [
+        (pb.GroupRecommendRequest(members=[member(user_id=u) for u in users], k=10), 5.0),
+        (pb.GroupRecommendRequest(members=[member(user_id=users[0]), stranger], k=10, domain=pb.DOMAIN_TV), 5.0),
+        (pb.GroupRecommendRequest(members=[member(user_id="nobody"), member(history=["no-such-item"])], k=4), 5.0),
+        (pb.GroupRecommendRequest(members=[], k=10), 5.0),
+        (pb.GroupRecommendRequest(members=[member(user_id=f"u{n}") for n in range(21)], k=10), 5.0),
+        (pb.GroupRecommendRequest(members=[member(user_id=users[0]), member()], k=10), 5.0),
+        (pb.GroupRecommendRequest(members=[member(history=["ok", "bad id!"])], k=10), 5.0),
+    ]
+    results = asyncio.run(_call_with(serving_dir, f"127.0.0.1:{free_port()}", requests))  # Triton unreachable
+    three, with_stranger, cold, *refused = (r for r, _ in results)
+    assert isinstance(three, pb.RecommendResponse) and not three.cold_start and len(three.items) == 10
+    assert three.ranked_by == pb.RANKED_BY_RETRIEVAL and three.degraded  # no Triton: interleaved retrieval order
+    assert not seen & {item.item_id for item in three.items}
+    assert isinstance(with_stranger, pb.RecommendResponse) and all(i.domain == pb.DOMAIN_TV for i in with_stranger.items)
+    assert not set(stranger.history) & {item.item_id for item in with_stranger.items}
+    assert isinstance(cold, pb.RecommendResponse) and cold.cold_start and len(cold.items) == 4
+    assert refused == [grpc.StatusCode.INVALID_ARGUMENT] * 4

@@ -1,12 +1,14 @@
-"""Checks Recommend and RecordFeedback requests; every problem becomes an INVALID_ARGUMENT message."""
+"""Checks Recommend, RecommendGroup and RecordFeedback requests; every problem becomes an INVALID_ARGUMENT message."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from cinesync.groups import MAX_MEMBERS
 from cinesync.v1 import recommendation_pb2 as pb
 from control_plane.experiments.store import Feedback
 
@@ -44,21 +46,61 @@ class RecommendQuery:
     history: tuple[str, ...] | None = None  # item ids, most recent last, when the request sent them
 
 
+@dataclass(frozen=True)
+class GroupQuery:
+    """A group request: each member as a query of its own (user id and/or history), and the group's
+    k, domain and exclude_seen."""
+
+    members: tuple[RecommendQuery, ...]
+    k: int
+    domain: str
+    exclude_seen: bool
+
+
+def _k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+def _domain(value: int) -> str:
+    domain = DOMAINS.get(value)
+    if domain is None:
+        raise InvalidRequest(f"unknown domain {value}: expected DOMAIN_ANY, DOMAIN_MOVIE or DOMAIN_TV")
+    return domain
+
+
+def _history(item_ids: Sequence[str], field: str) -> tuple[str, ...] | None:
+    """The most recent MAX_HISTORY ids of a sent history (None when empty), each checked."""
+    for position, item_id in enumerate(item_ids):
+        if not ITEM_ID.fullmatch(item_id):
+            raise InvalidRequest(f"{field}[{position}] must be an item id: 1-128 characters of letters, digits "
+                                 f"and _ . : -, got {item_id!r}")
+    return tuple(item_ids[-MAX_HISTORY:]) if len(item_ids) else None
+
+
 def parse_request(request: pb.RecommendRequest) -> RecommendQuery:
     if not USER_ID.fullmatch(request.user_id):
         raise InvalidRequest("user_id must be 1-128 characters of letters, digits and _ . : -")
-    if not 1 <= request.k <= MAX_K:
-        raise InvalidRequest(f"k must be between 1 and {MAX_K}, got {request.k}")
-    domain = DOMAINS.get(request.domain)
-    if domain is None:
-        raise InvalidRequest(f"unknown domain {request.domain}: expected DOMAIN_ANY, DOMAIN_MOVIE or DOMAIN_TV")
     exclude_seen = request.exclude_seen if request.HasField("exclude_seen") else True
-    for position, item_id in enumerate(request.history):
-        if not ITEM_ID.fullmatch(item_id):
-            raise InvalidRequest(f"history[{position}] must be an item id: 1-128 characters of letters, digits "
-                                 f"and _ . : -, got {item_id!r}")
-    history = tuple(request.history[-MAX_HISTORY:]) if len(request.history) else None
-    return RecommendQuery(request.user_id, request.k, domain, exclude_seen, request.explain, history)
+    return RecommendQuery(request.user_id, _k(request.k), _domain(request.domain), exclude_seen, request.explain,
+                          _history(request.history, "history"))
+
+
+def parse_group_request(request: pb.GroupRecommendRequest) -> GroupQuery:
+    if not 1 <= len(request.members) <= MAX_MEMBERS:
+        raise InvalidRequest(f"members: a group has 1 to {MAX_MEMBERS} members, got {len(request.members)}")
+    k, domain = _k(request.k), _domain(request.domain)
+    exclude_seen = request.exclude_seen if request.HasField("exclude_seen") else True
+    members = []
+    for position, member in enumerate(request.members):
+        if member.user_id and not USER_ID.fullmatch(member.user_id):
+            raise InvalidRequest(f"members[{position}].user_id must be 1-128 characters of letters, digits and _ . : -")
+        history = _history(member.history, f"members[{position}].history")
+        if not member.user_id and history is None:
+            raise InvalidRequest(f"members[{position}] needs a user_id or a history")
+        members.append(RecommendQuery(member.user_id, k, domain, exclude_seen, history=history))
+    return GroupQuery(tuple(members), k, domain, exclude_seen)
 
 
 def parse_feedback(request: pb.FeedbackRequest) -> Feedback:

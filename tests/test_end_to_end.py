@@ -32,6 +32,8 @@ from launcher.served_eval import evaluate_served
 from launcher.services.process import ManagedProcess, free_port
 from launcher.stack import Stack
 from recsys.data import InteractionDataset, load_dataset
+from recsys.groups import GroupRanker
+from recsys.run import load_run
 from workers.tasks import training_pipeline
 
 pytestmark = pytest.mark.slow
@@ -139,6 +141,26 @@ def _count_exceeds(metrics_url: str, model: str, floor: float, timeout: float = 
     while (count := _exec_count(metrics_url, model)) <= floor and time.monotonic() < deadline:
         time.sleep(0.25)
     return count
+
+
+def test_a_group_is_ranked_by_triton_as_the_offline_aggregation(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
+) -> None:
+    """RecommendGroup: every member's candidates ranked for every member in Triton and aggregated,
+    the same list the offline group evaluation computes from the run (within float noise)."""
+    stack, result = served
+    run = load_run(Path(result["run_dir"]))
+    members = np.array([10, 11, 12])
+    wait_for_version(stack.grpc_address, dataset.user_ids[10], result["version"], timeout=60)
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        response = pb_grpc.RecommendationServiceStub(channel).RecommendGroup(pb.GroupRecommendRequest(
+            members=[pb.GroupMember(user_id=run.user_ids[m]) for m in members], k=10), timeout=10)
+    assert response.ranked_by == pb.RANKED_BY_TRITON and not response.degraded and not response.cold_start
+    served_ids = [item.item_id for item in response.items]
+    offline_ids = [run.items[i].item_id for i in GroupRanker(run, run.protocol.test).group_list(members, 10)]
+    assert len(set(served_ids) & set(offline_ids)) >= 9, (served_ids, offline_ids)
+    seen = {run.items[i].item_id for m in members for i in run.history.train_sequences[m]}
+    assert len(served_ids) == 10 and not seen & set(served_ids)
 
 
 def test_triton_metrics_count_fusion_and_scorer_executions(

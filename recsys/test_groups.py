@@ -1,0 +1,46 @@
+"""Groups offline: seeded groups of 2-5 test users, lists that leave out every member's seen items,
+and the aggregation rule on hand-checked scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cinesync.groups import aggregate
+from recsys.groups import GroupRanker, draw_groups, group_hit_rate
+from recsys.run import load_run
+
+
+def test_aggregate_averages_standardised_scores_and_sinks_what_one_member_hates() -> None:
+    scores = np.array([[3.0, 2.0, 1.0], [30.0, 20.0, 10.0]])  # same taste, ten times the scale
+    assert aggregate(scores, misery_weight=0.0) == pytest.approx(aggregate(scores[:1], misery_weight=0.0))
+    loved_and_hated = np.array([[2.0, 1.0, 0.0], [-5.0, 1.0, 0.9]])
+    plain, miserable = aggregate(loved_and_hated, misery_weight=0.0), aggregate(loved_and_hated, misery_weight=0.5)
+    assert np.argmax(miserable) == 1 and miserable[0] < plain[0]  # item 0: one member's worst by far
+    assert aggregate(np.ones((2, 3))) == pytest.approx(np.zeros(3))  # no spread: no preference
+
+
+def test_groups_are_seeded_and_two_to_five_distinct_users() -> None:
+    users = np.arange(100, 160)
+    groups = draw_groups(users, count=50, seed=1)
+    assert all(2 <= len(g) <= 5 and len(set(g)) == len(g) and set(g) <= set(users) for g in groups)
+    assert {len(g) for g in groups} == {2, 3, 4, 5}
+    assert all(np.array_equal(a, b) for a, b in zip(groups, draw_groups(users, count=50, seed=1), strict=True))
+
+
+def test_group_lists_leave_out_what_any_member_has_seen(small_run: Path) -> None:
+    run = load_run(small_run)
+    split = run.protocol.test
+    ranker = GroupRanker(run, split)
+    groups = draw_groups(split.test_users(), count=20)
+    for members in groups[:5]:
+        seen = set(np.concatenate([split.train_sequences[m] for m in members]).tolist())
+        for items in (ranker.group_list(members, 10), ranker.average_of_individual_lists(members, 10)):
+            assert len(items) == 10 and len(set(items.tolist())) == 10 and not seen & set(items.tolist())
+    lists = [ranker.group_list(members, 10) for members in groups]
+    assert 0 < group_hit_rate(lists, groups, split) <= 1
+    # a list holding one member's held-out item is a hit for the whole group
+    held = [split.test_items[members[-1]][:1] for members in groups]
+    assert group_hit_rate(held, groups, split) == 1.0
