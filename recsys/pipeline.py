@@ -14,12 +14,12 @@ from cinesync.splits import CROSS_DOMAIN
 from recsys.candidates import CandidateLists, evaluate_lists, rank_lists
 from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
-from recsys.data.splits import SPLITS, make_protocol
+from recsys.data.splits import COLD_ITEMS, SPLITS, make_protocol
 from recsys.features import build_feature_tables, build_item_features
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
-from recsys.metrics import evaluate_full_ranking, rank_full, report
+from recsys.metrics import evaluate_full_ranking, evaluate_ranked, rank_full, report
 from recsys.run import FITS, MANIFEST, TrainedRun, load_run, new_run_id, save_run
 from recsys.training import Checkpoints
 
@@ -32,7 +32,8 @@ CASCADE = "cascade"  # the metrics key of what serving runs
 class PipelineSpec:
     """Which kinds a pipeline trains and how the served cascade combines them."""
 
-    # Empty: the defaults for the split (loo-time adds the order-aware kinds, a cross-domain split ease_transfer).
+    # Empty: the defaults for the split (loo-time adds the order-aware kinds, a cross-domain split
+    # ease_transfer, cold-items ease_content).
     members: list[str] = field(default_factory=list)
     retrievers: list[str] = field(default_factory=list)
     fusion: str = "dcn_fusion"
@@ -44,12 +45,11 @@ class PipelineSpec:
 
     def __post_init__(self) -> None:
         next_watch, cross_domain = self.split == "loo-time", self.split in CROSS_DOMAIN
+        extra = ["ease_transfer"] if cross_domain else ["ease_content"] if self.split == COLD_ITEMS else []
         if not self.members:
-            self.members = ["popularity", "ease", "two_tower", *(["slist", "sasrec"] if next_watch else []),
-                            *(["ease_transfer"] if cross_domain else [])]
+            self.members = ["popularity", "ease", "two_tower", *(["slist", "sasrec"] if next_watch else []), *extra]
         if not self.retrievers:
-            self.retrievers = [*(["ease_transfer"] if cross_domain else []), "ease", "two_tower",
-                               *(["sasrec"] if next_watch else [])]
+            self.retrievers = [*extra, "ease", "two_tower", *(["sasrec"] if next_watch else [])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +95,7 @@ def catalog_of(dataset: InteractionDataset, *, history_length: int = DEFAULT_HIS
     return Catalog(
         n_users=dataset.n_users,
         n_items=dataset.n_items,
+        items=tuple(dataset.items),
         item_features=build_item_features(dataset.items),
         ordered=dataset.timestamps is not None,
         history_length=history_length,
@@ -170,6 +171,26 @@ def beyond_accuracy_report(run_folder: Path) -> dict[str, dict[str, dict[str, fl
     lists = cascade_lists(run)
     reports[CASCADE] = report(rank_lists(lists.items, run.fusion.score(lists)), split, lists.users, items)
     (Path(run_folder) / REPORT_FILE).write_text(json.dumps(reports, indent=2))
+    return reports
+
+
+def views_report(run_folder: Path, *, k: int = 20) -> dict[str, dict[str, dict[str, float]]]:
+    """Test metrics at ``k`` of every member and the served cascade on each of the protocol's views
+    (recsys.data.splits.Protocol.views: cold, warm and all items for a cold-item split): view -> kind
+    -> metric."""
+    run = load_run(run_folder)
+    wanted = (f"ndcg@{k}", f"recall@{k}", f"hr@{k}", "users")
+    reports: dict[str, dict[str, dict[str, float]]] = {}
+    for view, split in run.protocol.views().items():
+        by_kind = {}
+        for member in run.members:
+            ranked, users = rank_full(member.user_scores(split), split)
+            metrics = evaluate_ranked(ranked, split, users)
+            by_kind[member.name] = {name: metrics[name] for name in wanted}
+        lists = candidate_lists(run.members, run.spec.retrieving(run.members), run.tables, split, depth=run.spec.depth)
+        metrics = evaluate_lists(lists, run.fusion.score(lists), split)
+        by_kind[CASCADE] = {name: metrics[name] for name in wanted}
+        reports[view] = by_kind
     return reports
 
 

@@ -74,10 +74,12 @@ def save_run(
     (folder / "catalog.json").write_text(
         json.dumps({"items": [it.to_json() for it in dataset.items], "user_ids": dataset.user_ids})
     )
+    cold = {} if protocol.cold_items is None else {"cold_items": protocol.cold_items}
     np.savez(
         folder / "split.npz",
         **protocol.test.to_arrays("test"),
         **protocol.validation.to_arrays("validation"),
+        **cold,
     )
     for kind in [*members, fusion]:
         kind.save(folder / KINDS_DIR / kind.name)
@@ -115,9 +117,11 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
     with np.load(folder / "split.npz") as arrays:
         test = Split.from_arrays(arrays, "test", n_items=len(items), kind=manifest["split"]["test"])
         validation = Split.from_arrays(arrays, "validation", n_items=len(items), kind=manifest["split"]["validation"])
+        cold_items = arrays["cold_items"].astype(np.int64) if "cold_items" in arrays else None
     catalog = Catalog(
         n_users=test.n_users,
         n_items=len(items),
+        items=tuple(items),
         item_features=build_item_features(items),
         ordered=bool(manifest["ordered"]),
         history_length=spec.history_length,
@@ -139,7 +143,7 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
         items=items,
         user_ids=list(catalog_json["user_ids"]),
         protocol=Protocol(test=test, validation=validation, by_time=bool(manifest["ordered"]),
-                          target_domain=manifest["split"].get("target_domain")),
+                          target_domain=manifest["split"].get("target_domain"), cold_items=cold_items),
         spec=spec,
         catalog=catalog,
         members=members,  # type: ignore[arg-type]

@@ -8,6 +8,11 @@ Cross-domain (movie-to-tv, tv-to-movie): of the users with at least CROSS_DOMAIN
 each domain, a seeded CROSS_DOMAIN_SHARE are test users whose every target-domain item is held out
 and whose training part keeps only their source-domain items; another such share, disjoint, is
 validation. Only target-domain items are ranked for them (``Split.target``).
+
+Cold items (cold-items, as the ColdRec toolkit does): a seeded COLD_ITEM_SHARE of the items with
+interactions leave training with all their interactions, half for validation and half for test; each
+user's warm items are held out as by the auto rule. Test ranks every item but the validation cold
+ones; ``Protocol.views`` splits it into cold-item, warm-item and all-item evaluations.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ MIN_TRAIN_ITEMS = 1  # a user keeps at least this many training items when items
 HOLDOUT_SEED = 2026
 CROSS_DOMAIN_MIN_ITEMS = 5  # in each domain, for a user to be a cross-domain evaluation user
 CROSS_DOMAIN_SHARE = 0.2  # of those users, held out for test (and as many again for validation)
+COLD_ITEM_SHARE = 0.2  # of the items with interactions, cold: half for validation, half for test
+COLD_ITEMS = "cold-items"
 
 
 class SplitTooSmall(ValueError):
@@ -104,6 +111,7 @@ class Protocol:
     validation: Split
     by_time: bool
     target_domain: str | None = None  # the domain a cross-domain split ranks
+    cold_items: np.ndarray | None = None  # a cold-item split's test cold items (no training interaction)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -112,7 +120,25 @@ class Protocol:
             "test_users": len(self.test.test_users()),
             "validation_users": len(self.validation.test_users()),
             "target_domain": self.target_domain,
+            "cold_items": None if self.cold_items is None else len(self.cold_items),
         }
+
+    def views(self) -> dict[str, Split]:
+        """The test split as evaluated: "all"; and for a cold-item split also "cold" (its cold items
+        ranked among themselves, against each user's cold test items) and "warm" (the other items,
+        against each user's held-out warm items)."""
+        if self.cold_items is None:
+            return {"all": self.test}
+        cold = np.zeros(self.test.n_items, dtype=bool)
+        cold[self.cold_items] = True
+        base = self.test.target if self.test.target is not None else np.ones(self.test.n_items, dtype=bool)
+
+        def view(mask: np.ndarray, name: str) -> Split:
+            held = [items[mask[items]] for items in self.test.test_items]
+            return Split(self.test.n_users, self.test.n_items, self.test.train_sequences, held,
+                         f"{self.test.kind}: {name} items", mask)
+
+        return {"cold": view(cold, "cold"), "warm": view(base & ~cold, "warm"), "all": self.test}
 
 
 def _ordered(dataset: InteractionDataset, mask: np.ndarray) -> list[np.ndarray]:
@@ -240,11 +266,43 @@ def cross_domain_protocol(dataset: InteractionDataset, source: Domain, target: D
                     target_domain=target.value)
 
 
+def cold_item_protocol(dataset: InteractionDataset, *, seed: int = HOLDOUT_SEED) -> Protocol:
+    """Cold items left out of training (seeded; half validation, half test), warm items held out per
+    user by the auto rule; a user's cold test items count only where they have training items."""
+    sequences = _ordered(dataset, np.ones(dataset.n_interactions, dtype=bool))
+    with_interactions = np.flatnonzero(np.bincount(dataset.item_idx, minlength=dataset.n_items))
+    drawn = np.random.default_rng(seed).permutation(with_interactions)
+    half = round(COLD_ITEM_SHARE * len(drawn) / 2)
+    if half < 1:
+        raise SplitUnavailable(f"{dataset.name}: too few items with interactions for a cold-item split")
+    cold_validation, cold_test = np.sort(drawn[:half]), np.sort(drawn[half : 2 * half])
+    is_cold = np.zeros(dataset.n_items, dtype=bool)
+    is_cold[drawn[: 2 * half]] = True
+    by_time = dataset.timestamps is not None
+    describe = (f"cold items: {half} + {half} of {len(drawn)} items without training interactions (seed {seed}), "
+                f"warm items by {_holdout_kind(by_time, seed)}")
+    warm = hold_out([s[~is_cold[s]] for s in sequences], [1] * len(sequences), by_time=by_time, seed=seed,
+                    n_items=dataset.n_items, kind=describe)
+    warm_validation = validation_split(warm, by_time=by_time)
+
+    def with_cold(split: Split, cold: np.ndarray, other: np.ndarray, kind: str) -> Split:
+        in_cold = np.isin(np.arange(dataset.n_items), cold)
+        held = [np.concatenate([h, s[in_cold[s]]]) if len(t) else h
+                for s, t, h in zip(sequences, split.train_sequences, split.test_items, strict=True)]
+        target = np.ones(dataset.n_items, dtype=bool)
+        target[other] = False  # the other half of the cold items is not in this split's catalog
+        return Split(dataset.n_users, dataset.n_items, split.train_sequences, held, kind, target)
+
+    test = with_cold(warm, cold_test, cold_validation, describe)
+    validation = with_cold(warm_validation, cold_validation, cold_test, "validation: " + describe)
+    return Protocol(test=test, validation=validation, by_time=by_time, cold_items=cold_test)
+
+
 def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protocol:
     """Test split, then validation carved from its training part. ``split``: "auto" (the data set's
     fixed split, else leave-one-out by time, else a seeded random held-out item), "loo-time"
     (leave-one-out by time, validation each user's second-latest item; refused without timestamps)
-    or a cross-domain split (``cross_domain_protocol``)."""
+    a cross-domain split (``cross_domain_protocol``) or cold-items (``cold_item_protocol``)."""
     if split not in SPLITS:
         raise SplitUnavailable(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if split == "loo-time" and dataset.timestamps is None:
@@ -255,6 +313,8 @@ def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protoc
     if split in CROSS_DOMAIN:
         source, target = CROSS_DOMAIN[split]
         return cross_domain_protocol(dataset, Domain(source), Domain(target))
+    if split == COLD_ITEMS:
+        return cold_item_protocol(dataset)
     by_time = dataset.timestamps is not None
     test = evaluation_split(dataset)
     return Protocol(test=test, validation=validation_split(test, by_time=by_time), by_time=by_time)

@@ -126,3 +126,30 @@ def test_cross_domain_split_without_two_domain_users_is_refused() -> None:
             builder.add(f"u{user}", str(item))
     with pytest.raises(SplitUnavailable, match="movie-to-tv split needs users with at least 5 movie and 5 tv"):
         make_protocol(builder.build(has_timestamps=False), split="movie-to-tv")
+
+
+def test_cold_item_split_keeps_cold_items_out_of_training_and_views_them_apart() -> None:
+    dataset = two_domain_data(n_users=60)
+    protocol = make_protocol(dataset, split="cold-items")
+    test, validation, cold = protocol.test, protocol.validation, protocol.cold_items
+    assert cold is not None and len(cold) == round(0.2 * 40 / 2)  # 40 items with interactions: 4 + 4 cold
+    assert validation.target is not None and set(np.flatnonzero(~validation.target)) == set(cold)
+    assert test.target is not None  # test does not rank validation's cold items, nor validation test's
+    validation_cold = set(np.flatnonzero(~test.target))
+    assert len(validation_cold) == 4 and not validation_cold & set(cold)
+    assert all(set(held) & set(cold) == set() for held in validation.test_items)
+    every_cold = set(cold) | validation_cold
+    assert len(every_cold) == 8
+    for split in (test, validation):  # no interaction of a cold item is ever trained on
+        assert not every_cold & set(np.concatenate(split.train_sequences).tolist())
+    views = protocol.views()
+    assert set(views) == {"cold", "warm", "all"} and views["all"] is test
+    cold_view, warm_view = views["cold"], views["warm"]
+    assert cold_view.target is not None and set(np.flatnonzero(cold_view.target)) == set(cold)
+    assert all(set(held) <= set(cold) for held in cold_view.test_items)
+    assert all(not set(held) & every_cold for held in warm_view.test_items)
+    # every user with training items holds out one warm item, plus whatever cold test items they had
+    users = [u for u in range(60) if len(test.train_sequences[u])]
+    assert all(len(warm_view.test_items[u]) == 1 for u in users)
+    again = make_protocol(two_domain_data(n_users=60), split="cold-items").cold_items
+    assert again is not None and np.array_equal(again, cold)

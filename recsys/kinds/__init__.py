@@ -9,6 +9,7 @@ from recsys.kinds.base import Catalog, MemberKind, ModelKind, Role, UnknownOptio
 from recsys.kinds.bert4rec import Bert4Rec
 from recsys.kinds.bpr import Bpr
 from recsys.kinds.ease import Ease
+from recsys.kinds.ease_content import EaseContent
 from recsys.kinds.ease_transfer import EaseTransfer
 from recsys.kinds.fusion import DcnFusion
 from recsys.kinds.lightgcn import LightGcn
@@ -18,7 +19,7 @@ from recsys.kinds.slist import Slist
 from recsys.kinds.two_tower import TwoTower
 
 REGISTRY: dict[str, type[ModelKind]] = {
-    kind.name: kind for kind in (Popularity, Ease, EaseTransfer, TwoTower, Bpr, LightGcn, Slist, SasRec, Bert4Rec, DcnFusion)
+    kind.name: kind for kind in (Popularity, Ease, EaseTransfer, EaseContent, TwoTower, Bpr, LightGcn, Slist, SasRec, Bert4Rec, DcnFusion)
 }
 
 

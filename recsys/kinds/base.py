@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from recsys.data.catalog import Item
 from recsys.data.splits import Split
 from recsys.features import ItemFeatures, history_matrix, recent
 from recsys.metrics import ScoreFunction
@@ -60,6 +61,7 @@ class Catalog:
     item_features: ItemFeatures
     ordered: bool  # histories are in time order; without timestamps a history is a set
     history_length: int = DEFAULT_HISTORY_LENGTH  # the most recent items of a history a kind sees (what serving sends)
+    items: tuple[Item, ...] = ()  # the catalog's items, for kinds that read their content
 
 
 def number_grid(text: str, *, name: str, example: str, zero_allowed: bool = False) -> list[float]:
