@@ -4,7 +4,7 @@ domains keep only their source-domain items; their target-domain items are the t
 and the served cascade evaluated on test, ranking target-domain items only. Ratios are against the
 joint EASE (one EASE on both domains, validation-tuned) and target-domain popularity, from the same run.
 
-    .venv/bin/python bench/cross_domain.py --data ../shared/data/anime [--runs-dir runs/]
+    .venv/bin/python bench/cross_domain.py --data ../shared/data/anime [--runs-dir DIR] [--set two_tower.epochs=4]
 
 Results go to docs/bench/cross-domain-<data set>.json; progress to stderr.
 """
@@ -15,12 +15,14 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from cinesync.splits import CROSS_DOMAIN
+from launcher.cli import pipeline_options
 from recsys.pipeline import CASCADE, PipelineSpec, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
@@ -31,9 +33,9 @@ def say(stage: str, step: int, steps: int, value: float, measure: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {stage} {step}/{steps} {measure} {value:.5f}", file=sys.stderr, flush=True)
 
 
-def direction(data: str, split: str, runs_dir: Path) -> dict[str, object]:
+def direction(data: str, split: str, runs_dir: Path, options: dict[str, dict[str, object]]) -> dict[str, object]:
     started = time.perf_counter()
-    folder = train(data, runs_dir, PipelineSpec(split=split), say)
+    folder = train(data, runs_dir, PipelineSpec(split=split, options=options), say)
     metrics = evaluate(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     joint, popular = metrics["ease"]["ndcg@10"], metrics["popularity"]["ndcg@10"]
@@ -50,14 +52,18 @@ def direction(data: str, split: str, runs_dir: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a data set with movies and TV (anime)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the two runs are kept")
+    parser.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "cinesync-cross-domain",
+                        help="where the two runs are kept (for `cinesync evaluate` or a served evaluation)")
+    parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
+                        help="a kind's hyper-parameter (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    options = pipeline_options(args.set).get("options", {})
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads", "directions": {split: direction(args.data, split, args.runs_dir)
-                                                            for split in CROSS_DOMAIN},
+        f"{torch.get_num_threads()} threads", "options": options,
+        "directions": {split: direction(args.data, split, args.runs_dir, options) for split in CROSS_DOMAIN},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"cross-domain-{Path(args.data).name}.json").write_text(json.dumps(report, indent=2) + "\n")
