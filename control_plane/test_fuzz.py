@@ -34,6 +34,7 @@ C = grpc.StatusCode
 ALLOWED = {
     "Recommend": {C.OK, C.INVALID_ARGUMENT},
     "RecordFeedback": {C.OK, C.INVALID_ARGUMENT},
+    "RecommendGroup": {C.OK, C.INVALID_ARGUMENT},
     "admin": {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.UNAUTHENTICATED,
               C.PERMISSION_DENIED},
 }
@@ -73,6 +74,11 @@ def _requests(rng: random.Random) -> list[tuple[str, str, Any]]:
         lambda: ("RecordFeedback", "RecordFeedback", pb.FeedbackRequest(
             request_id=_text(rng), user_id=_text(rng), item_id=_text(rng), kind=rng.choice([0, 1, 2, 3, 4, 9]),  # type: ignore[arg-type]
             value=_number(rng))),
+        lambda: ("RecommendGroup", "RecommendGroup", pb.GroupRecommendRequest(
+            members=[pb.GroupMember(user_id=_text(rng), history=[_text(rng) for _ in range(rng.randint(0, 3))])
+                     for _ in range(rng.choice([0, 1, 2, 5, 21]))],
+            k=_integer(rng), domain=rng.choice([0, 1, 2, 3, -5]),  # type: ignore[arg-type]
+            exclude_seen=rng.random() < 0.5)),
         lambda: ("admin", "ListVersions", admin.ListVersionsRequest()),
         lambda: ("admin", "Promote", admin.PromoteRequest(version=_integer(rng))),
         lambda: ("admin", "Rollback", admin.RollbackRequest()),
@@ -110,6 +116,7 @@ def test_every_rpc_survives_malformed_values(small_run: Path, exported_run: Path
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stubs = {"Recommend": pb_grpc.RecommendationServiceStub(channel),
                          "RecordFeedback": pb_grpc.RecommendationServiceStub(channel),
+                         "RecommendGroup": pb_grpc.RecommendationServiceStub(channel),
                          "admin": admin_grpc.AdminServiceStub(channel)}
                 for index, (group, method, request) in enumerate(requests):
                     metadata = (("authorization", f"Bearer {TOKEN}"),) if index % 5 else ()
