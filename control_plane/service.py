@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -49,6 +49,8 @@ from control_plane.validation import (
 )
 
 log = logging.getLogger(__name__)
+Request = TypeVar("Request")
+Query = TypeVar("Query")
 DEADLINE_MARGIN_S = 0.02  # left for building the answer after ranking gives up
 
 
@@ -97,19 +99,27 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self.histories = histories
         self.history_kinds = history_kinds  # feedback kinds that enter the live history
 
+    async def _accept(
+        self, context: grpc.aio.ServicerContext, method: str, parse: Callable[[Request], Query], request: Request,
+    ) -> tuple[Query, ServingState]:
+        """The parsed request and the current serving state; else the call ends with INVALID_ARGUMENT
+        (naming the problem) or UNAVAILABLE (nothing published yet)."""
+        try:
+            query = parse(request)
+        except InvalidRequest as error:
+            REQUESTS.labels("invalid").inc()
+            await _abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        state = self.models.state
+        if state is None:
+            REQUESTS.labels("unavailable").inc()
+            await _abort(context, method, grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+        return query, state
+
     async def Recommend(
         self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendResponse:
         started = time.perf_counter()
-        try:
-            query = parse_request(request)
-        except InvalidRequest as error:
-            REQUESTS.labels("invalid").inc()
-            await _abort(context, "Recommend", grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        current = self.models.state
-        if current is None:
-            REQUESTS.labels("unavailable").inc()
-            await _abort(context, "Recommend", grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+        query, current = await self._accept(context, "Recommend", parse_request, request)
         route = self.router.route(query.user_id, query.domain) if self.router else None
         state, ranking_version = current, current.bundle.version
         config = route.config if route is not None else None
@@ -170,15 +180,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self, request: pb.GroupRecommendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendResponse:
         started = time.perf_counter()
-        try:
-            query = parse_group_request(request)
-        except InvalidRequest as error:
-            REQUESTS.labels("invalid").inc()
-            await _abort(context, "RecommendGroup", grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        state = self.models.state
-        if state is None:
-            REQUESTS.labels("unavailable").inc()
-            await _abort(context, "RecommendGroup", grpc.StatusCode.UNAVAILABLE, "no model has been published yet")
+        query, state = await self._accept(context, "RecommendGroup", parse_group_request, request)
         found = await asyncio.gather(*(self._history(member, state) for member in query.members))
         histories = [history for history, _ in found if len(history)]
         if not histories:  # nobody with a known history: the domain's popular items

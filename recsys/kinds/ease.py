@@ -11,7 +11,7 @@ and evaluation uses that same pruned matrix, so served and evaluated scores agre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -158,6 +158,23 @@ class Ease(MemberKind):
             progress("ease λ, c, β search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
         l2, emphasis, tilt = best_choice
         self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, f"validation_ndcg@{K}": best_ndcg}
+        self._set_state(*best_state)
+
+    def _choose_on_validation(
+        self, split: Split, name: str, grid: Sequence[float],
+        state_for: Callable[[float], tuple[np.ndarray, np.ndarray]], progress: Progress,
+    ) -> None:
+        """After EASE's own choices, one more hyper-parameter ``name`` (for a kind built on EASE): each
+        value of ``grid`` gives a state (pruned sources and weights) by ``state_for``; the one with
+        the best validation NDCG@K is kept and recorded in ``chosen``."""
+        best_ndcg, best_value, best_state = -np.inf, 0.0, (self.sources, self.weights)
+        for step, value in enumerate(grid, start=1):
+            self._set_state(*state_for(value))
+            ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
+            if ndcg > best_ndcg:
+                best_ndcg, best_value, best_state = ndcg, value, (self.sources, self.weights)
+            progress(f"{self.name} {name} search", step, len(grid), best_ndcg, f"best validation ndcg@{K}")
+        self.chosen = {**self.chosen, name: best_value, f"validation_ndcg@{K}": best_ndcg}
         self._set_state(*best_state)
 
     def refit(self, sequences: list[np.ndarray], progress: Progress = no_progress) -> None:

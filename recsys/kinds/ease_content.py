@@ -22,7 +22,6 @@ from recsys.content import content_embeddings
 from recsys.data.splits import Split
 from recsys.kinds.base import Progress, no_progress, number_grid
 from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
-from recsys.metrics import K, evaluate_full_ranking
 
 CONTENT_FILE = "content.npz"
 MASK_SEED = 17
@@ -112,16 +111,10 @@ class EaseContent(Ease):
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         super().fit(split, progress)  # λ, c and β of EASE
         collaborative, content, counts = self._blended(split.train_sequences, self.chosen, progress)
-        best_ndcg, best_blend, best_state = -np.inf, 0.0, (self.sources, self.weights)
-        grid = self.params.blends
-        for step, blend in enumerate(grid, start=1):
-            self._set_state(*self._state(collaborative, content, counts, {**self.chosen, "blend": blend}))
-            ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
-            if ndcg > best_ndcg:
-                best_ndcg, best_blend, best_state = ndcg, blend, (self.sources, self.weights)
-            progress("ease_content κ search", step, len(grid), best_ndcg, f"best validation ndcg@{K}")
-        self.chosen = {**self.chosen, "blend": best_blend, f"validation_ndcg@{K}": best_ndcg}
-        self._set_state(*best_state)
+        self._choose_on_validation(
+            split, "blend", self.params.blends,
+            lambda blend: self._state(collaborative, content, counts, {**self.chosen, "blend": blend}), progress,
+        )
 
     def save_state(self, folder: Path) -> None:
         super().save_state(folder)

@@ -19,7 +19,6 @@ import numpy as np
 from recsys.data.splits import Split
 from recsys.kinds.base import Progress, no_progress, number_grid
 from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
-from recsys.metrics import K, evaluate_full_ranking
 
 
 @dataclass
@@ -78,13 +77,8 @@ class EaseTransfer(Ease):
         history = history_matrix(split.train_sequences, self.catalog.n_items)
         gram = gram_of(history)
         joint = ease_weights(gram, self.chosen["l2"], self.chosen["emphasis"])
-        best_ndcg, best_l2, best_state = -np.inf, 0.0, (self.sources, self.weights)
-        grid = self.params.transfer_grid
-        for step, transfer_l2 in enumerate(grid, start=1):
-            self._set_state(*self._with_heads(joint, history, gram, {**self.chosen, "transfer_l2": transfer_l2}))
-            ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
-            if ndcg > best_ndcg:
-                best_ndcg, best_l2, best_state = ndcg, transfer_l2, (self.sources, self.weights)
-            progress("ease_transfer μ search", step, len(grid), best_ndcg, f"best validation ndcg@{K}")
-        self.chosen = {**self.chosen, "transfer_l2": best_l2, f"validation_ndcg@{K}": best_ndcg}
-        self._set_state(*best_state)
+        self._choose_on_validation(
+            split, "transfer_l2", self.params.transfer_grid,
+            lambda transfer_l2: self._with_heads(joint, history, gram, {**self.chosen, "transfer_l2": transfer_l2}),
+            progress,
+        )
