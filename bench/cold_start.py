@@ -6,7 +6,7 @@ the same run, the two baselines for cold items: content k-nearest-neighbours (th
 item's MiniLM embedding to the user's history's) and genre-matched popularity (the user's share of
 history in each of the item's genres, the genre's training popularity breaking ties).
 
-    .venv/bin/python bench/cold_start.py --data ../shared/data/ml-1m [--runs-dir DIR] [--without-content]
+    .venv/bin/python bench/cold_start.py --data ../shared/data/ml-1m [--runs-dir DIR] [--without-content] [--set K.P=V]
 
 --without-content trains the same pipeline without ease_content, for the warm-item comparison.
 Results go to docs/bench/cold-start-<data set>[-without-content].json.
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from launcher.cli import pipeline_options
 from recsys.content import content_embeddings
 from recsys.data.splits import COLD_ITEMS, Split
 from recsys.kinds.ease import history_matrix
@@ -70,13 +71,16 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs-dir", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--without-content", action="store_true", help="the pipeline without ease_content")
+    parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
+                        help="a kind's hyper-parameter (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    spec = PipelineSpec(split=COLD_ITEMS)
+    options = pipeline_options(args.set).get("options", {})
+    spec = PipelineSpec(split=COLD_ITEMS, options=options)
     if args.without_content:
         spec = PipelineSpec(split=COLD_ITEMS, members=[m for m in spec.members if m != "ease_content"],
-                            retrievers=[r for r in spec.retrievers if r != "ease_content"])
+                            retrievers=[r for r in spec.retrievers if r != "ease_content"], options=options)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         folder = train(args.data, args.runs_dir or Path(scratch), spec, say)
@@ -91,7 +95,7 @@ def main() -> None:
     best_baseline = max(cold["content kNN"][f"ndcg@{K}"], cold["genre-matched popularity"][f"ndcg@{K}"])
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-        "split": run.manifest["split"], "members": spec.members, "retrievers": spec.retrievers,
+        "split": run.manifest["split"], "options": options, "members": spec.members, "retrievers": spec.retrievers,
         "train_s": round(trained - started, 1), "content_embeddings_s": round(embedding_seconds, 1),
         "chosen": {kind["kind"]: kind["chosen"] for kind in run.manifest["kinds"]},
         "views": {view: {kind: {m: round(v, 4) for m, v in metrics.items()} for kind, metrics in by_kind.items()}
