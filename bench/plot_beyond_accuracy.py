@@ -27,15 +27,20 @@ def main() -> None:
     figure, axes = plt.subplots(1, len(args.data), figsize=(5.2 * len(args.data), 4.2), squeeze=False)
     for ax, data in zip(axes[0], args.data, strict=True):
         report = json.loads((DOCS / "bench" / f"beyond-accuracy-{data}.json").read_text())
-        for kind, groups in report["kinds"].items():
+        points: dict[tuple[float, float], list[str]] = {}
+        for kind, groups in report["kinds"].items():  # kinds with the same list share a point
             metrics = groups["all"]
-            served = kind == "cascade"
-            ax.scatter(metrics["popularity@10"], metrics["ndcg@10"], s=60 + 900 * metrics.get("diversity@10", 0) ** 2,
+            points.setdefault((metrics["popularity@10"], metrics["ndcg@10"]), []).append(
+                "served" if kind == "cascade" else kind)
+        for (bias, ndcg), kinds in points.items():
+            metrics = report["kinds"]["cascade" if "served" in kinds else kinds[0]]["all"]
+            served = "served" in kinds
+            ax.scatter(bias, ndcg, s=60 + 900 * metrics.get("diversity@10", 0) ** 2,
                        color="#c63" if served else "#58a", alpha=0.8, edgecolor="black" if served else "none")
-            ax.annotate(f"{'served' if served else kind}\ncov {metrics['coverage@10']:.2f}",
-                        (metrics["popularity@10"], metrics["ndcg@10"]), fontsize=7, xytext=(6, 4),
-                        textcoords="offset points")
-        ax.set_title(f"{data} ({report['split']})", fontsize=9)
+            ax.annotate(f"{' = '.join(kinds)}\ncov {metrics['coverage@10']:.2f}", (bias, ndcg), fontsize=7,
+                        xytext=(6, 4), textcoords="offset points")
+        ax.set_title(f"{data}: {report['split'].split(':')[0]}", fontsize=9)
+        ax.margins(0.15)
         ax.set_xlabel("popularity bias: mean share of users who have a recommended item")
         ax.set_ylabel("NDCG@10")
         ax.grid(alpha=0.3)
