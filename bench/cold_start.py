@@ -6,7 +6,7 @@ the same run, the two baselines for cold items: content k-nearest-neighbours (th
 item's MiniLM embedding to the user's history's) and genre-matched popularity (the user's share of
 history in each of the item's genres, the genre's training popularity breaking ties).
 
-    .venv/bin/python bench/cold_start.py --data ../shared/data/ml-1m [--runs-dir DIR] [--without-content] [--set K.P=V]
+    .venv/bin/python -m bench.cold_start --data ../shared/data/ml-1m [--runs-dir DIR] [--without-content] [--set K.P=V]
 
 --without-content trains the same pipeline without ease_content, for the warm-item comparison.
 Results go to docs/bench/cold-start-<data set>[-without-content].json.
@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from launcher.cli import pipeline_options
+from bench.pipeline_arguments import add_pipeline_arguments, kind_options
 from recsys.content import content_embeddings
 from recsys.data.splits import COLD_ITEMS, Split
 from recsys.kinds.ease import history_matrix
@@ -71,12 +70,9 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs-dir", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--without-content", action="store_true", help="the pipeline without ease_content")
-    parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
-                        help="a kind's hyper-parameter (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    add_pipeline_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    options = pipeline_options(args.set).get("options", {})
+    options = kind_options(args)
     spec = PipelineSpec(split=COLD_ITEMS, options=options)
     if args.without_content:
         spec = PipelineSpec(split=COLD_ITEMS, members=[m for m in spec.members if m != "ease_content"],

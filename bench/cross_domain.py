@@ -4,7 +4,7 @@ domains keep only their source-domain items; their target-domain items are the t
 and the served cascade evaluated on test, ranking target-domain items only. Ratios are against the
 joint EASE (one EASE on both domains, validation-tuned) and target-domain popularity, from the same run.
 
-    .venv/bin/python bench/cross_domain.py --data ../shared/data/anime [--runs-dir DIR] [--set two_tower.epochs=4]
+    .venv/bin/python -m bench.cross_domain --data ../shared/data/anime [--runs-dir DIR] [--set two_tower.epochs=4]
 
 Results go to docs/bench/cross-domain-<data set>.json; progress to stderr.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from bench.pipeline_arguments import add_pipeline_arguments, kind_options
 from cinesync.splits import CROSS_DOMAIN
-from launcher.cli import pipeline_options
 from recsys.pipeline import CASCADE, PipelineSpec, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
@@ -54,12 +54,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a data set with movies and TV (anime)")
     parser.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "cinesync-cross-domain",
                         help="where the two runs are kept (for `cinesync evaluate` or a served evaluation)")
-    parser.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
-                        help="a kind's hyper-parameter (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    add_pipeline_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    options = pipeline_options(args.set).get("options", {})
+    options = kind_options(args)
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads", "options": options,
