@@ -43,11 +43,12 @@ def main() -> None:
         split = run.protocol.test
         groups = draw_groups(split.test_users(), count=args.groups)
         ranker = GroupRanker(run, split)
+        scored = [ranker.group(g) for g in groups]  # candidates and every member's scores, once per group
         rates = {"average of individual lists": group_hit_rate(
-            [ranker.average_of_individual_lists(g, K) for g in groups], groups, split)}
+            [group.average_of_individual_lists(K) for group in scored], groups, split)}
         for weight in sorted({0.0, MISERY_WEIGHT, 0.5}):
             label = f"aggregated, least-misery share {weight:g}" + (" (default)" if weight == MISERY_WEIGHT else "")
-            rates[label] = group_hit_rate([ranker.group_list(g, K, misery_weight=weight) for g in groups], groups,
+            rates[label] = group_hit_rate([group.aggregated(K, misery_weight=weight) for group in scored], groups,
                                           split)
     sizes = np.bincount([len(g) for g in groups]).tolist()
     report = {"data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),

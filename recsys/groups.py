@@ -5,6 +5,7 @@ the members' individual lists; a group's hit is an item held out for any of its 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,24 +53,38 @@ class GroupRanker:
         proposed = retrieve(self.retrievers, self._histories(members), [excluded] * len(members), self.run.spec.depth)
         return [row[row >= 0] for row in proposed]
 
-    def group_list(self, members: np.ndarray, k: int, *, misery_weight: float = MISERY_WEIGHT) -> np.ndarray:
-        """The group's top ``k``: cinesync.groups.aggregate over the members' scores of the union of
-        their candidates."""
-        items = np.unique(np.concatenate(self.candidates(members)))
-        order = np.argsort(-aggregate(self.scores(members, items), misery_weight=misery_weight), kind="stable")
-        return items[order[:k]]
+    def group(self, members: np.ndarray) -> ScoredGroup:
+        """The union of the members' candidates with every member's score of each, computed once for
+        every list made from them."""
+        own = self.candidates(members)
+        items = np.unique(np.concatenate(own))
+        return ScoredGroup(items, self.scores(members, items), np.stack([np.isin(items, o) for o in own]))
 
-    def average_of_individual_lists(self, members: np.ndarray, k: int) -> np.ndarray:
-        """The baseline: each member's own top ``k`` (their candidates by their score, the group's seen
-        items left out), items ordered by their mean Borda points over those lists (k for a first
-        place, 0 when absent)."""
-        points: dict[int, float] = {}
-        for member, items in zip(members, self.candidates(members), strict=True):
-            own = items[np.argsort(-self.scores(np.array([member]), items)[0], kind="stable")[:k]]
-            for place, item in enumerate(own.tolist()):
-                points[item] = points.get(item, 0.0) + k - place
-        ranked = sorted(points, key=lambda item: (-points[item], item))
-        return np.array(ranked[:k], dtype=np.int64)
+
+@dataclass(frozen=True)
+class ScoredGroup:
+    """A group's candidates (the union of its members'), each member's score of each ``[M, W]`` and
+    which of them each member's own retrieval proposed ``[M, W]``."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    own: np.ndarray
+
+    def aggregated(self, k: int, *, misery_weight: float = MISERY_WEIGHT) -> np.ndarray:
+        """The group's top ``k`` by cinesync.groups.aggregate, as the control plane ranks it."""
+        order = np.argsort(-aggregate(self.scores, misery_weight=misery_weight), kind="stable")
+        return self.items[order[:k]]
+
+    def average_of_individual_lists(self, k: int) -> np.ndarray:
+        """The baseline: each member's own top ``k`` (their candidates by their score), items ordered
+        by their summed Borda points over those lists (k for a first place, 0 when absent)."""
+        points = np.zeros(len(self.items))
+        for scores, own in zip(self.scores, self.own, strict=True):
+            mine = np.flatnonzero(own)
+            top = mine[np.argsort(-scores[mine], kind="stable")[:k]]
+            points[top] += k - np.arange(len(top))
+        order = np.argsort(-points, kind="stable")[: min(k, int(np.count_nonzero(points)))]
+        return self.items[order]
 
 
 def group_hit_rate(lists: Sequence[np.ndarray], groups: Sequence[np.ndarray], split: Split) -> float:

@@ -37,9 +37,10 @@ def test_group_lists_leave_out_what_any_member_has_seen(small_run: Path) -> None
     groups = draw_groups(split.test_users(), count=20)
     for members in groups[:5]:
         seen = set(np.concatenate([split.train_sequences[m] for m in members]).tolist())
-        for items in (ranker.group_list(members, 10), ranker.average_of_individual_lists(members, 10)):
+        scored = ranker.group(members)
+        for items in (scored.aggregated(10), scored.average_of_individual_lists(10)):
             assert len(items) == 10 and len(set(items.tolist())) == 10 and not seen & set(items.tolist())
-    lists = [ranker.group_list(members, 10) for members in groups]
+    lists = [ranker.group(members).aggregated(10) for members in groups]
     assert 0 < group_hit_rate(lists, groups, split) <= 1
     # a list holding one member's held-out item is a hit for the whole group
     held = [split.test_items[members[-1]][:1] for members in groups]
