@@ -45,7 +45,8 @@ class SplitUnavailable(ValueError):
 @dataclass
 class Split:
     """Per-user train sequences (time order where known) and held-out evaluation items; ``target``,
-    where set, marks the only items evaluation ranks (a cross-domain split's target domain)."""
+    where set, marks the only items evaluation ranks (a cross-domain split's target domain; a cold-item
+    split's catalog without the other half's cold items)."""
 
     n_users: int
     n_items: int
