@@ -13,7 +13,8 @@ from celery.result import AsyncResult
 
 from cinesync.settings import Settings
 
-TRAIN, EVALUATE, REFIT, EXPORT, PUBLISH = (f"cinesync.{step}" for step in ("train", "evaluate", "refit", "export", "publish"))
+TRAIN, EVALUATE, REFIT, EXPORT, PUBLISH, ADD_TITLES = (
+    f"cinesync.{step}" for step in ("train", "evaluate", "refit", "export", "publish", "add_titles"))
 PROGRESS = "PROGRESS"  # the state a running step reports, with its meta (step, stage, epoch, percent …)
 
 
@@ -61,6 +62,19 @@ def pipeline(app: Celery, data: str, options: dict[str, Any] | None = None, *, p
     steps = [app.signature(TRAIN, args=(data, options)), app.signature(EVALUATE)]
     if publish:
         steps += [*([app.signature(REFIT)] if serve == "all" else []), app.signature(EXPORT), app.signature(PUBLISH)]
+    return chain(*steps)
+
+
+def catalog_update(app: Celery, run_dir: str, titles_file: str, *, serve: str | None = None,
+                   publish: bool = True) -> Signature:
+    """add titles (→ export → publish) as one chain: a new run with the titles of ``titles_file``
+    grown into every member of ``run_dir`` (no retraining), served from its ``serve`` fit ("all" or
+    "train"; None: "all" where the run has it)."""
+    if serve not in (None, "all", "train"):
+        raise ValueError(f"serve must be 'all', 'train' or None, not {serve!r}")
+    steps = [app.signature(ADD_TITLES, args=(run_dir, titles_file), kwargs={"serve": serve})]
+    if publish:
+        steps += [app.signature(EXPORT), app.signature(PUBLISH)]
     return chain(*steps)
 
 

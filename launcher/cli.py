@@ -247,6 +247,41 @@ def export(run_dir: Path) -> None:
         click.echo(json.dumps(result, indent=2))
 
 
+@main.command(name="add-titles")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("titles_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--serve", type=click.Choice(["all", "train"]), default=None,
+              help="Which fit of the run to publish (default: the one refit on everything, where it exists).")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Export and publish the grown run as a new current model version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job's result as one JSON object, the last line.")
+def add_titles(run_dir: Path, titles_file: Path, serve: str | None, publish: bool, as_json: bool) -> None:
+    """Add new titles (TITLES_FILE: tab-separated item_id, title, genres joined by |, year, domain, with
+    that header) to the trained run RUN_DIR without retraining: every model kind maps each title's
+    content into its own parameters, and the grown run is exported and published through a worker."""
+    from cinesync.jobs import JobFailed, catalog_update
+    from launcher.jobs import follow
+    from launcher.stack import Stack
+    from workers.celery_app import app
+
+    settings = get_settings()
+    say = _say_to(as_json)
+    with Stack(settings, say=say) as stack:
+        stack.ensure_redis()
+        if publish:
+            stack.ensure_triton()
+        stack.ensure_worker()
+        steps = catalog_update(app, str(run_dir.resolve()), str(titles_file.resolve()), serve=serve, publish=publish)
+        try:
+            result = follow(steps.apply_async(queue=settings.job_queue), say=say)
+        except JobFailed as error:
+            raise click.ClickException(str(error)) from None
+    say(f"  run {result['run_dir']}" + (f" · published model version {result['version']}" if publish else ""))
+    if as_json:
+        click.echo(json.dumps({key: result[key] for key in ("run_dir", "parent_run_dir", "fitted_on", "version")
+                               if key in result}))
+
+
 @main.command()
 def versions() -> None:
     """List the published versions on disk, the current one marked."""

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cinesync.jobs import JobFailed, catalog_update
 from cinesync.settings import Settings
 from cinesync.triton import FUSION, scorer_model
 from cinesync.v1 import admin_pb2 as admin
@@ -34,6 +35,7 @@ from launcher.stack import Stack
 from recsys.data import InteractionDataset, load_dataset
 from recsys.groups import GroupRanker
 from recsys.run import load_run
+from workers.celery_app import app
 from workers.tasks import training_pipeline
 
 pytestmark = pytest.mark.slow
@@ -281,6 +283,35 @@ def test_health_and_reflection(served: tuple[Stack, dict[str, Any]]) -> None:
         )
         names = {s.name for reply in replies for s in reply.list_services_response.service}
         assert "cinesync.v1.RecommendationService" in names
+
+
+def test_z_added_titles_are_recommended_without_retraining(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset, tmp_path: Path
+) -> None:
+    """A catalog update through the worker (new titles with metadata, no interactions) grows every
+    kind of the served run from content and publishes it: the titles reach users' answers with their
+    metadata. Runs after the tests that expect the first version to be current."""
+    stack, result = served
+    popular = np.argsort(-np.bincount(dataset.item_idx, minlength=dataset.n_items))[:3]
+    new = {f"new-{dataset.items[i].item_id}": f"{dataset.items[i].title} (special edition)" for i in popular}
+    titles = tmp_path / "titles.tsv"
+    titles.write_text("item_id\ttitle\tgenres\tyear\tdomain\n" + "".join(
+        f"{item_id}\t{title}\t{'|'.join(dataset.items[i].genres)}\t{dataset.items[i].year or ''}\t{dataset.items[i].domain}\n"
+        for (item_id, title), i in zip(new.items(), popular, strict=True)))
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("item_id\ttitle\tgenres\tyear\tdomain\nx1\tA title\tDrama\t1999\tpodcast\n")
+    with pytest.raises(JobFailed, match=r"bad.tsv:2: domain must be one of movie, tv"):
+        follow(catalog_update(app, result["run_dir"], str(bad)).apply_async(queue=stack.settings.job_queue),
+               say=print, timeout=120)
+
+    update = follow(catalog_update(app, result["run_dir"], str(titles)).apply_async(queue=stack.settings.job_queue),
+                    say=print, timeout=600)
+    assert update["fitted_on"] == "train" and update["version"] > result["version"]
+    assert all(m["max_abs_error"] <= 1e-4 for m in update["onnx"])
+    wait_for_version(stack.grpc_address, dataset.user_ids[0], update["version"], timeout=60)
+    shown = {item.item_id: item.title for user in dataset.user_ids[:40]
+             for item in recommend(stack.grpc_address, user, k=20).items if item.item_id in new}
+    assert shown and all(new[item_id] == title for item_id, title in shown.items()), shown
 
 
 def test_zz_triton_down_degrades_within_deadline(

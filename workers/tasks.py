@@ -112,6 +112,20 @@ def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
     return {**previous, "version": version}
 
 
+@app.task(bind=True, name=jobs.ADD_TITLES)
+def add_titles(self: Task, run_dir: str, titles_file: str, serve: str | None = None) -> dict[str, Any]:
+    """A new run: ``run_dir`` with the titles of ``titles_file`` added to every member without
+    retraining (recsys.catalog_update); returns {'run_dir': ..., 'fitted_on': the fit to serve}."""
+    from recsys.catalog_update import add_titles as grow
+    from recsys.run import FITS
+
+    _use_threads()
+    _report(self, "add titles", stage="reading titles", percent=0.0)
+    grown = grow(Path(run_dir), Path(titles_file), get_settings().runs_dir, _reporter(self, "add titles"))
+    fitted_on = serve or ("all" if (grown / FITS["all"]).is_dir() else "train")
+    return {"run_dir": str(grown), "parent_run_dir": run_dir, "fitted_on": fitted_on}
+
+
 def training_pipeline(
     data: str, pipeline: dict[str, Any] | None = None, *, publish_model: bool = True, serve: str = "all"
 ) -> Signature:

@@ -210,6 +210,13 @@ class MemberKind(ModelKind):
         """A torch module over the ``scorer_inputs`` (in that order) ``-> score [B, W] float32``
         equal to ``score_lists``, holding no per-user state; it is exported to ONNX."""
 
+    @abstractmethod
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        """Grow to ``catalog`` (this kind's items first, then new titles without interactions) without
+        refitting: each new title's parameters come from its content, ``content`` holding every item's
+        embedding (recsys.content), through a map fitted on the ``warm`` items (those with training
+        interactions; recsys.kinds.new_items). Scores of the items already there stay as they were."""
+
     def retrieval_arrays(self, sample: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """For retrievers: the arrays the control plane's index of this kind loads; ``sample`` holds
         real users' recent histories, which an index may tune itself on at publish."""

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress, number_grid
+from recsys.kinds.base import Catalog, MemberKind, Progress, Role, no_progress, number_grid
+from recsys.kinds.new_items import content_to_rows
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
@@ -186,6 +187,17 @@ class Ease(MemberKind):
 
     def scorer_module(self) -> torch.nn.Module:
         return EaseScorer(self.sources, self.weights)
+
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        # A new title's column (the weights into it) is mapped from its content; as a source it has none.
+        self._append_targets(catalog, content_to_rows(content, self.dense.T, warm))
+
+    def _append_targets(self, catalog: Catalog, columns: np.ndarray) -> None:
+        """Grow to ``catalog`` with the new items' weights ``columns`` ``[new, items before]`` (pruned
+        as the others)."""
+        sources, weights = prune(columns.T, self.sources.shape[1])
+        self.catalog = catalog
+        self._set_state(np.vstack([self.sources, sources]), np.vstack([self.weights, weights]))
 
     def retrieval_arrays(self, sample: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         del sample

@@ -20,7 +20,7 @@ import numpy as np
 
 from recsys.content import content_embeddings
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, no_progress, number_grid
+from recsys.kinds.base import Catalog, Progress, no_progress, number_grid
 from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
 
 CONTENT_FILE = "content.npz"
@@ -68,6 +68,7 @@ class EaseContent(Ease):
     params: EaseContentParams
     embeddings: np.ndarray | None = None
     mapping: np.ndarray | None = None
+    scale = 1.0  # of the content map's weights, fitted to EASE's on warm items
 
     def _embeddings(self, progress: Progress) -> np.ndarray:
         if self.embeddings is None:
@@ -94,8 +95,8 @@ class EaseContent(Ease):
         counts = np.diag(gram)
         warm = counts > 0
         block = content[np.ix_(warm, warm)]
-        scale = float(np.sum(collaborative[np.ix_(warm, warm)] * block) / max(np.sum(block * block), 1e-12))
-        return collaborative, (scale * content).astype(np.float32), counts
+        self.scale = float(np.sum(collaborative[np.ix_(warm, warm)] * block) / max(np.sum(block * block), 1e-12))
+        return collaborative, (self.scale * content).astype(np.float32), counts
 
     def _state(self, collaborative: np.ndarray, content: np.ndarray, counts: np.ndarray,
                choice: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +117,21 @@ class EaseContent(Ease):
             lambda blend: self._state(collaborative, content, counts, {**self.chosen, "blend": blend}), progress,
         )
 
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        """A new title's weights are the content map's alone (no interactions: α = 0), as a cold item's
+        are after fitting; ``warm`` is not needed, the map was fitted with the kind."""
+        del warm
+        known = self.catalog.n_items
+        self.embeddings = content.astype(np.float32)
+        columns = self.scale * self.content_columns(np.arange(known, catalog.n_items))[:known]
+        self._append_targets(catalog, columns.T.astype(np.float32))
+
     def save_state(self, folder: Path) -> None:
         super().save_state(folder)
         assert self.embeddings is not None and self.mapping is not None
-        np.savez(folder / CONTENT_FILE, embeddings=self.embeddings, mapping=self.mapping)
+        np.savez(folder / CONTENT_FILE, embeddings=self.embeddings, mapping=self.mapping, scale=self.scale)
 
     def load_state(self, folder: Path) -> None:
         super().load_state(folder)
         with np.load(folder / CONTENT_FILE) as state:
-            self.embeddings, self.mapping = state["embeddings"], state["mapping"]
+            self.embeddings, self.mapping, self.scale = state["embeddings"], state["mapping"], float(state["scale"])

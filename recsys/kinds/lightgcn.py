@@ -28,8 +28,9 @@ import torch
 from torch.nn import functional as F
 
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, Role, no_progress, number_grid
+from recsys.kinds.base import Catalog, Progress, Role, no_progress, number_grid
 from recsys.kinds.embedding import EmbeddingMember, PooledHistoryEncoder
+from recsys.kinds.new_items import grown
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.negatives import UnseenSampler
 from recsys.training import minibatches, optimise, train_loop
@@ -206,6 +207,10 @@ class LightGcn(EmbeddingMember):
 
     def encoder_module(self) -> torch.nn.Module:
         return PooledHistoryEncoder(self.fold_in, self.fold_in_power)
+
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        self.item_vectors, self.fold_in = grown(self.item_vectors, content, warm), grown(self.fold_in, content, warm)
+        self.catalog = catalog
 
     def save_state(self, folder: Path) -> None:
         self.save_vectors(folder, fold_in=self.fold_in, fold_in_power=np.array(self.fold_in_power))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, ScorerInput, no_progress
+from recsys.kinds.base import Catalog, MemberKind, Progress, Role, ScorerInput, no_progress
 
 STATE_FILE = "popularity.npy"
 
@@ -55,6 +55,12 @@ class Popularity(MemberKind):
 
     def scorer_module(self) -> torch.nn.Module:
         return ItemTableScorer(self.log_counts)
+
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        del content, warm  # a new title has no users yet
+        self.log_counts = np.concatenate([self.log_counts, np.zeros(catalog.n_items - self.catalog.n_items,
+                                                                    dtype=np.float32)])
+        self.catalog = catalog
 
     def save_state(self, folder: Path) -> None:
         np.save(folder / STATE_FILE, self.log_counts)

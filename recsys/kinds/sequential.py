@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from recsys.data.splits import Split
-from recsys.kinds.base import Progress, no_progress
+from recsys.kinds.base import Catalog, Progress, no_progress
 from recsys.kinds.embedding import EmbeddingMember
+from recsys.kinds.new_items import content_to_rows
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models.sequence import SequenceConfig, SequenceEncoder, full_softmax_loss
 from recsys.training import adamw, autocast, optimise, train_loop, training_device
@@ -152,6 +153,18 @@ class SequentialMember(EmbeddingMember):
 
     def encoder_module(self) -> torch.nn.Module:
         return self.encoder
+
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        # The (tied) item table is rows 1..n of the id embedding: 0 pads, the mask token comes last.
+        state = self.encoder.state_dict()
+        ids = state["items.weight"].numpy()
+        known = self.catalog.n_items
+        new_rows = content_to_rows(content, ids[1 : known + 1], warm)
+        state["items.weight"] = torch.from_numpy(np.concatenate([ids[: known + 1], new_rows, ids[known + 1 :]]))
+        self.catalog = catalog
+        self.encoder = SequenceEncoder(self._config()).eval()
+        self.encoder.load_state_dict(state)
+        self._set_item_vectors()
 
     def save_state(self, folder: Path) -> None:
         torch.save(self.encoder.state_dict(), folder / WEIGHTS_FILE)

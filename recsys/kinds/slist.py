@@ -24,8 +24,9 @@ import torch
 from scipy import sparse
 
 from recsys.data.splits import Split
-from recsys.kinds.base import MemberKind, Progress, Role, no_progress, number_grid
+from recsys.kinds.base import Catalog, MemberKind, Progress, Role, no_progress, number_grid
 from recsys.kinds.ease import ease_weights, gram_of, history_matrix
+from recsys.kinds.new_items import content_to_rows
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "slist.npz"
@@ -176,6 +177,14 @@ class Slist(MemberKind):
 
     def scorer_module(self) -> torch.nn.Module:
         return SlistScorer(self.similarity, self.transition, self.recency)
+
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        def grown_square(weights: np.ndarray) -> np.ndarray:  # [source, target]: a new column each, no new source
+            columns = content_to_rows(content, weights.T, warm)
+            return np.block([[weights, columns.T], [np.zeros((len(columns), catalog.n_items), dtype=weights.dtype)]])
+
+        self.similarity, self.transition = grown_square(self.similarity), grown_square(self.transition)
+        self.catalog = catalog
 
     def save_state(self, folder: Path) -> None:
         np.savez(folder / STATE_FILE, similarity=self.similarity, transition=self.transition, recency=self.recency)

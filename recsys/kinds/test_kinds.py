@@ -4,6 +4,7 @@ and loads, and refit keeps the choices validation made. Runs for each kind in th
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.content import content_embeddings
 from recsys.data import load_dataset
 from recsys.data.splits import Protocol, make_protocol
-from recsys.features import history_matrix, recent
+from recsys.features import build_item_features, history_matrix, recent
 from recsys.kinds import REGISTRY, MemberKind, UnknownOption, create, kind_class
 from recsys.kinds.base import Catalog, ScorerInput
 from recsys.kinds.sequential import SequentialMember
@@ -73,6 +75,52 @@ def test_member_kind_contract(name: str, data: tuple[Catalog, Protocol], tmp_pat
     assert isinstance(loaded, MemberKind)
     loaded.load_state(tmp_path / name)
     np.testing.assert_allclose(loaded.score(histories), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_added_titles_score_like_their_content_and_leave_the_other_items_alone(
+    name: str, data: tuple[Catalog, Protocol], tmp_path: Path
+) -> None:
+    catalog, protocol = data
+    # Sequential kinds learn this data's item structure (which content can predict) in about 30 epochs.
+    options = {**FAST.get(name, {}), **({"epochs": 30} if name in SEQUENTIAL else {})}
+    member = create(name, catalog, options, seed=1)
+    assert isinstance(member, MemberKind)
+    member.fit(protocol.validation)
+    users = np.random.default_rng(0).integers(0, catalog.n_users, 60)
+    histories = _histories(protocol, users, catalog.history_length)
+    before = member.score(histories)
+    counts = protocol.validation.item_counts()
+    # New titles whose metadata copies the five most popular items': their content is the same.
+    originals = np.argsort(-counts)[:5]
+    copies = [dataclasses.replace(catalog.items[i], item_id=f"new-{i}") for i in originals]
+    grown = dataclasses.replace(catalog, n_items=catalog.n_items + 5, items=(*catalog.items, *copies),
+                                item_features=build_item_features([*catalog.items, *copies]))
+    member.add_items(grown, content_embeddings(grown.items), counts > 0)
+
+    after = member.score(histories)
+    assert after.shape == (60, catalog.n_items + 5) and np.isfinite(after).all()
+    np.testing.assert_allclose(after[:, : catalog.n_items], before, rtol=1e-5, atol=1e-5)
+    new = after[:, catalog.n_items :]
+    if name == "popularity":
+        assert (new == 0).all()  # no users yet
+    else:  # across users, each copy is scored like the item whose content it has
+        agreement = [np.corrcoef(new[:, j], before[:, i])[0, 1] for j, i in enumerate(originals)]
+        assert np.median(agreement) > 0.3, agreement
+    items = np.tile(np.arange(catalog.n_items - 3, catalog.n_items + 5), (60, 1))
+    inputs = {ScorerInput.HISTORY: torch.from_numpy(history_matrix(histories, catalog.history_length)),
+              ScorerInput.ITEMS: torch.from_numpy(items + 1)}
+    with torch.no_grad():
+        encoder = member.encoder_module()
+        if encoder is not None:
+            inputs[ScorerInput.USER_VECTOR] = encoder.eval()(inputs[ScorerInput.HISTORY])
+        exported = member.scorer_module()(*(inputs[name] for name in member.scorer_inputs))
+    np.testing.assert_allclose(exported.numpy(), np.take_along_axis(after, items, axis=1), rtol=1e-5, atol=1e-5)
+    member.save(tmp_path / name)
+    loaded = create(name, grown, options, seed=1)
+    assert isinstance(loaded, MemberKind)
+    loaded.load_state(tmp_path / name)
+    np.testing.assert_allclose(loaded.score(histories), after, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalog, Protocol]) -> None:

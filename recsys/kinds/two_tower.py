@@ -25,8 +25,9 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.features import YEAR_BUCKETS, item_tower_inputs
-from recsys.kinds.base import Progress, Role
+from recsys.kinds.base import Catalog, Progress, Role
 from recsys.kinds.embedding import EmbeddingMember
+from recsys.kinds.new_items import content_to_rows, grown
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models import ItemTower, TwoTowerConfig, UserTower
 from recsys.training import adamw, minibatches, optimise, train_loop
@@ -173,14 +174,32 @@ class TwoTower(EmbeddingMember):
     def encoder_module(self) -> torch.nn.Module:
         return self.user_tower
 
+    def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
+        """A new title's id embedding and history embedding are mapped from its content; its genres,
+        year and domain enter the item tower as any title's do."""
+        state = {"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}
+        ids, history = state["item"]["id_embedding.weight"].numpy(), state["user"]["history_embedding.weight"].numpy()
+        state["item"]["id_embedding.weight"] = torch.from_numpy(grown(ids, content, warm))
+        state["user"]["history_embedding.weight"] = torch.from_numpy(  # row 0 pads
+            np.concatenate([history, content_to_rows(content, history[1:], warm)]))
+        known = self.catalog.n_items
+        self.catalog = catalog
+        self._load_towers(state)
+        with torch.no_grad():
+            inputs = item_tower_inputs(catalog.item_features, np.arange(known, catalog.n_items))
+            new_vectors = self.item_tower(*(torch.from_numpy(a) for a in inputs)).numpy()
+        self.item_vectors = np.concatenate([self.item_vectors, new_vectors])
+
+    def _load_towers(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        config = self._model_config()
+        self.user_tower, self.item_tower = self._user_tower(config).eval(), ItemTower(config).eval()
+        self.user_tower.load_state_dict(state["user"])
+        self.item_tower.load_state_dict(state["item"])
+
     def save_state(self, folder: Path) -> None:
         torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
         self.save_vectors(folder)
 
     def load_state(self, folder: Path) -> None:
-        config = self._model_config()
-        self.user_tower, self.item_tower = self._user_tower(config).eval(), ItemTower(config).eval()
-        state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
-        self.user_tower.load_state_dict(state["user"])
-        self.item_tower.load_state_dict(state["item"])
+        self._load_towers(torch.load(folder / WEIGHTS_FILE, weights_only=True))
         self.load_vectors(folder)
