@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cinesync import bundle as layout
+from cinesync.groups import DEFAULT_TILT
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ServingBundle:
     history_length: int  # the most recent history items the models read
     encoders: list[str]  # members whose user vectors the encoding ensemble makes
     ranking_vectors: list[str]  # members whose user vectors the ranking ensemble reads
+    group_tilt: float  # cinesync.groups.aggregate's tilt, chosen on validation groups at training
 
     def history_key(self, user_id: str) -> str:
         """The user's live history key in the history store, scoped by the version's data set, split
@@ -93,4 +95,5 @@ def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
         history_length=int(manifest["history_length"]),
         encoders=list(manifest["encoders"]),
         ranking_vectors=list(manifest["ranking_vectors"]),
+        group_tilt=float(manifest.get("group_tilt", DEFAULT_TILT)),
     )

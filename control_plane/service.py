@@ -200,7 +200,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self, state: ServingState, query: GroupQuery, histories: list[NDArray[np.int64]], time_remaining: float | None
     ) -> pb.RecommendResponse:
         """Each member's candidates, interleaved (each member's best first) into the group's; every
-        member's Triton scores of all of them, aggregated by cinesync.groups.aggregate."""
+        member's Triton scores of all of them, aggregated by cinesync.groups.aggregate with the version's tilt."""
         bundle = state.bundle
         seen = np.unique(np.concatenate(histories))
         exclude = seen if query.exclude_seen else np.zeros(0, dtype=np.int64)
@@ -220,7 +220,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             try:
                 scores = await asyncio.gather(*(self._rank(history, items, found[2], bundle, bundle.version, deadline)
                                                 for history, found in zip(histories, retrieved, strict=True)))
-                group = aggregate(np.stack(scores)).astype(np.float32)
+                group = aggregate(np.stack(scores), tilt=bundle.group_tilt).astype(np.float32)
                 order = np.argsort(-group, kind="stable")[: query.k]
                 return self._response(state, items[order], group[order], ranked_by=pb.RANKED_BY_TRITON)
             except RankingUnavailable as error:

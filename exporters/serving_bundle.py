@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cinesync import bundle
+from cinesync.groups import DEFAULT_TILT
 from cinesync.indexes import index_class
 from recsys.features import recent
 from recsys.kinds.base import ScorerInput
@@ -76,6 +77,7 @@ def write_bundle(
             "encoders": [m.name for m in run.members if m.encoder_module() is not None],
             "ranking_vectors": [m.name for m in run.members if ScorerInput.USER_VECTOR in m.scorer_inputs],
             "fitted_on": run.fitted_on,
+            "group_tilt": run.manifest.get("groups", {}).get("tilt", DEFAULT_TILT),
             "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra_manifest,
         }

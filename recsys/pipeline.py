@@ -16,6 +16,7 @@ from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
 from recsys.data.splits import COLD_ITEMS, SPLITS, make_protocol
 from recsys.features import build_feature_tables, build_item_features
+from recsys.groups import GroupRanker, choose_tilt
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
 from recsys.kinds.fusion import DcnFusion
@@ -132,12 +133,16 @@ def train(
     assert isinstance(fusion, DcnFusion)
     fusion.checkpoints = checkpoints
     fusion.fit(lists, protocol.validation, [m.name for m in members], progress)
+    # The group rule's tilt, while the members are the ones fitted without the validation items.
+    groups = choose_tilt(GroupRanker(members=members, retrievers=spec.retrieving(members), fusion=fusion,
+                                     tables=validation_tables, split=protocol.validation, depth=spec.depth))
+    progress("group aggregation tilt on validation groups", 1, 1, float(groups["tilt"]), "tilt")
     for member in members:
         member.refit(protocol.test.train_sequences, progress)
     folder = Path(runs_dir) / new_run_id()
     save_run(
         folder, dataset=dataset, data_spec=data_spec, protocol=protocol, spec=spec, members=members, fusion=fusion,
-        train_seconds=time.monotonic() - started, resumed=checkpoints.resumed if checkpoints else [],
+        train_seconds=time.monotonic() - started, resumed=checkpoints.resumed if checkpoints else [], groups=groups,
     )
     return folder
 

@@ -69,6 +69,7 @@ def save_run(
     fusion: DcnFusion,
     train_seconds: float,
     resumed: list[dict[str, Any]],
+    groups: dict[str, Any],
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "catalog.json").write_text(
@@ -94,6 +95,7 @@ def save_run(
         "members_fitted_on": "training part of the test split (validation items included)",
         "train_seconds": round(train_seconds, 1),  # of this attempt, when it resumed from checkpoints
         "resumed_from_checkpoints": resumed,
+        "groups": groups,  # the group aggregation's tilt and the validation figures it was chosen on
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))

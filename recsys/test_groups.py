@@ -8,18 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cinesync.groups import aggregate
-from recsys.groups import GroupRanker, draw_groups, group_hit_rate
+from cinesync.groups import TILTS, aggregate
+from recsys.groups import GroupRanker, K, choose_tilt, draw_groups, group_hit_rate
 from recsys.run import load_run
 
 
-def test_aggregate_averages_standardised_scores_and_sinks_what_one_member_hates() -> None:
+def test_aggregate_tilts_standardised_scores_from_least_misery_to_most_pleasure() -> None:
     scores = np.array([[3.0, 2.0, 1.0], [30.0, 20.0, 10.0]])  # same taste, ten times the scale
-    assert aggregate(scores, misery_weight=0.0) == pytest.approx(aggregate(scores[:1], misery_weight=0.0))
-    loved_and_hated = np.array([[2.0, 1.0, 0.0], [-5.0, 1.0, 0.9]])
-    plain, miserable = aggregate(loved_and_hated, misery_weight=0.0), aggregate(loved_and_hated, misery_weight=0.5)
-    assert np.argmax(miserable) == 1 and miserable[0] < plain[0]  # item 0: one member's worst by far
-    assert aggregate(np.ones((2, 3))) == pytest.approx(np.zeros(3))  # no spread: no preference
+    for tilt in TILTS:
+        assert aggregate(scores, tilt=tilt) == pytest.approx(aggregate(scores[:1], tilt=tilt))
+    loved_and_hated = np.array([[2.0, 1.0, 0.0, 0.5], [-5.0, 1.0, 0.9, 0.5]])
+    standard = (loved_and_hated - loved_and_hated.mean(1, keepdims=True)) / loved_and_hated.std(1, keepdims=True)
+    assert aggregate(loved_and_hated, tilt=0.0) == pytest.approx(standard.mean(0))
+    assert aggregate(loved_and_hated, tilt=200.0) == pytest.approx(standard.max(0), abs=0.01)
+    assert aggregate(loved_and_hated, tilt=-200.0) == pytest.approx(standard.min(0), abs=0.01)
+    assert np.argmax(aggregate(loved_and_hated, tilt=-2.0)) == 1  # item 0: one member's worst by far
+    assert np.argmax(aggregate(loved_and_hated, tilt=8.0)) == 0  # and the other's favourite
+    assert aggregate(np.ones((2, 3)), tilt=2.0) == pytest.approx(np.zeros(3))  # no spread: no preference
 
 
 def test_groups_are_seeded_and_two_to_five_distinct_users() -> None:
@@ -33,7 +38,7 @@ def test_groups_are_seeded_and_two_to_five_distinct_users() -> None:
 def test_group_lists_leave_out_what_any_member_has_seen(small_run: Path) -> None:
     run = load_run(small_run)
     split = run.protocol.test
-    ranker = GroupRanker(run, split)
+    ranker = GroupRanker.of_run(run, split)
     groups = draw_groups(split.test_users(), count=20)
     for members in groups[:5]:
         seen = set(np.concatenate([split.train_sequences[m] for m in members]).tolist())
@@ -45,3 +50,12 @@ def test_group_lists_leave_out_what_any_member_has_seen(small_run: Path) -> None
     # a list holding one member's held-out item is a hit for the whole group
     held = [split.test_items[members[-1]][:1] for members in groups]
     assert group_hit_rate(held, groups, split) == 1.0
+
+
+def test_the_tilt_chosen_on_validation_groups_is_the_best_of_the_grid(small_run: Path) -> None:
+    run = load_run(small_run)
+    assert run.manifest["groups"]["tilt"] in TILTS  # chosen at training, on validation groups
+    chosen = choose_tilt(GroupRanker.of_run(run, run.protocol.validation), count=40)
+    rates = chosen[f"validation_group_hit_rate@{K}"]
+    assert set(rates) == {str(t) for t in TILTS} and chosen["groups"] == 40
+    assert rates[str(chosen["tilt"])] == max(rates.values())

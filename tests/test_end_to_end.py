@@ -159,7 +159,8 @@ def test_a_group_is_ranked_by_triton_as_the_offline_aggregation(
             members=[pb.GroupMember(user_id=run.user_ids[m]) for m in members], k=10), timeout=10)
     assert response.ranked_by == pb.RANKED_BY_TRITON and not response.degraded and not response.cold_start
     served_ids = [item.item_id for item in response.items]
-    offline_ids = [run.items[i].item_id for i in GroupRanker(run, run.protocol.test).group(members).aggregated(10)]
+    offline_ids = [run.items[i].item_id for i in GroupRanker.of_run(run, run.protocol.test).group(members)
+                   .aggregated(10, tilt=run.manifest["groups"]["tilt"])]
     assert len(set(served_ids) & set(offline_ids)) >= 9, (served_ids, offline_ids)
     seen = {run.items[i].item_id for m in members for i in run.history.train_sequences[m]}
     assert len(served_ids) == 10 and not seen & set(served_ids)
