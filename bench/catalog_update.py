@@ -35,7 +35,7 @@ from recsys.pipeline import PipelineSpec, train
 from recsys.run import TrainedRun, load_run
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
-MEMBERS = "popularity,ease,ease_content,two_tower,bpr,lightgcn"
+MEMBERS = "popularity,ease,ease_content,two_tower,bpr"
 
 
 def write_copies(run: TrainedRun, items: np.ndarray, path: Path) -> None:
