@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 # Every test session gets its own Celery queue, so a stray worker elsewhere cannot take its jobs.
 os.environ.setdefault("CINESYNC_CELERY_QUEUE", f"cinesync-test-{uuid.uuid4().hex[:8]}")
-# Tests choose free ports: a Triton the tests start never takes the default 8000-8002.
-for _port in ("CINESYNC_TRITON_HTTP_PORT", "CINESYNC_TRITON_GRPC_PORT", "CINESYNC_TRITON_METRICS_PORT"):
+# Tests choose free ports: a Triton or SuperLink the tests start never takes a default port.
+for _port in ("CINESYNC_TRITON_HTTP_PORT", "CINESYNC_TRITON_GRPC_PORT", "CINESYNC_TRITON_METRICS_PORT",
+              "CINESYNC_SUPERLINK_PORT", "CINESYNC_SUPERLINK_HEALTH_PORT"):
     os.environ.setdefault(_port, "0")
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"

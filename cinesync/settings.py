@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="Control plane gRPC port (0: any free).")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Control plane Prometheus port.")
     flower_port: int = Field(default=5555, ge=0, le=65535, description="Flower dashboard port.")
+    superlink_address: str | None = Field(
+        default=None,
+        description="HTTP address (host:port) of a running Flower SuperLink; unset means CineSync starts one.",
+    )
+    superlink_port: int = Field(
+        default=9093, ge=0, le=65535,
+        description="HTTP port (Control, Fleet and Runtime APIs) of the Flower SuperLink CineSync starts; "
+        "Flower's own default, 8000, is Triton's.",
+    )
+    superlink_health_port: int = Field(
+        default=9094, ge=0, le=65535, description="gRPC health port of the Flower SuperLink CineSync starts.",
+    )
     triton_http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the Triton CineSync starts.")
     triton_grpc_port: int = Field(default=8001, ge=0, le=65535, description="gRPC port of the Triton CineSync starts.")
     triton_metrics_port: int = Field(

@@ -15,6 +15,7 @@ from typing import Self
 from cinesync.settings import Settings
 from launcher.services.process import ManagedProcess, free_port, port_open
 from launcher.services.redis_server import ensure_redis, persistent
+from launcher.services.superlink import start_superlink
 from launcher.services.triton import start_triton
 
 
@@ -55,6 +56,7 @@ class Stack:
         self.home = settings.home.resolve()
         self.repository = settings.model_repository.resolve()
         self.triton_url = settings.triton_url
+        self.superlink_address = settings.superlink_address or ""
         self.grpc_address = ""
 
     def __enter__(self) -> Self:
@@ -104,6 +106,8 @@ class Stack:
         }
         if self.triton_url:
             env["TRITON_URL"] = self.triton_url
+        if self.superlink_address:
+            env["CINESYNC_SUPERLINK_ADDRESS"] = self.superlink_address
         return env
 
     def _started(self, process: ManagedProcess, name: str, address: str) -> None:
@@ -165,6 +169,21 @@ class Stack:
         process.wait_ready(lambda: port_open(self.settings.host, port), timeout=30)
         self._started(process, "flower", f"http://{self.settings.host}:{port}")
 
+    def ensure_superlink(self) -> None:
+        """The Flower SuperLink that federated rounds run on: the one at ``superlink_address``, or one
+        started here (its state under <home>/flower, kept across restarts)."""
+        if self.settings.superlink_address:
+            self._found("superlink", f"http://{self.settings.superlink_address}")
+            return
+        host = self.settings.host
+        port, health = pick_port(host, self.settings.superlink_port), pick_port(host, self.settings.superlink_health_port)
+        if health == port:
+            health = free_port(host)
+        process = start_superlink(host=host, port=port, health_port=health, home=self.home / "flower",
+                                  logs_dir=self.settings.logs_dir)
+        self.superlink_address = f"{host}:{port}"
+        self._started(process, "superlink", f"http://{self.superlink_address}, health grpc {host}:{health}")
+
     def ensure_triton(self) -> None:
         if self.triton_url:
             self._found("triton", self.triton_url)
@@ -201,6 +220,7 @@ class Stack:
         self.ensure_triton()  # before the worker, which checks each version it publishes in this Triton
         self.ensure_worker()
         self.start_flower()
+        self.ensure_superlink()
         self.start_control_plane()
 
     def stop(self) -> None:
