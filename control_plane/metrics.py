@@ -27,4 +27,6 @@ HISTORY_UNKNOWN_ITEMS = Counter(
 )
 HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the live history (stored) or "
                          "lost to a Redis outage (failed)", ["outcome"])
+JOB_QUEUE_DEPTH = Gauge("cinesync_job_queue_depth", "Training jobs waiting in the Celery queue (the length of "
+                        "its Redis list: what a queue-depth autoscaler reads)")
 HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")

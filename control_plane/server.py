@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from redis import asyncio as aioredis
 
 from cinesync.jobs import celery_app
 from cinesync.settings import Settings
@@ -23,6 +24,7 @@ from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
 from control_plane.history import HistoryStore
 from control_plane.jobs import JobRegistry
+from control_plane.metrics import JOB_QUEUE_DEPTH
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
@@ -40,6 +42,16 @@ async def _track_health(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await models.watch(interval, before=router.refresh)
+
+
+async def _track_job_queue(redis: aioredis.Redis, queue: str, interval: float) -> None:
+    """The Celery queue's depth (its Redis list's length) as cinesync_job_queue_depth, every ``interval``."""
+    while True:
+        try:
+            JOB_QUEUE_DEPTH.set(await redis.llen(queue))
+        except aioredis.RedisError as error:
+            log.debug("job queue depth unavailable: %s", error)
+        await asyncio.sleep(interval)
 
 
 async def serve(settings: Settings) -> None:
@@ -93,11 +105,13 @@ async def serve(settings: Settings) -> None:
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)
     watcher = asyncio.create_task(_track_health(models, router, health_servicer, settings.bundle_poll_s))
+    queue_depth = asyncio.create_task(_track_job_queue(store.redis, settings.job_queue, settings.bundle_poll_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    queue_depth.cancel()
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):  # its failures were logged
         await watcher

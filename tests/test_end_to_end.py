@@ -27,6 +27,7 @@ from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from conftest import SHARED_DATA, SMALL_SYNTHETIC, small_pipeline
+from control_plane.healthcheck import check
 from launcher.client import recommend, record_feedback, wait_for_version
 from launcher.jobs import follow
 from launcher.served_eval import evaluate_served
@@ -218,6 +219,7 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
             "ranking stage": 'cinesync_stage_latency_seconds_count{stage="ranking"}',
             "Triton calls": "cinesync_triton_call_seconds_count",
             "index size": "cinesync_index_items",
+            "job queue depth": "cinesync_job_queue_depth",
             "fusion executions": 'nv_inference_exec_count{model=~"fusion_.*"}',
         }
         found: dict[str, list[dict[str, Any]]] = {}
@@ -284,6 +286,10 @@ def test_health_and_reflection(served: tuple[Stack, dict[str, Any]]) -> None:
         )
         names = {s.name for reply in replies for s in reply.list_services_response.service}
         assert "cinesync.v1.RecommendationService" in names
+    # The containers' HEALTHCHECK (python -m control_plane.healthcheck) on this control plane and a closed port.
+    port = int(stack.grpc_address.rpartition(":")[2])
+    assert check(stack.settings.model_copy(update={"grpc_port": port})) == ""
+    assert "UNAVAILABLE" in check(stack.settings.model_copy(update={"grpc_port": free_port()}))
 
 
 def test_z_added_titles_are_recommended_without_retraining(
