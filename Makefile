@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml setup.py $(PROTO)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) deploy/install_helm.py $(VENV)/bin/helm  # a real helm for the chart's tests
 	rm -f $(VENV)/.installed-*
 	touch $@
 

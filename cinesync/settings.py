@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     max_concurrent_rpcs: int = Field(
         default=256, ge=1, description="RPCs the control plane runs at once; more get RESOURCE_EXHAUSTED."
     )
+    max_connection_age_s: float = Field(
+        default=0.0, ge=0,
+        description="Close each client connection after this long (with as long again to finish its calls), so "
+        "clients re-resolve a name that spreads over replicas and reach new ones; 0: never.",
+    )
     max_message_bytes: int = Field(default=1 << 20, ge=1024, description="Largest gRPC message accepted.")
     tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve gRPC over TLS.")
     tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert.")

@@ -67,7 +67,10 @@ async def serve(settings: Settings) -> None:
         interceptors=[AdminAuth(tokens)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", settings.max_message_bytes),
-                 ("grpc.max_send_message_length", settings.max_message_bytes)],
+                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                 *([("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_s * 1000))]
+                   if settings.max_connection_age_s else [])],
     )
     pb_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationService(

@@ -154,7 +154,7 @@ def test_the_grafana_dashboard_reads_metrics_the_control_plane_exports() -> None
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     exported = {metric.name + suffix for metric in REGISTRY.collect() for suffix in suffixes.get(metric.type, ())}
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "cinesync.json").read_text())
+    dashboard = json.loads((DEPLOY / "helm" / "cinesync" / "dashboards" / "cinesync.json").read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = {name for expr in expressions for name in re.findall(r"\bcinesync_\w+", expr)}
     assert used and used <= exported, used - exported
