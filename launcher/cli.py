@@ -78,7 +78,7 @@ def _sample_user(settings: Settings, version: int) -> str:
 
 
 def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], user: str | None,
-                    as_json: bool, keep_serving: bool) -> None:
+                    as_json: bool, keep_serving: bool, replicas: int = 1) -> None:
     from launcher.client import VersionTimeout, format_table, recommend, record_feedback, wait_for_version
     from launcher.client import as_json as response_json
     from launcher.stack import Stack
@@ -87,7 +87,7 @@ def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], 
     say = _say_to(as_json)
     started = time.monotonic()
     with Stack(settings, say=say) as stack:
-        stack.start_all()
+        stack.start_all(replicas=replicas)
         result = _run_pipeline(settings, pipeline_options(assignments, split), say)
         version = int(result["version"])
         user_id = user or _sample_user(settings, version)
@@ -152,6 +152,9 @@ def _training_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 _user = click.option("--user", default=None, help="User to recommend for (default: the first one).")
+_replicas = click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True,
+                         help="Control-plane processes sharing Redis, Triton and the bundles, served as one target "
+                         "(ipv4:host:port,host:port) that clients balance round robin.")
 
 
 @click.group()
@@ -161,13 +164,14 @@ def main() -> None:
 
 
 @main.command()
-def serve() -> None:
+@_replicas
+def serve(replicas: int) -> None:
     """Start what is missing and serve the current published version until Ctrl-C (no training)."""
     from launcher.stack import Stack
 
     settings = get_settings()
     with Stack(settings, say=click.echo) as stack:
-        stack.start_all()
+        stack.start_all(replicas=replicas)
         stack.say(f"Serving on {stack.grpc_address} (version {current_version(settings.serving_dir) or 'none yet'}). "
                   "Ctrl-C stops everything started here.")
         _supervise_until_stopped(stack)
@@ -176,9 +180,10 @@ def serve() -> None:
 @main.command()
 @_training_options
 @_user
-def up(data: str | None, split: str, assignments: tuple[str, ...], user: str | None) -> None:
+@_replicas
+def up(data: str | None, split: str, assignments: tuple[str, ...], user: str | None, replicas: int) -> None:
     """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
-    _serve_and_show(data, split, assignments, user, as_json=False, keep_serving=True)
+    _serve_and_show(data, split, assignments, user, as_json=False, keep_serving=True, replicas=replicas)
 
 
 @main.command()

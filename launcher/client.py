@@ -1,7 +1,10 @@
-"""A gRPC client of the Recommend API, as other services call it."""
+"""A gRPC client of the Recommend API, as other services call it: one channel per call target,
+balanced round robin over every address the target resolves to, Recommend retried on another
+replica when one is unavailable."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,6 +13,24 @@ from google.protobuf.json_format import MessageToDict
 
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+
+# What a client of several control-plane replicas needs (gRPC's service config): spread calls over
+# every resolved address, and retry the read-only calls on UNAVAILABLE (a replica gone) elsewhere.
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "cinesync.v1.RecommendationService", "method": method}
+                 for method in ("Recommend", "RecommendGroup")],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.02s", "maxBackoff": "0.2s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+
+
+def channel(target: str) -> grpc.Channel:
+    """A channel to the control plane at ``target``: host:port, or a name for several replicas
+    (``dns:///cinesync-control-plane:50051``, ``ipv4:127.0.0.1:50051,127.0.0.1:50052``)."""
+    return grpc.insecure_channel(target, options=[("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)])
 
 
 def label(enum_name: str, prefix: str) -> str:
@@ -20,8 +41,8 @@ def label(enum_name: str, prefix: str) -> str:
 def recommend(
     address: str, user_id: str, *, k: int = 10, domain: str = "any", exclude_seen: bool = True, timeout: float = 5.0
 ) -> pb.RecommendResponse:
-    with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.RecommendationServiceStub(channel)
+    with channel(address) as opened:
+        stub = pb_grpc.RecommendationServiceStub(opened)
         request = pb.RecommendRequest(
             user_id=user_id, k=k, domain=f"DOMAIN_{domain.upper()}", exclude_seen=exclude_seen
         )
@@ -33,10 +54,10 @@ def record_feedback(
     address: str, request_id: str, user_id: str, item_id: str, *, kind: str = "watch", timeout: float = 5.0
 ) -> pb.FeedbackResponse:
     """RecordFeedback of ``kind`` (impression, click, watch) about the answer ``request_id``."""
-    with grpc.insecure_channel(address) as channel:
+    with channel(address) as opened:
         request = pb.FeedbackRequest(request_id=request_id, user_id=user_id, item_id=item_id,
                                      kind=f"FEEDBACK_KIND_{kind.upper()}")
-        reply: pb.FeedbackResponse = pb_grpc.RecommendationServiceStub(channel).RecordFeedback(request, timeout=timeout)
+        reply: pb.FeedbackResponse = pb_grpc.RecommendationServiceStub(opened).RecordFeedback(request, timeout=timeout)
         return reply
 
 
@@ -114,6 +135,6 @@ def admin_call(address: str, method: str, request: Any, *, token: str, timeout: 
     """Call AdminService.``method`` with the bearer token."""
     from cinesync.v1 import admin_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
-        stub = admin_pb2_grpc.AdminServiceStub(channel)
+    with channel(address) as opened:
+        stub = admin_pb2_grpc.AdminServiceStub(opened)
         return getattr(stub, method)(request, timeout=timeout, metadata=(("authorization", f"Bearer {token}"),))

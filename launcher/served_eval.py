@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from launcher.client import channel as client_channel
 from launcher.client import label
 from recsys.data.splits import Split
 from recsys.metrics import DEPTH, evaluate_ranked
@@ -45,7 +45,7 @@ def evaluate_served(
     depth = DEPTH
     target = manifest["split"].get("target_domain")
     domain = f"DOMAIN_{(target or 'any').upper()}"
-    with grpc.insecure_channel(address) as channel:
+    with client_channel(address) as channel:
         call = pb_grpc.RecommendationServiceStub(channel).Recommend
 
         def ask(user: int) -> pb.RecommendResponse:

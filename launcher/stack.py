@@ -3,6 +3,7 @@ running (restarting a process that exits, with backoff, on the same ports) and s
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sys
@@ -57,7 +58,9 @@ class Stack:
         self.repository = settings.model_repository.resolve()
         self.triton_url = settings.triton_url
         self.superlink_address = settings.superlink_address or ""
-        self.grpc_address = ""
+        self.grpc_address = ""  # one target for every control-plane replica
+        self.replica_addresses: list[str] = []
+        self.replica_metrics: list[str] = []
 
     def __enter__(self) -> Self:
         return self
@@ -196,32 +199,44 @@ class Stack:
         self._started(process, "triton", f"grpc {endpoints.grpc}, http {endpoints.http}, metrics {endpoints.metrics}")
         self.addresses["triton metrics"] = endpoints.metrics
 
-    def start_control_plane(self) -> None:
+    def start_control_plane(self, replicas: int = 1) -> None:
+        """``replicas`` control-plane processes sharing Redis, Triton and the serving bundles, on the
+        settings' ports and the next ones (or free ones); ``grpc_address`` is one target for all of
+        them (``ipv4:host:port,host:port``), which launcher.client balances round robin."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
         self.ensure_admin_token()
         host = self.settings.host
-        port = pick_port(host, self.settings.grpc_port)
-        metrics_port = pick_port(host, self.settings.metrics_port)
-        env = {**self.child_env(), "CINESYNC_HOST": host, "CINESYNC_GRPC_PORT": str(port),
-               "CINESYNC_METRICS_PORT": str(metrics_port)}
-        process = ManagedProcess(
-            "control plane",
-            [sys.executable, "-m", "control_plane"],
-            log_path=self.settings.logs_dir / "control_plane.log",
-            env=env,
-        )
-        process.wait_ready(lambda: port_open(host, port), timeout=60)
-        self.grpc_address = f"{host}:{port}"
-        self.addresses["control plane metrics"] = f"http://{host}:{metrics_port}/metrics"
-        self._started(process, "control plane", f"grpc {self.grpc_address}, metrics http://{host}:{metrics_port}/metrics")
+        for replica in range(replicas):
+            suffix = f" {replica + 1}" if replicas > 1 else ""
+            port = pick_port(host, self.settings.grpc_port and self.settings.grpc_port + replica)
+            metrics_port = pick_port(host, self.settings.metrics_port and self.settings.metrics_port + replica)
+            env = {**self.child_env(), "CINESYNC_HOST": host, "CINESYNC_GRPC_PORT": str(port),
+                   "CINESYNC_METRICS_PORT": str(metrics_port)}
+            process = ManagedProcess(
+                f"control plane{suffix}",
+                [sys.executable, "-m", "control_plane"],
+                log_path=self.settings.logs_dir / f"control_plane{suffix.replace(' ', '-')}.log",
+                env=env,
+            )
+            process.wait_ready(functools.partial(port_open, host, port), timeout=60)
+            self.replica_addresses.append(f"{host}:{port}")
+            self.replica_metrics.append(f"http://{host}:{metrics_port}/metrics")
+            if replica == 0:
+                self.addresses["control plane metrics"] = f"http://{host}:{metrics_port}/metrics"
+            self._started(process, f"control plane{suffix}",
+                          f"grpc {host}:{port}, metrics http://{host}:{metrics_port}/metrics")
+        self.grpc_address = (self.replica_addresses[0] if len(self.replica_addresses) == 1
+                             else "ipv4:" + ",".join(self.replica_addresses))
 
-    def start_all(self) -> None:
+    def start_all(self, *, replicas: int = 1) -> None:
         self.say("Starting the CineSync stack:")
         self.ensure_redis()
         self.ensure_triton()  # before the worker, which checks each version it publishes in this Triton
         self.ensure_worker()
         self.start_flower()
         self.ensure_superlink()
-        self.start_control_plane()
+        self.start_control_plane(replicas)
 
     def stop(self) -> None:
         while self.started:

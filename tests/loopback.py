@@ -11,6 +11,7 @@ import grpc
 
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
+from launcher.client import channel as channel_to
 
 CLIENTS = 4
 MAX_SECONDS = 90.0
@@ -29,7 +30,7 @@ class Load:
 
     def _run(self, n: int) -> None:
         deadline = time.monotonic() + MAX_SECONDS
-        with grpc.insecure_channel(self.address) as channel:
+        with channel_to(self.address) as channel:
             stub = pb_grpc.RecommendationServiceStub(channel)
             count = 0
             while not self.stop.is_set() and time.monotonic() < deadline:
