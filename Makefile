@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROTO := protos/cinesync/v1/recommendation.proto protos/cinesync/v1/admin.proto
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(PROTO) | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast lint clean
+.PHONY: setup run serve test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml setup.py $(PROTO)
 
 run: setup
 	$(VENV)/bin/cinesync up
+
+serve: setup  # serve the current published version, no training
+	$(VENV)/bin/cinesync serve
 
 test: setup
 	$(PY) -m pytest

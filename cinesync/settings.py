@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         description="Comma-separated bearer tokens for the AdminService; unset: the launcher makes one "
         "and keeps it in <home>/admin-token (mode 600).",
     )
+    require_admin_tokens: bool = Field(
+        default=False,
+        description="Refuse to start the control plane without admin tokens (deployments set it; on one "
+        "machine the launcher makes a token, and without one every admin call is refused).",
+    )
     max_concurrent_rpcs: int = Field(
         default=256, ge=1, description="RPCs the control plane runs at once; more get RESOURCE_EXHAUSTED."
     )

@@ -61,6 +61,9 @@ async def serve(settings: Settings) -> None:
     store = ExperimentStore(settings.redis_url, settings.redis_namespace, spool_dir=settings.home / "spool")
     router = ExperimentRouter(store, models)
     tokens = settings.admin_token_list()
+    if not tokens and settings.require_admin_tokens:
+        raise SystemExit("no admin tokens: set CINESYNC_ADMIN_TOKENS (CINESYNC_REQUIRE_ADMIN_TOKENS is on, so the "
+                         "control plane does not start without them)")
     if not tokens:
         log.warning("no admin tokens (CINESYNC_ADMIN_TOKENS): every admin call will be refused")
     server = grpc.aio.server(

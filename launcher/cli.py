@@ -118,13 +118,20 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP: stop like Ctrl-C."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_stopped(signum: int, frame: object) -> None:
+    """The first stop signal raises Stopped; until Stack.stop takes the signals over, later ones
+    are ignored, so none can interrupt the way to the orderly stop."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise Stopped(signal.Signals(signum).name)
 
 
 def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP stop the command as Ctrl-C does, so every process it started is stopped."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    """Ctrl-C, SIGTERM and SIGHUP stop the command alike, so every process it started is stopped."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
 
 

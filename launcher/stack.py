@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 from cinesync.settings import Settings
 from launcher.services.process import ManagedProcess, free_port, port_open
@@ -34,6 +35,8 @@ def workers_on_queue(queue: str) -> list[str]:
 
 
 RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after the 1st, 2nd, ... exit in a row
+GRACE_S = 15.0  # SIGTERM to SIGKILL when stopping
+HURRIED_GRACE_S = 2.0  # the same after a second stop signal
 STABLE_AFTER_S = 60.0  # a process up this long has its backoff reset
 
 
@@ -239,9 +242,31 @@ class Stack:
         self.start_control_plane(replicas)
 
     def stop(self) -> None:
-        while self.started:
-            process = self.started.pop()
-            process.stop()
-            self.say(f"  stopped {process.name}")
+        """Stop every started process, newest first. SIGINT, SIGTERM or SIGHUP during the stop (a
+        second Ctrl-C, make forwarding the group's SIGTERM) cannot interrupt it: each only shortens
+        the grace the remaining processes get before SIGKILL."""
+        hurried = threading.Event()
+        previous = self._hold_signals(hurried) if threading.current_thread() is threading.main_thread() else {}
+        try:
+            while self.started:
+                process = self.started.pop()
+                process.stop(timeout=HURRIED_GRACE_S if hurried.is_set() else GRACE_S)
+                self.say(f"  stopped {process.name}")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _hold_signals(self, hurried: threading.Event) -> dict[int, Any]:
+        """Make the stop signals set ``hurried`` instead of raising; returns the handlers they had."""
+        def hurry(signum: int, frame: object) -> None:
+            if not hurried.is_set():
+                self.say(f"  ({signal.Signals(signum).name} while stopping: the rest get {HURRIED_GRACE_S:.0f} s each)")
+            hurried.set()
+
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, hurry)
+        return previous
 
 

@@ -122,6 +122,7 @@ def test_compose_wiring_matches_the_settings(compose: dict[str, Any]) -> None:
             has_own = "healthcheck" in services[needed] or needed in ("control-plane", "worker", "dashboard")
             assert has_own, f"{name} waits for {needed}'s health, which nothing checks"
     control = services["control-plane"]
+    assert control["environment"]["CINESYNC_REQUIRE_ADMIN_TOKENS"] == "true"  # dropping the tokens stops it
     assert control["environment"]["CINESYNC_GRPC_PORT"] == str(_default("grpc_port"))
     assert control["environment"]["CINESYNC_METRICS_PORT"] == str(_default("metrics_port"))
     assert {(int(p["target"]), int(p["published"])) for p in control["ports"]} == {(_default("grpc_port"),) * 2}
@@ -167,3 +168,12 @@ def test_deploy_yaml_passes_yamllint() -> None:
     result = subprocess.run([_tool("yamllint"), "-c", str(DEPLOY / ".yamllint.yaml"), "--strict", str(DEPLOY)],
                             check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_control_plane_told_to_require_admin_tokens_does_not_start_without_them(tmp_path: Path) -> None:
+    """What compose's and the chart's CINESYNC_REQUIRE_ADMIN_TOKENS do when an override drops the tokens."""
+    env = {"PATH": "/usr/bin:/bin", "CINESYNC_HOME": str(tmp_path / "home"), "CINESYNC_REQUIRE_ADMIN_TOKENS": "true",
+           "CINESYNC_ADMIN_TOKENS": "", "CINESYNC_GRPC_PORT": "0", "CINESYNC_METRICS_PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", "control_plane"], check=False, capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode != 0 and "no admin tokens: set CINESYNC_ADMIN_TOKENS" in result.stderr, result.stderr

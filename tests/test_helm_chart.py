@@ -117,6 +117,9 @@ def test_the_chart_lints_strictly(variant: str, tmp_path: Path) -> None:
 
 def test_values_outside_the_schema_or_without_tokens_are_refused(tmp_path: Path) -> None:
     for values, expected in (({**TOKENS, "triton": {"gpus": -1}}, "gpus"),
+                             ({**TOKENS, "controlPlane": {"replicas": -2}}, "replicas"),
+                             ({**TOKENS, "triton": {"gpuType": "h200"}}, "gpuType"),
+                             ({**TOKENS, "modelRepository": None}, "modelRepository"),
                              ({**TOKENS, "modelRepository": {"uri": "ftp://x"}}, "uri"),
                              ({**TOKENS, "controlPlane": {"replica": 3}}, "replica"),
                              ({}, "adminTokens.tokens")):
@@ -166,6 +169,7 @@ def test_the_control_plane_is_wired_as_the_settings_read_it(rendered: dict[str, 
     assert env["CINESYNC_GRPC_PORT"] == str(grpc_port) and env["CINESYNC_METRICS_PORT"] == str(_default("metrics_port"))
     assert float(env["CINESYNC_MAX_CONNECTION_AGE_S"]) > 0  # clients re-resolve the headless Service
     assert env["CINESYNC_ADMIN_TOKENS"]["secretKeyRef"]["key"] == "tokens"
+    assert env["CINESYNC_REQUIRE_ADMIN_TOKENS"] == "true"
     assert {p["containerPort"] for p in container["ports"]} == {grpc_port, _default("metrics_port")}
     assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": "cinesync.v1.RecommendationService"}
     assert container["livenessProbe"]["grpc"]["port"] == grpc_port and "torch" not in container["image"]

@@ -1,16 +1,16 @@
 """Supervision and recovery with real processes: Triton killed (SIGKILL) under load on loopback is
 restarted by the launcher on the same ports, the control plane answers every request meanwhile
-(degraded, in retrieval order) and ranks with Triton again once it is back; SIGTERM or SIGHUP to
-`cinesync serve`, its stdout a closed pipe, stops every process it started."""
+(degraded, in retrieval order) and ranks with Triton again once it is back; repeated stop signals to
+`make serve`'s process group, its stdout a closed pipe, stop every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -80,26 +80,33 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
     assert {r for t, _, r in load.answers if t > ranked + 0.5} == {pb.RANKED_BY_TRITON}
 
 
-def test_sigterm_and_sighup_stop_like_ctrl_c() -> None:
-    from launcher.cli import Stopped, _stop_on_signals
+def test_every_stop_signal_stops_like_ctrl_c_and_later_ones_are_held() -> None:
+    from launcher.cli import STOP_SIGNALS, Stopped, _stop_on_signals
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
-        _stop_on_signals()
-        for sig in previous:
+        for sig in STOP_SIGNALS:
+            _stop_on_signals()
             with pytest.raises(Stopped):
                 signal.raise_signal(sig)
+            for again in STOP_SIGNALS:  # on the way to the orderly stop: nothing raised
+                signal.raise_signal(again)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def test_sighup_stops_everything_serve_started_even_with_stdout_closed(tmp_path: Path) -> None:
-    """(SIGTERM takes the same path: the test above.)"""
+def test_make_serve_stops_everything_on_repeated_signals_to_its_group_even_with_stdout_closed(
+    tmp_path: Path,
+) -> None:
+    """What a closing terminal or a supervisor does: SIGTERM to `make serve`'s whole process group
+    (make forwards it to cinesync, which got its own), then Ctrl-C twice while it stops, its stdout a
+    closed pipe. Every process it started is stopped; none is left running."""
     env = {**os.environ, "CINESYNC_HOME": str(tmp_path / "home"), "CINESYNC_MODEL_REPOSITORY": str(tmp_path / "repo"),
            "CINESYNC_GRPC_PORT": "0", "CINESYNC_METRICS_PORT": "0", "CINESYNC_FLOWER_PORT": "0"}
-    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli", "serve"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=env, text=True)
+    launcher = subprocess.Popen(["make", "-s", "serve"], cwd=Path(__file__).resolve().parent.parent,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                start_new_session=True)
     pids: list[int] = []
     try:
         assert launcher.stdout is not None
@@ -110,9 +117,12 @@ def test_sighup_stops_everything_serve_started_even_with_stdout_closed(tmp_path:
                 break
         assert len(pids) >= 5, pids  # triton, worker, flower, superlink, control plane (Redis may run already)
         launcher.stdout.close()  # every later write of the launcher meets a closed pipe
-        launcher.send_signal(signal.SIGHUP)
-        launcher.wait(timeout=60)
-        deadline = time.monotonic() + 10
+        os.killpg(launcher.pid, signal.SIGTERM)
+        for _ in range(2):
+            time.sleep(0.3)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launcher.pid, signal.SIGINT)
+        deadline = time.monotonic() + 60
         while any(alive(pid, group=True) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in pids if alive(pid, group=True)], "processes left running"
