@@ -37,7 +37,7 @@ from control_plane.model_state import ServingState, load_indexes
 from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, read_report
 from exporters.onnx_export import export_run, ort_session
 from exporters.publish import publish
-from launcher.client import wait_for_version
+from launcher.client import SERVICE_CONFIG, wait_for_version
 from launcher.stack import Stack
 from recsys.pipeline import PipelineSpec, train
 from recsys.run import load_run
@@ -45,13 +45,17 @@ from recsys.run import load_run
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 
-async def open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, float]:
-    """Send rate × seconds requests at fixed intervals; latencies from the scheduled send times."""
+async def open_loop(address: str, users: list[str], rate: float, seconds: float,
+                    samples: list[tuple[float, float]] | None = None) -> dict[str, float]:
+    """Send rate × seconds requests at fixed intervals; latencies from the scheduled send times. The
+    channel balances over every address ``address`` resolves to (launcher.client's service config);
+    ``samples`` receives each request's (scheduled send time from the start, latency) in seconds."""
     count = int(rate * seconds)
     latencies: list[float] = []
     failures = 0
     ranked = 0
-    async with grpc.aio.insecure_channel(address) as channel:
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = pb_grpc.RecommendationServiceStub(channel)
 
         async def one(index: int, scheduled: float) -> None:
@@ -62,6 +66,8 @@ async def open_loop(address: str, users: list[str], rate: float, seconds: float)
             except grpc.aio.AioRpcError:
                 failures += 1
             latencies.append(time.perf_counter() - scheduled)
+            if samples is not None:
+                samples.append((scheduled - start, latencies[-1]))
 
         start = time.perf_counter() + 0.1
         tasks = []

@@ -232,6 +232,16 @@ class Stack:
         self.grpc_address = (self.replica_addresses[0] if len(self.replica_addresses) == 1
                              else "ipv4:" + ",".join(self.replica_addresses))
 
+    def stop_control_planes(self) -> None:
+        """Stop every control-plane replica started here (the rest keeps running)."""
+        for process in [p for p in self.started if p.name.startswith("control plane")]:
+            process.stop()
+            self.started.remove(process)
+            self.say(f"  stopped {process.name}")
+        self.replica_addresses.clear()
+        self.replica_metrics.clear()
+        self.grpc_address = ""
+
     def start_all(self, *, replicas: int = 1) -> None:
         self.say("Starting the CineSync stack:")
         self.ensure_redis()
