@@ -21,6 +21,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -86,6 +89,32 @@ async def open_loop(address: str, users: list[str], rate: float, seconds: float,
             "failures": failures, "ranked_by_triton": ranked}
 
 
+@dataclass
+class Published:
+    """A trained run published in a stack of its own (Redis, Triton), its control planes not started."""
+
+    stack: Stack
+    settings: Settings
+    version: int
+    users: list[str]
+    export_dir: Path
+
+
+@contextmanager
+def published(data: str, root: Path, spec: PipelineSpec) -> Iterator[Published]:
+    """Train ``spec`` on ``data`` under ``root``, export it, start Redis and Triton, publish it; every
+    process started is stopped on exit."""
+    run = load_run(train(data, root / "runs", spec))
+    export_run(run, root / "onnx")
+    settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
+                        triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
+    with Stack(settings, say=lambda line: None) as stack:
+        stack.ensure_redis()
+        stack.ensure_triton()
+        version = publish(run, root / "onnx", settings.model_copy(update={"triton_url": stack.triton_url}))
+        yield Published(stack, settings, version, run.user_ids, root / "onnx")
+
+
 def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float) -> float:
     """Requests per second of encoding, retrieval and ranking in one loop, no RPC: the same indexes,
     the same ONNX models (one session each), each user's published history."""
@@ -122,22 +151,13 @@ def main() -> None:
     torch.set_num_threads(2)
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory() as root_name:
-        root = Path(root_name)
-        run = load_run(train(data, root / "runs", PipelineSpec(split=args.split)))
-        export_run(run, root / "onnx")
-        settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
-                            triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
-        with Stack(settings, say=lambda line: None) as stack:
-            stack.ensure_redis()
-            stack.ensure_triton()
-            version = publish(run, root / "onnx", settings.model_copy(update={"triton_url": stack.triton_url}))
-            stack.start_control_plane()
-            users = run.user_ids
-            wait_for_version(stack.grpc_address, users[0], version)
-            asyncio.run(open_loop(stack.grpc_address, users, 100, 2.0))  # warm-up
-            results = [asyncio.run(open_loop(stack.grpc_address, users, float(rate), args.seconds))
+        with published(data, Path(root_name), PipelineSpec(split=args.split)) as done:
+            done.stack.start_control_plane()
+            wait_for_version(done.stack.grpc_address, done.users[0], done.version)
+            asyncio.run(open_loop(done.stack.grpc_address, done.users, 100, 2.0))  # warm-up
+            results = [asyncio.run(open_loop(done.stack.grpc_address, done.users, float(rate), args.seconds))
                        for rate in args.rates.split(",")]
-        floor = in_process_floor(settings.serving_dir, version, root / "onnx", args.seconds)
+        floor = in_process_floor(done.settings.serving_dir, done.version, done.export_dir, args.seconds)
     saturation = max(r["achieved_per_s"] for r in results if r["p99_ms"] < 1000 and not r["failures"])
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, generator on the same machine",

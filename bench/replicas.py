@@ -24,14 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.open_loop import open_loop
-from cinesync.settings import Settings
-from exporters.onnx_export import export_run
-from exporters.publish import publish
+from bench.open_loop import open_loop, published
 from launcher.client import wait_for_version
 from launcher.stack import Stack
-from recsys.pipeline import PipelineSpec, train
-from recsys.run import load_run
+from recsys.pipeline import PipelineSpec
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 KILL_RATE, KILL_SECONDS, KILL_AT = 100.0, 10.0, 5.0
@@ -75,27 +71,18 @@ def main() -> None:
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     rates = [float(rate) for rate in args.rates.split(",")]
     by_replicas: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as root_name:
-        root = Path(root_name)
-        run = load_run(train(data, root / "runs", PipelineSpec()))
-        export_run(run, root / "onnx")
-        settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
-                            triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
-        with Stack(settings, say=lambda line: None) as stack:
-            stack.ensure_redis()
-            stack.ensure_triton()
-            version = publish(run, root / "onnx", settings.model_copy(update={"triton_url": stack.triton_url}))
-            users = run.user_ids
-            for replicas in (1, 2):
-                stack.start_control_plane(replicas)
-                for address in stack.replica_addresses:
-                    wait_for_version(address, users[0], version)
-                asyncio.run(open_loop(stack.grpc_address, users, 100, 2.0))  # warm-up
-                by_replicas[str(replicas)] = [asyncio.run(open_loop(stack.grpc_address, users, rate, args.seconds))
-                                              for rate in rates]
-                if replicas == 2:
-                    killed = asyncio.run(with_a_kill(stack, users))
-                stack.stop_control_planes()
+    with tempfile.TemporaryDirectory() as root_name, published(data, Path(root_name), PipelineSpec()) as done:
+        stack, users = done.stack, done.users
+        for replicas in (1, 2):
+            stack.start_control_plane(replicas)
+            for address in stack.replica_addresses:
+                wait_for_version(address, users[0], done.version)
+            asyncio.run(open_loop(stack.grpc_address, users, 100, 2.0))  # warm-up
+            by_replicas[str(replicas)] = [asyncio.run(open_loop(stack.grpc_address, users, rate, args.seconds))
+                                          for rate in rates]
+            if replicas == 2:
+                killed = asyncio.run(with_a_kill(stack, users))
+            stack.stop_control_planes()
     report = {
         "data": args.data, "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, 2 cores shared by the replicas, Triton, Redis and the load generator",
