@@ -81,7 +81,7 @@ def add_titles(run_folder: Path, titles_file: Path, runs_dir: Path, progress: Pr
     folder = Path(runs_dir) / new_run_id()
     staging = folder.with_name(f".{folder.name}.staging")
     try:
-        _write(staging, run_folder, items, user_ids=parent.user_ids, n_added=len(titles))
+        _write(staging, run_folder, items, run_id=folder.name, user_ids=parent.user_ids, n_added=len(titles))
         fits = [fit for fit, name in FITS.items() if (run_folder / name).is_dir()]
         for step, fit in enumerate(fits, start=1):
             run = parent if fit == "train" else load_run(run_folder, fitted_on=fit)
@@ -97,7 +97,7 @@ def add_titles(run_folder: Path, titles_file: Path, runs_dir: Path, progress: Pr
     return folder
 
 
-def _write(folder: Path, parent: Path, items: list[Item], *, user_ids: list[str], n_added: int) -> None:
+def _write(folder: Path, parent: Path, items: list[Item], *, run_id: str, user_ids: list[str], n_added: int) -> None:
     """The new run's catalog, split (target masks padded: new titles are never evaluation targets)
     and manifest."""
     folder.mkdir(parents=True)
@@ -114,7 +114,7 @@ def _write(folder: Path, parent: Path, items: list[Item], *, user_ids: list[str]
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "note": "members grown from content without refitting; evaluation figures are the parent run's",
     }
-    manifest["run_id"] = folder.name.removeprefix(".").removesuffix(".staging")
+    manifest["run_id"] = run_id
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     for name in ("metrics.json", "report.json"):  # the parent's figures: the new titles are never targets
         if (parent / name).is_file():
