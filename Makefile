@@ -39,7 +39,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict control_plane
-	$(VENV)/bin/mypy recsys workers exporters launcher cinesync bench
+	$(VENV)/bin/mypy recsys workers exporters launcher cinesync federated bench
 
 clean:
 	rm -rf var model_repository/*/ .model_repository.staging

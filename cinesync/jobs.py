@@ -78,6 +78,13 @@ def catalog_update(app: Celery, run_dir: str, titles_file: str, *, serve: str | 
     return chain(*steps)
 
 
+def federated_publish(app: Celery, run_dir: str) -> Signature:
+    """export → publish of a federated run's global model (a training run whose only fit is "train"),
+    published as a new version without becoming current: an experiment puts it against the current one."""
+    previous = {"run_dir": run_dir, "fitted_on": "train", "make_current": False}
+    return chain(app.signature(EXPORT, args=(previous,)), app.signature(PUBLISH))
+
+
 def pipeline_options(settings_by_key: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """("kind.param", value) pairs -> the pipeline's per-kind options (the worker checks the names)."""
     options: dict[str, dict[str, str]] = {}

@@ -30,9 +30,10 @@ def published_version(repository: Path, serving_dir: Path, key: dict[str, str]) 
     return None
 
 
-def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
+def publish(run: TrainedRun, export_dir: Path, settings: Settings, *, make_current: bool = True) -> int:
     """Write version N of the Triton models and of the serving bundle, check it in the Triton at
-    ``settings.triton_url`` (when set), make it current and retire versions beyond the newest
+    ``settings.triton_url`` (when set), make it current (unless not ``make_current``: an experiment's
+    challenger) and retire versions beyond the newest
     ``settings.retained_versions``. FAISS retrievers are built here (``settings.faiss_*``).
 
     Publishing the same export of the same run's fit again returns its existing version. A version Triton rejects is
@@ -84,6 +85,8 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings) -> int:
             except VersionRejected:
                 lifecycle.remove_version(repository, serving_dir, version)  # never current: nothing serves it
                 raise
+        if not make_current:
+            return version
         released.touch()
         versions.point_current(serving_dir, version)
         retired = lifecycle.retain(repository, serving_dir, keep=settings.retained_versions)

@@ -17,7 +17,7 @@ from typing import Any, Self
 from cinesync.settings import Settings
 from launcher.services.process import ManagedProcess, free_port, port_open
 from launcher.services.redis_server import ensure_redis, persistent
-from launcher.services.superlink import start_superlink
+from launcher.services.superlink import start_superlink, start_supernode
 from launcher.services.triton import start_triton
 
 
@@ -186,9 +186,23 @@ class Stack:
         if health == port:
             health = free_port(host)
         process = start_superlink(host=host, port=port, health_port=health, home=self.home / "flower",
-                                  logs_dir=self.settings.logs_dir)
+                                  logs_dir=self.settings.logs_dir, env=self.child_env())
         self.superlink_address = f"{host}:{port}"
         self._started(process, "superlink", f"http://{self.superlink_address}, health grpc {host}:{health}")
+
+    def start_supernodes(self, node_configs: list[dict[str, str | int | float]]) -> None:
+        """One SuperNode per entry of ``node_configs`` (each a client site: its ``device`` folder and
+        partition), connected to this stack's SuperLink, supervised and stopped like the rest."""
+        if not self.superlink_address:
+            raise RuntimeError("no SuperLink: call ensure_superlink first")
+        host = self.settings.host
+        for index, node_config in enumerate(node_configs):
+            port, health = free_port(host), free_port(host)
+            name = f"supernode-{index}"
+            process = start_supernode(name=name, superlink=self.superlink_address, host=host, port=port,
+                                      health_port=health, node_config=node_config, home=self.home / "flower",
+                                      logs_dir=self.settings.logs_dir, env=self.child_env())
+            self._started(process, name, f"runtime {host}:{port}, health grpc {host}:{health}")
 
     def ensure_triton(self) -> None:
         if self.triton_url:

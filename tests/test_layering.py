@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROLES = ("recsys", "workers", "exporters", "control_plane", "launcher")
+ROLES = ("recsys", "workers", "exporters", "control_plane", "launcher", "federated")
 
 
 def imported_after(module: str) -> set[str]:
@@ -27,6 +27,6 @@ def test_the_control_plane_imports_no_other_role() -> None:
     assert not imported_after("control_plane.server") & {*ROLES} - {"control_plane"}
 
 
-@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle", "cinesync.versions"])
+@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle", "cinesync.versions", "cinesync.federation"])
 def test_contracts_import_no_role(module: str) -> None:
     assert not imported_after(module) & {*ROLES, "torch"}

@@ -101,14 +101,15 @@ def export(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(bind=True, name=jobs.PUBLISH)
 def publish(self: Task, previous: dict[str, Any]) -> dict[str, Any]:
-    """New Triton model version plus serving bundle, checked in Triton; the control plane picks it up."""
+    """New Triton model version plus serving bundle, checked in Triton; made current (the control plane
+    picks it up) unless ``previous`` says ``make_current: False``."""
     from exporters.publish import publish as publish_run
     from recsys.run import load_run
 
     settings = get_settings()
     _report(self, "publish", percent=0.0)
     run = load_run(Path(previous["run_dir"]), fitted_on=previous.get("fitted_on", "train"))
-    version = publish_run(run, Path(previous["export_dir"]), settings)
+    version = publish_run(run, Path(previous["export_dir"]), settings, make_current=previous.get("make_current", True))
     return {**previous, "version": version}
 
 

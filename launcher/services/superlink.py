@@ -1,4 +1,5 @@
-"""Finds the Flower SuperLink at CINESYNC_SUPERLINK_ADDRESS, or starts one (federated rounds).
+"""Finds the Flower SuperLink at CINESYNC_SUPERLINK_ADDRESS, or starts one (federated rounds); starts
+SuperNodes (one per client site) for simulations.
 
 The SuperLink serves Flower's Control, Fleet and Runtime APIs on one HTTP port (its default, 8000,
 is Triton's: CineSync's settings move it) and a gRPC health service on another; its state lives in
@@ -21,8 +22,8 @@ from launcher.services.process import ManagedProcess, StartupError
 QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
-def superlink_healthy(health_address: str) -> bool:
-    """Whether the SuperLink's gRPC health service at ``health_address`` says SERVING."""
+def flower_healthy(health_address: str) -> bool:
+    """Whether the gRPC health service of a SuperLink or SuperNode at ``health_address`` says SERVING."""
     try:
         with grpc.insecure_channel(health_address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
@@ -38,9 +39,11 @@ def flower_environment(home: Path) -> dict[str, str]:
     return {**QUIET, "FLWR_HOME": str(home), "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
 
 
-def start_superlink(*, host: str, port: int, health_port: int, home: Path, logs_dir: Path) -> ManagedProcess:
+def start_superlink(*, host: str, port: int, health_port: int, home: Path, logs_dir: Path,
+                    env: dict[str, str] | None = None) -> ManagedProcess:
     """A SuperLink on ``host``: its HTTP APIs on ``port``, health on ``health_port``, state in
-    ``home``/superlink.db; returns once its health service says SERVING."""
+    ``home``/superlink.db; returns once its health service says SERVING. ``env`` reaches the
+    ServerApps it starts (CineSync's settings: where runs and status files go, the job queue)."""
     binary = shutil.which("flower-superlink", path=str(Path(sys.executable).parent)) or shutil.which("flower-superlink")
     if binary is None:
         raise StartupError("flower-superlink is not installed (pip install 'flwr[dp]==1.42.0'; `make setup` does)")
@@ -50,7 +53,29 @@ def start_superlink(*, host: str, port: int, health_port: int, home: Path, logs_
         [binary, "--insecure", "--host", host, "--port", str(port), "--health-server-address", f"{host}:{health_port}",
          "--database", str((home / "superlink.db").resolve()), "--disable-runtime-dependency-installation"],
         log_path=logs_dir / "superlink.log",
-        env=flower_environment(home.resolve()),
+        env={**(env or {}), **flower_environment(home.resolve())},
     )
-    process.wait_ready(lambda: superlink_healthy(f"{host}:{health_port}"), timeout=60)
+    process.wait_ready(lambda: flower_healthy(f"{host}:{health_port}"), timeout=60)
+    return process
+
+
+def start_supernode(*, name: str, superlink: str, host: str, port: int, health_port: int,
+                    node_config: dict[str, str | int | float], home: Path, logs_dir: Path,
+                    env: dict[str, str] | None = None) -> ManagedProcess:
+    """A SuperNode connected to the SuperLink's Fleet API at ``superlink`` (host:port), its Runtime
+    API on ``port``, running the ClientApp for each message with ``node_config``; returns once its
+    health service says SERVING."""
+    binary = shutil.which("flower-supernode", path=str(Path(sys.executable).parent)) or shutil.which("flower-supernode")
+    if binary is None:
+        raise StartupError("flower-supernode is not installed (pip install 'flwr[dp]==1.42.0'; `make setup` does)")
+    config = " ".join(f"{key}={value}" if isinstance(value, (int, float)) else f'{key}="{value}"'
+                      for key, value in node_config.items())
+    process = ManagedProcess(
+        name,
+        [binary, "--insecure", "--superlink", superlink, "--host", host, "--port", str(port),
+         "--health-server-address", f"{host}:{health_port}", "--node-config", config],
+        log_path=logs_dir / f"{name}.log",
+        env={**(env or {}), **flower_environment(home.resolve())},
+    )
+    process.wait_ready(lambda: flower_healthy(f"{host}:{health_port}"), timeout=60)
     return process

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cinesync.settings import Settings
 from launcher.services.process import alive
-from launcher.services.superlink import superlink_healthy
+from launcher.services.superlink import flower_healthy
 from launcher.stack import Stack
 
 
@@ -23,7 +23,7 @@ def test_superlink_is_started_restarted_and_stopped_with_its_children(tmp_path: 
         stack.ensure_superlink()
         superlink = next(p for p in stack.started if p.name == "superlink")
         health = stack.addresses["superlink"].rpartition("health grpc ")[2]
-        assert superlink_healthy(health) and stack.child_env()["CINESYNC_SUPERLINK_ADDRESS"] == stack.superlink_address
+        assert flower_healthy(health) and stack.child_env()["CINESYNC_SUPERLINK_ADDRESS"] == stack.superlink_address
         assert (settings.home / "flower" / "superlink.db").is_file()
         first = superlink.pid
         supervisor = threading.Thread(target=stack.supervise, args=(stop,), kwargs={"interval": 0.2})
@@ -31,14 +31,14 @@ def test_superlink_is_started_restarted_and_stopped_with_its_children(tmp_path: 
         try:
             os.kill(first, signal.SIGKILL)
             deadline = time.monotonic() + 60
-            while (superlink.pid == first or not superlink_healthy(health)) and time.monotonic() < deadline:
+            while (superlink.pid == first or not flower_healthy(health)) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert superlink.pid != first and superlink_healthy(health), "the SuperLink was not restarted"
+            assert superlink.pid != first and flower_healthy(health), "the SuperLink was not restarted"
         finally:
             stop.set()
             supervisor.join()
         group = superlink.pid
-    assert not alive(group, group=True) and not superlink_healthy(health)
+    assert not alive(group, group=True) and not flower_healthy(health)
 
 
 def test_a_running_superlink_is_used_not_started(tmp_path: Path) -> None:

@@ -161,6 +161,13 @@ class DcnFusion(ModelKind):
             self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion",
                                           members=len(member_names))
 
+    def pass_through(self, member: str, members: list[str], n_features: int) -> None:
+        """Rank by ``member``'s score alone (of ``members``, whose scores lead ``n_features``), with
+        nothing learnt: for runs fitted where no candidate lists exist (federated rounds)."""
+        self.network = FusionNetwork(n_features, self.params)
+        self.network.passthrough.fill_(members.index(member))
+        self.chosen = {"passthrough": member}
+
     def _train(
         self, lists: CandidateLists, stopping: CandidateLists | None, split: Split, epochs: int, progress: Progress,
         *, stage: str, members: int,

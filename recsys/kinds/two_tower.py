@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from recsys.data.splits import Split
 from recsys.features import YEAR_BUCKETS, item_tower_inputs
-from recsys.kinds.base import Catalog, Progress, Role
+from recsys.kinds.base import Catalog, Progress, Role, no_progress
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.kinds.new_items import content_to_rows, grown
 from recsys.metrics import K, evaluate_full_ranking
@@ -33,6 +33,7 @@ from recsys.models import ItemTower, TwoTowerConfig, UserTower
 from recsys.training import adamw, minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "two_tower.pt"
+TowerState = dict[str, dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -94,13 +95,20 @@ class TwoTower(EmbeddingMember):
         # Ordered histories: the last history_length items; a set (no timestamps) is pooled whole.
         return UserTower(config, window=self.params.history_length if self.catalog.ordered else None)
 
-    def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress) -> int:
+    def _train(self, sequences: list[np.ndarray], epochs: int, split: Split | None, progress: Progress, *,
+               start: TowerState | None = None, proximal_mu: float = 0.0) -> int:
+        """Also the local step of federated training: from the global ``start`` state, with FedProx's
+        proximal term (mu / 2) ||w - w_start||^2 keeping the client near it."""
         p = self.params
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         config = self._model_config()
         self.user_tower, self.item_tower = self._user_tower(config), ItemTower(config)
         towers = torch.nn.ModuleDict({"user": self.user_tower, "item": self.item_tower})
+        if start is not None:
+            self.user_tower.load_state_dict(start["user"])
+            self.item_tower.load_state_dict(start["item"])
+        anchor = [w.detach().clone() for w in towers.parameters()] if proximal_mu > 0 else []
         features = self.catalog.item_features
         genres, years, domains = (torch.from_numpy(a) for a in (features.genres, features.year_bucket, features.domain))
         rng = np.random.default_rng(self.seed)
@@ -146,7 +154,11 @@ class TwoTower(EmbeddingMember):
                     logits.append(uniform_logits(user_vec, target))
                 if p.hard_negatives:
                     logits.append(hard_logits(user_vec, target))
-                return F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(rows)))
+                loss = F.cross_entropy(torch.cat(logits, dim=1), torch.arange(len(rows)))
+                if anchor:
+                    loss = loss + proximal_mu / 2 * sum(((w - w0) ** 2).sum()
+                                                        for w, w0 in zip(towers.parameters(), anchor, strict=True))
+                return loss
 
             return optimise(optimizer, minibatches(len(targets), p.batch_size, generator), batch_loss,
                             scheduler=scheduler)
@@ -164,7 +176,30 @@ class TwoTower(EmbeddingMember):
         )
         self._embed_items()
         self.best_validation = result.best_value
+        self.last_loss = result.losses[-1] if result.losses else math.nan
         return result.best_epoch
+
+    def initial_state(self) -> TowerState:
+        """Fresh weights, as a training with this seed starts from."""
+        torch.manual_seed(self.seed)
+        config = self._model_config()
+        return {"user": self._user_tower(config).state_dict(), "item": ItemTower(config).state_dict()}
+
+    def tower_state(self) -> TowerState:
+        """The trained weights: {"user": user tower state, "item": item tower state}."""
+        return {"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}
+
+    def train_from(self, start: TowerState, sequences: list[np.ndarray], *, epochs: int,
+                   proximal_mu: float = 0.0) -> float:
+        """``epochs`` of training on ``sequences`` from the weights ``start`` (a federated client's
+        local step); returns the last epoch's mean loss."""
+        self._train(sequences, epochs, None, no_progress, start=start, proximal_mu=proximal_mu)
+        return self.last_loss
+
+    def load_towers(self, state: TowerState) -> None:
+        """Serve the weights ``state`` (as ``tower_state`` gives them), item vectors recomputed."""
+        self._load_towers(state)
+        self._embed_items()
 
     @torch.no_grad()
     def _embed_items(self) -> None:
@@ -177,7 +212,7 @@ class TwoTower(EmbeddingMember):
     def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
         """A new title's id embedding and history embedding are mapped from its content; its genres,
         year and domain enter the item tower as any title's do."""
-        state = {"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}
+        state = self.tower_state()
         ids, history = state["item"]["id_embedding.weight"].numpy(), state["user"]["history_embedding.weight"].numpy()
         state["item"]["id_embedding.weight"] = torch.from_numpy(grown(ids, content, warm))
         state["user"]["history_embedding.weight"] = torch.from_numpy(  # row 0 pads
@@ -197,7 +232,7 @@ class TwoTower(EmbeddingMember):
         self.item_tower.load_state_dict(state["item"])
 
     def save_state(self, folder: Path) -> None:
-        torch.save({"user": self.user_tower.state_dict(), "item": self.item_tower.state_dict()}, folder / WEIGHTS_FILE)
+        torch.save(self.tower_state(), folder / WEIGHTS_FILE)
         self.save_vectors(folder)
 
     def load_state(self, folder: Path) -> None:
