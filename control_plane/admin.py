@@ -1,5 +1,5 @@
-"""The AdminService RPCs (model versions, promotion, experiments and their reports, training jobs)
-and the bearer-token check every admin call passes."""
+"""The AdminService RPCs (model versions, promotion, experiments and their reports, training jobs,
+federated runs) and the bearer-token check every admin call passes."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from celery import Celery
 from cinesync import bundle as layout
 from cinesync import jobs, versions
 from cinesync.bundle import current_version
+from cinesync.federation import FederatedRunConfig, InvalidRunConfig
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from control_plane.experiments.definition import NAME, Experiment, InvalidExperiment, check
 from control_plane.experiments.report import arms, build_report
 from control_plane.experiments.router import ExperimentRouter
+from control_plane.federation import Federation, FederationUnavailable, RunAlreadyOpen, UnknownRun
 from control_plane.jobs import JobRegistry
 from control_plane.validation import shorten
 
@@ -80,11 +82,40 @@ def job_progress(job_id: str, update: dict[str, Any]) -> admin.JobProgress:
     )
 
 
+OPTIONAL_RUN_FIELDS = ("rounds", "min_clients", "fraction_train", "local_epochs", "dp_noise_multiplier",
+                       "dp_clipping_norm", "dp_delta", "dp_max_epsilon", "publish_on_budget", "max_update_norm",
+                       "publish", "round_timeout_s", "seed")
+
+
+def federated_config(request: admin.FederatedRunRequest) -> FederatedRunConfig:
+    """The request's settings over FederatedRunConfig's defaults."""
+    values: dict[str, Any] = {name: getattr(request, name) for name in OPTIONAL_RUN_FIELDS if request.HasField(name)}
+    values.update({name: getattr(request, name) for name in ("kind", "strategy", "start_from", "base_run")
+                   if getattr(request, name)})
+    return FederatedRunConfig(**values, strategy_params=dict(request.strategy_params))
+
+
+def federated_run(status: dict[str, Any]) -> admin.FederatedRun:
+    """A run's status file as the admin API returns it."""
+    rounds = [admin.FederatedRound(
+        round=r["round"], seconds=r["seconds"], sampled=r["sampled"], replied=r["replied"], failed=r["failed"],
+        rejected=r["rejected"], rejected_reasons=r["rejected_reasons"], aggregated=r["aggregated"],
+        bytes_sent=r["bytes_sent"], bytes_received=r["bytes_received"],
+        validation_ndcg_at_10=r["validation"].get("ndcg@10", 0.0), epsilon=r.get("epsilon") or 0.0,
+    ) for r in status.get("rounds", [])]
+    return admin.FederatedRun(
+        run_id=status["run_id"], state=status["state"], detail=status.get("detail", ""), rounds=rounds,
+        best_round=status.get("best_round") or 0, test_ndcg_at_10=(status.get("test") or {}).get("ndcg@10", 0.0),
+        epsilon=status.get("epsilon") or 0.0, version=status.get("version") or 0, status_json=json.dumps(status),
+    )
+
+
 class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # untyped generated base
     def __init__(
         self, *, repository: Path, serving_dir: Path, router: ExperimentRouter, celery: Celery | None = None,
-        registry: JobRegistry | None = None,
+        registry: JobRegistry | None = None, federation: Federation | None = None,
     ) -> None:
+        self.federation = federation
         self.repository = Path(repository)
         self.serving_dir = Path(serving_dir)
         self.router = router
@@ -209,3 +240,38 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
         experiment = await self._existing(request.name, context)
         counts = {name: await self.router.store.counts(experiment.name, name) for name, _ in arms(experiment)}
         return build_report(experiment, counts, await self.router.store.unmatched())
+
+    async def _federated(self, context: grpc.aio.ServicerContext, call: Callable[[Federation], dict[str, Any]]) -> Any:
+        """``call`` on the federation in a thread, its errors as status codes, its status as a FederatedRun."""
+        if self.federation is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this control plane runs no federated rounds")
+        federation = self.federation
+        try:
+            return federated_run(await asyncio.to_thread(call, federation))
+        except InvalidRunConfig as error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except RunAlreadyOpen as error:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except UnknownRun as error:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+        except FederationUnavailable as error:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
+
+    async def StartFederatedRun(self, request: admin.FederatedRunRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            config = federated_config(request)
+        except TypeError as error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return await self._federated(context, lambda federation: federation.start(config))
+
+    async def GetFederatedRun(self, request: admin.FederatedRunId, context: grpc.aio.ServicerContext) -> Any:
+        return await self._federated(context, lambda federation: federation.status(request.run_id))
+
+    async def StopFederatedRun(self, request: admin.FederatedRunId, context: grpc.aio.ServicerContext) -> Any:
+        return await self._federated(context, lambda federation: federation.stop(request.run_id))
+
+    async def ListFederatedRuns(self, request: admin.ListFederatedRunsRequest, context: grpc.aio.ServicerContext) -> Any:
+        if self.federation is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this control plane runs no federated rounds")
+        statuses = await asyncio.to_thread(self.federation.statuses)
+        return admin.ListFederatedRunsResponse(runs=[federated_run(status) for status in statuses])

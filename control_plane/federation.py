@@ -75,14 +75,14 @@ class Federation:
 
     def start(self, config: FederatedRunConfig) -> dict[str, Any]:
         """Open a run of ``config`` (its run id and base run filled in when empty); its first status."""
+        open_runs = [s["run_id"] for s in self.statuses() if s.get("state") in State.OPEN]
+        if open_runs:
+            raise RunAlreadyOpen(f"federated run {open_runs[0]} is still open; stop it or wait for it to end")
         config = dataclasses.replace(config, run_id=config.run_id or new_run_id(),
                                      base_run=config.base_run or self._served_run())
         config.check()
         if not (Path(config.base_run) / "manifest.json").is_file():
             raise InvalidRunConfig(f"base run {config.base_run} is not a finished training run")
-        open_runs = [s["run_id"] for s in self.statuses() if s.get("state") in State.OPEN]
-        if open_runs:
-            raise RunAlreadyOpen(f"federated run {open_runs[0]} is still open; stop it or wait for it to end")
         from flwr.common.serde import fab_to_proto, user_config_to_proto
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from cinesync.federation import State, all_statuses
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUESTS = Counter(
@@ -30,3 +36,46 @@ HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the
 JOB_QUEUE_DEPTH = Gauge("cinesync_job_queue_depth", "Training jobs waiting in the Celery queue (the length of "
                         "its Redis list: what a queue-depth autoscaler reads)")
 HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")
+
+
+class FederatedRunsCollector:
+    """Federated runs and their rounds, read from the runs' status files at each scrape (Flower exposes
+    no metrics; the ServerApp writes a status file after every round): counters per run of rounds,
+    round seconds, clients by outcome, rejected replies by reason and bytes by direction; gauges of the
+    last round's validation NDCG@10 and the epsilon spent. The newest ``keep`` runs are reported."""
+
+    def __init__(self, home: Path, *, keep: int = 10) -> None:
+        self.home = home
+        self.keep = keep
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = all_statuses(self.home)[-self.keep:]
+        by_state = GaugeMetricFamily("cinesync_federated_runs", "Federated runs (the newest reported) by state", labels=["state"])
+        for state in (State.STARTING, State.RUNNING, State.COMPLETED, State.FAILED, State.STOPPED, State.BUDGET_EXHAUSTED):
+            by_state.add_metric([state], sum(1 for s in statuses if s.get("state") == state))
+        rounds = CounterMetricFamily("cinesync_federated_rounds", "Rounds finished", labels=["run"])
+        seconds = CounterMetricFamily("cinesync_federated_round_seconds", "Wall time of the finished rounds", labels=["run"])
+        clients = CounterMetricFamily("cinesync_federated_clients", "Clients per round by outcome (sampled, replied, "
+                                      "failed, missing, rejected), summed over rounds", labels=["run", "outcome"])
+        rejected = CounterMetricFamily("cinesync_federated_rejected_replies", "Replies rejected before aggregation",
+                                       labels=["run", "reason"])
+        traffic = CounterMetricFamily("cinesync_federated_bytes", "Model bytes sent to and received from clients",
+                                      labels=["run", "direction"])
+        ndcg = GaugeMetricFamily("cinesync_federated_validation_ndcg_at_10", "The last round's federated validation NDCG@10",
+                                 labels=["run"])
+        epsilon = GaugeMetricFamily("cinesync_federated_epsilon", "Epsilon spent so far (DP runs)", labels=["run"])
+        for status in statuses:
+            run, history = str(status.get("run_id", "")), status.get("rounds", [])
+            rounds.add_metric([run], len(history))
+            seconds.add_metric([run], sum(r["seconds"] for r in history))
+            for outcome in ("sampled", "replied", "failed", "missing", "rejected"):
+                clients.add_metric([run, outcome], sum(r.get(outcome, 0) for r in history))
+            for reason in sorted({reason for r in history for reason in r.get("rejected_reasons", {})}):
+                rejected.add_metric([run, reason], sum(r.get("rejected_reasons", {}).get(reason, 0) for r in history))
+            traffic.add_metric([run, "sent"], sum(r.get("bytes_sent", 0) for r in history))
+            traffic.add_metric([run, "received"], sum(r.get("bytes_received", 0) for r in history))
+            if history:
+                ndcg.add_metric([run], history[-1].get("validation", {}).get("ndcg@10", 0.0))
+            if status.get("epsilon") is not None:
+                epsilon.add_metric([run], status["epsilon"])
+        yield from (by_state, rounds, seconds, clients, rejected, traffic, ndcg, epsilon)

@@ -11,7 +11,7 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 from redis import asyncio as aioredis
 
 from cinesync.jobs import celery_app
@@ -22,9 +22,10 @@ from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
+from control_plane.federation import Federation
 from control_plane.history import HistoryStore
 from control_plane.jobs import JobRegistry
-from control_plane.metrics import JOB_QUEUE_DEPTH
+from control_plane.metrics import JOB_QUEUE_DEPTH, FederatedRunsCollector
 from control_plane.model_state import ModelState
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
@@ -83,10 +84,12 @@ async def serve(settings: Settings) -> None:
         ),
         server,
     )
+    celery = celery_app(settings)
     admin_grpc.add_AdminServiceServicer_to_server(
         AdminService(
             repository=settings.model_repository.resolve(), serving_dir=settings.serving_dir, router=router,
-            celery=celery_app(settings), registry=JobRegistry(store.redis, settings.redis_namespace),
+            celery=celery, registry=JobRegistry(store.redis, settings.redis_namespace),
+            federation=Federation(settings, celery),
         ),
         server,
     )
@@ -107,6 +110,7 @@ async def serve(settings: Settings) -> None:
         port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
+    REGISTRY.register(FederatedRunsCollector(settings.home))
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)

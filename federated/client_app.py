@@ -7,12 +7,15 @@ or "crash", or one of them per round)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from cinesync.settings import get_settings
 from federated.client_config import TEST, ClientConfig
 from federated.devices import Device
 from federated.kinds import Arrays
@@ -20,6 +23,7 @@ from federated.replies import ARRAYS_KEY, METRICS_KEY, reply_arrays
 from recsys.metrics import K
 
 app = ClientApp()
+torch.set_num_threads(get_settings().torch_threads)  # each message is a fresh process: set once here
 FAULTS = ("nan", "shape", "norm", "crash")
 
 
@@ -48,6 +52,7 @@ def misbehave(local: Arrays, start: Arrays, node_config: dict[str, object], serv
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    began = time.monotonic()
     device = Device.load(Path(str(context.node_config["device"])))
     config = ClientConfig.of(msg.content.config_records["config"])
     settings = msg.content.config_records["config"]
@@ -61,7 +66,8 @@ def train(msg: Message, context: Context) -> Message:
     examples = sum(len(s) for s in sequences)
     return Message(RecordDict({
         ARRAYS_KEY: ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in local.items()}),
-        METRICS_KEY: MetricRecord({"num-examples": examples, "unit-weight": 1, "loss": float(loss)}),
+        METRICS_KEY: MetricRecord({"num-examples": examples, "unit-weight": 1, "loss": float(loss),
+                                   "seconds": time.monotonic() - began}),  # inside the app, not its start
     }), reply_to=msg)
 
 

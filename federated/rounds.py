@@ -145,6 +145,8 @@ class FederatedRun:
                 "rejected_reasons": dict(screened.rejected), "aggregated": aggregated is not None,
                 "bytes_sent": len(messages) * size_of(self.arrays) + sent, "bytes_received": screened.bytes_received,
                 "train_loss": float(train_metrics["loss"]) if train_metrics and "loss" in train_metrics else None,  # type: ignore[arg-type]
+                "update_norm_median": float(np.median(screened.update_norms)) if screened.update_norms else None,
+                "client_seconds": float(train_metrics["seconds"]) if train_metrics and "seconds" in train_metrics else None,  # type: ignore[arg-type]
                 "validation": validation, "epsilon": self._epsilon(),
             })
             self._save(detail=f"round {server_round} of {config.rounds} done", epsilon=self._epsilon())

@@ -1,4 +1,5 @@
-"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, experiment, evaluate, evaluate-served, recommend."""
+"""The `cinesync` command: up, serve, demo, train, export, versions, promote, rollback, experiment, federated,
+evaluate, evaluate-served, recommend."""
 
 from __future__ import annotations
 
@@ -348,21 +349,25 @@ def experiment() -> None:
 _address = click.option("--address", default=None, help="Control plane host:port (default: CINESYNC_HOST:CINESYNC_GRPC_PORT).")
 
 
-def _admin(address: str | None, method: str, request: Any) -> Any:
+def admin_reply(address: str | None, method: str, request: Any) -> Any:
+    """AdminService.``method``'s reply; its refusal as a ClickException."""
     import grpc
-    from google.protobuf.json_format import MessageToDict
 
-    from launcher.client import admin_call
+    from launcher.client import NoAdminToken, admin_request
 
-    settings = get_settings()
-    tokens = settings.admin_token_list()
-    if not tokens:
-        raise click.ClickException(f"no admin token: set CINESYNC_ADMIN_TOKENS or start the stack ({settings.admin_token_file})")
     try:
-        reply = admin_call(address or f"{settings.host}:{settings.grpc_port}", method, request, token=tokens[0])
+        return admin_request(address, method, request)
+    except NoAdminToken as error:
+        raise click.ClickException(str(error)) from None
     except grpc.RpcError as error:
         raise click.ClickException(f"{error.code().name}: {error.details()}") from None
-    click.echo(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+
+
+def _admin(address: str | None, method: str, request: Any) -> Any:
+    from google.protobuf.json_format import MessageToDict
+
+    click.echo(json.dumps(MessageToDict(admin_reply(address, method, request), preserving_proto_field_name=True),
+                          indent=2))
 
 
 def _variant(text: str) -> Any:
@@ -496,6 +501,199 @@ def recommend(user_id: str, k: int, domain: str, include_seen: bool, address: st
     except grpc.RpcError as error:
         raise click.ClickException(f"{error.code().name}: {error.details()}") from None
     click.echo(json.dumps(response_json(response, user_id)) if as_json else format_table(response, user_id))
+
+
+@main.group()
+def federated() -> None:
+    """Federated rounds on Flower, through a running control plane (AdminService)."""
+
+
+def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rounds: int, min_clients: int,
+                       fraction: float, local_epochs: int, start_from: str, base_run: Path | None, dp_noise: float,
+                       dp_clip: float, dp_delta: float, max_epsilon: float, publish_on_budget: bool,
+                       max_update_norm: float, publish: bool, round_timeout: float) -> Any:
+    """The StartFederatedRun request, its strategy checked here first."""
+    from cinesync.v1 import admin_pb2 as admin
+    from federated.strategies import UnknownStrategy, strategy_kind
+
+    try:
+        strategy_params = {key: float(value) for key, _, value in (p.partition("=") for p in params)}
+        strategy_kind(strategy, strategy_params)
+    except (UnknownStrategy, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--strategy/--param") from None
+    return admin.FederatedRunRequest(
+        kind=kind, strategy=strategy, strategy_params=strategy_params, rounds=rounds, min_clients=min_clients,
+        fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
+        base_run=str(base_run.resolve()) if base_run else "", dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
+        dp_delta=dp_delta, dp_max_epsilon=max_epsilon, publish_on_budget=publish_on_budget,
+        max_update_norm=max_update_norm, publish=publish, round_timeout_s=round_timeout)
+
+
+def _run_options(command: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option("--kind", default="two_tower", show_default=True, help="The federated kind."),
+        click.option("--strategy", default="fedavg", show_default=True,
+                     help="fedavg, fedprox, median, trimmed_mean, krum or multikrum."),
+        click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                     help="A strategy parameter, e.g. proximal_mu=0.01, beta=0.1, byzantine=2."),
+        click.option("--rounds", default=10, show_default=True),
+        click.option("--min-clients", default=2, show_default=True, help="Clients every round needs."),
+        click.option("--fraction", default=1.0, show_default=True, help="Share of connected clients trained per round."),
+        click.option("--local-epochs", default=1, show_default=True),
+        click.option("--from", "start_from", type=click.Choice(["base", "scratch"]), default="base", show_default=True,
+                     help="Start from the base run's weights of the kind, or from fresh ones."),
+        click.option("--base-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                     help="Training run for the catalog and starting weights (default: the served version's run)."),
+        click.option("--dp-noise", default=0.0, show_default=True, help="> 0: DP noise multiplier (server-side clipping)."),
+        click.option("--dp-clip", default=1.0, show_default=True, help="DP clipping norm of each update."),
+        click.option("--dp-delta", default=1e-5, show_default=True),
+        click.option("--max-epsilon", default=0.0, show_default=True, help="> 0: stop before spending more."),
+        click.option("--publish-on-budget", is_flag=True, help="Publish the last accepted model when the budget stops the run."),
+        click.option("--max-update-norm", default=1e4, show_default=True, help="Larger updates are rejected."),
+        click.option("--publish/--no-publish", default=True, show_default=True,
+                     help="Register, export and publish the global model (not current) when done."),
+        click.option("--round-timeout", default=600.0, show_default=True, help="Seconds a round waits for replies."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _rounds_table(status: dict[str, Any]) -> str:
+    lines = [f"{status['run_id']}: {status['state']}  {status.get('detail', '')}",
+             (f"{'round':>5} {'seconds':>8} {'sampled':>7} {'replied':>7} {'failed':>6} {'rejected':>8} "
+             f"{'val ndcg@10':>11} {'epsilon':>8}")]
+    for r in status.get("rounds", []):
+        epsilon = f"{r['epsilon']:.3f}" if r.get("epsilon") is not None else "-"
+        lines.append(f"{r['round']:>5} {r['seconds']:>8.1f} {r['sampled']:>7} {r['replied']:>7} {r['failed']:>6} "
+                     f"{r['rejected']:>8} {r['validation'].get('ndcg@10', 0.0):>11.4f} {epsilon:>8}")
+    if status.get("test"):
+        lines.append(f"kept round {status['best_round']}: test ndcg@10 {status['test']['ndcg@10']:.4f}"
+                     + (f", version {status['version']}" if status.get("version") else ""))
+    return "\n".join(lines)
+
+
+def _follow_run(address: str | None, run_id: str, *, interval: float = 2.0) -> dict[str, Any]:
+    from cinesync.federation import State
+    from cinesync.v1 import admin_pb2 as admin
+
+    shown = -1
+    while True:
+        status = json.loads(admin_reply(address, "GetFederatedRun", admin.FederatedRunId(run_id=run_id)).status_json)
+        rounds = len(status.get("rounds", []))
+        if rounds != shown:
+            shown = rounds
+            last = status["rounds"][-1] if rounds else None
+            click.echo(f"  {status['state']}: {status.get('detail', '')}"
+                       + (f" (validation ndcg@10 {last['validation'].get('ndcg@10', 0.0):.4f})" if last else ""))
+        waiting_for_version = status["state"] == State.COMPLETED and status.get("publish_job") and \
+            not status.get("version") and not status.get("publish_error")
+        if status["state"] not in State.OPEN and not waiting_for_version:
+            return status
+        time.sleep(interval)
+
+
+@federated.command(name="start")
+@_run_options
+@click.option("--follow", is_flag=True, help="Print each round until the run ends (and its version is published).")
+@_address
+def federated_start(follow: bool, address: str | None, **settings: Any) -> None:
+    """Open a federated run (one at a time)."""
+    reply = admin_reply(address, "StartFederatedRun", _federated_request(**settings))
+    click.echo(f"started federated run {reply.run_id}")
+    if follow:
+        click.echo(_rounds_table(_follow_run(address, reply.run_id)))
+
+
+@federated.command(name="status")
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the status file(s) as JSON.")
+@_address
+def federated_status(run_id: str | None, as_json: bool, address: str | None) -> None:
+    """A run's state and round history (every run without RUN_ID)."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    if run_id:
+        statuses = [json.loads(admin_reply(address, "GetFederatedRun", admin.FederatedRunId(run_id=run_id)).status_json)]
+    else:
+        runs = admin_reply(address, "ListFederatedRuns", admin.ListFederatedRunsRequest()).runs
+        statuses = [json.loads(run.status_json) for run in runs]
+    click.echo(json.dumps(statuses if not run_id else statuses[0], indent=2) if as_json
+               else "\n\n".join(_rounds_table(s) for s in statuses) or "no federated runs")
+
+
+@federated.command(name="stop")
+@click.argument("run_id")
+@_address
+def federated_stop(run_id: str, address: str | None) -> None:
+    """Stop an open run."""
+    from cinesync.v1 import admin_pb2 as admin
+
+    reply = admin_reply(address, "StopFederatedRun", admin.FederatedRunId(run_id=run_id))
+    click.echo(f"{reply.run_id}: {reply.state} ({reply.detail})")
+
+
+def _base_run_of(settings: Settings, data: str) -> Path:
+    """The newest finished run of ``data`` holding a two-tower."""
+    runs = sorted(settings.runs_dir.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for manifest_path in runs:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("data") == data and "federated" not in manifest and \
+                any(kind["kind"] == "two_tower" for kind in manifest.get("kinds", [])):
+            return manifest_path.parent
+    raise click.ClickException(f"no training run of {data} with a two_tower under {settings.runs_dir}: "
+                               f"train one first (cinesync train --data {data} --publish)")
+
+
+@federated.command(name="simulate")
+@click.option("--clients", default=10, show_default=True, help="SuperNodes to start, one per share of the users.")
+@click.option("--data", default=None, help="Data set whose newest run (with a two_tower) gives the users and split "
+              "(default: the served version's run).")
+@click.option("--partition", type=click.Choice(["iid", "genre", "domain"]), default="iid", show_default=True)
+@click.option("--byzantine", default=0, show_default=True, help="Clients that send sign-flipped, scaled updates.")
+@click.option("--byzantine-scale", default=3.0, show_default=True)
+@_run_options
+@_address
+def federated_simulate(clients: int, data: str | None, partition: str, byzantine: int, byzantine_scale: float,
+                       address: str | None, **run: Any) -> None:
+    """Cut a data set's users across CLIENTS SuperNodes on loopback (each runs the ClientApp on its own
+    users' histories only), run a federated round set on the running stack, then stop the SuperNodes."""
+    from cinesync.v1 import admin_pb2 as admin
+    from federated.devices import write_devices
+    from launcher.stack import Stack
+
+    settings = get_settings()
+    if run["base_run"] is None:
+        if data is not None:
+            run["base_run"] = _base_run_of(settings, data)
+        else:
+            version = current_version(settings.serving_dir)
+            if version is None:
+                raise click.ClickException("nothing is served yet: pass --data or --base-run")
+            served = json.loads((settings.serving_dir / str(version) / "manifest.json").read_text())
+            run["base_run"] = settings.runs_dir / served["run_id"]
+    if not 0 <= byzantine <= clients:
+        raise click.BadParameter(f"must be between 0 and --clients ({clients})", param_hint="--byzantine")
+    request = _federated_request(**{**run, "min_clients": run["min_clients"] if run["min_clients"] != 2 else clients})
+    devices_dir = settings.home.resolve() / "federated" / f"devices-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        devices = write_devices(run["base_run"], devices_dir, clients=clients, partition=partition)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    superlink = settings.superlink_address or f"{settings.host}:{settings.superlink_port}"
+    click.echo(f"{clients} clients ({partition}, {byzantine} Byzantine) from {run['base_run']} on the SuperLink at {superlink}")
+    _stop_on_signals()
+    with Stack(settings.model_copy(update={"superlink_address": superlink}), say=click.echo) as stack:
+        stack.superlink_address = superlink
+        stack.start_supernodes([{"device": str(folder), "partition-id": index,
+                                 **({"byzantine-scale": byzantine_scale} if index < byzantine else {})}
+                                for index, folder in enumerate(devices)])
+        reply = admin_reply(address, "StartFederatedRun", request)
+        click.echo(f"started federated run {reply.run_id}")
+        status = _follow_run(address, reply.run_id)
+        if status["state"] in ("starting", "running"):
+            admin_reply(address, "StopFederatedRun", admin.FederatedRunId(run_id=reply.run_id))
+    click.echo(_rounds_table(status))
 
 
 if __name__ == "__main__":

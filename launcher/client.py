@@ -131,6 +131,22 @@ def format_table(response: pb.RecommendResponse, user_id: str) -> str:
     return "\n".join(lines)
 
 
+class NoAdminToken(RuntimeError):
+    """Neither the settings nor the home folder hold an admin token."""
+
+
+def admin_request(address: str | None, method: str, request: Any) -> Any:
+    """AdminService.``method`` on the control plane at ``address`` (default: the settings' host and
+    port) with the settings' first admin token; grpc.RpcError as the server answered."""
+    from cinesync.settings import get_settings
+
+    settings = get_settings()
+    tokens = settings.admin_token_list()
+    if not tokens:
+        raise NoAdminToken(f"no admin token: set CINESYNC_ADMIN_TOKENS or start the stack ({settings.admin_token_file})")
+    return admin_call(address or f"{settings.host}:{settings.grpc_port}", method, request, token=tokens[0])
+
+
 def admin_call(address: str, method: str, request: Any, *, token: str, timeout: float = 30.0) -> Any:
     """Call AdminService.``method`` with the bearer token."""
     from cinesync.v1 import admin_pb2_grpc
