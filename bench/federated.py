@@ -64,7 +64,7 @@ def run_variant(variant: str, *, args: argparse.Namespace, run_dir: Path, device
     kind, _, value = variant.partition(":")
     config = FederatedRunConfig(base_run=str(run_dir), rounds=args.rounds, min_clients=args.clients,
                                 local_epochs=args.local_epochs, start_from="scratch", publish=False,
-                                round_timeout_s=1800)
+                                round_timeout_s=args.round_timeout)
     byzantine = 0
     if kind == "plain":
         config.strategy = value
@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--byzantine-share", type=float, default=0.2)
     parser.add_argument("--byzantine-scale", type=float, default=3.0)
     parser.add_argument("--dp-clip", type=float, default=1.0)
+    parser.add_argument("--round-timeout", type=float, default=240.0,
+                        help="seconds a round waits for replies (a lost one is counted missing)")
     args = parser.parse_args()
     os.environ["CINESYNC_TORCH_THREADS"] = "1"  # ten client processes at once on two cores
     torch.set_num_threads(2)

@@ -87,6 +87,10 @@ class Federation:
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
 
+        status: dict[str, Any] = {"run_id": config.run_id, "flower_run_id": None, "state": State.STARTING,
+                  "detail": "asking the SuperLink to start the ServerApp", "config": dataclasses.asdict(config),
+                  "rounds": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_status(self.settings.home, config.run_id, status)  # before the ServerApp can write its own
         fab, digest = build_fab()
         control = self._control()
         try:
@@ -94,13 +98,15 @@ class Federation:
                 fab=fab_to_proto(Fab(digest, fab, {})),
                 override_config=user_config_to_proto({RUN_CONFIG_KEY: config.to_json()})))
         except _call_errors() as error:
+            status.update(state=State.FAILED, detail=f"the SuperLink did not start the run: {error}")
+            write_status(self.settings.home, config.run_id, status)
             raise FederationUnavailable(f"the SuperLink at {self._address()} did not start the run: {error}") from None
         finally:
             control.close()
-        status = {"run_id": config.run_id, "flower_run_id": int(reply.run_id), "state": State.STARTING,
-                  "detail": "waiting for the ServerApp", "config": dataclasses.asdict(config), "rounds": [],
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_status(self.settings.home, config.run_id, status)
+        status = read_status(self.settings.home, config.run_id)
+        if status.get("flower_run_id") is None:
+            status.update(flower_run_id=int(reply.run_id), detail="waiting for the ServerApp")
+            write_status(self.settings.home, config.run_id, status)
         return status
 
     def statuses(self) -> list[dict[str, Any]]:
@@ -118,7 +124,7 @@ class Federation:
         """``status`` with what the ServerApp could not write itself: a run Flower ended without it
         (its process killed, the SuperLink restarted without it) and the publish job's version."""
         changed = False
-        if status.get("state") in State.OPEN:
+        if status.get("state") in State.OPEN and status.get("flower_run_id") is not None:
             flower = self._flower_status(int(status["flower_run_id"]))
             if flower is not None and flower[0] == "finished":
                 status = read_status(self.settings.home, status["run_id"])  # the ServerApp may have just finished
@@ -160,7 +166,7 @@ class Federation:
     def stop(self, run_id: str) -> dict[str, Any]:
         """Stop an open run through Flower; its status becomes stopped (a finished run is returned as it is)."""
         status = self.status(run_id)
-        if status.get("state") not in State.OPEN:
+        if status.get("state") not in State.OPEN or status.get("flower_run_id") is None:
             return status
         from flwr.proto.control_pb2 import StopRunRequest
 

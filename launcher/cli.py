@@ -508,7 +508,7 @@ def federated() -> None:
     """Federated rounds on Flower, through a running control plane (AdminService)."""
 
 
-def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rounds: int, min_clients: int,
+def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rounds: int, min_clients: int | None,
                        fraction: float, local_epochs: int, start_from: str, base_run: Path | None, dp_noise: float,
                        dp_clip: float, dp_delta: float, max_epsilon: float, publish_on_budget: bool,
                        max_update_norm: float, publish: bool, round_timeout: float) -> Any:
@@ -522,8 +522,8 @@ def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rou
     except (UnknownStrategy, ValueError) as error:
         raise click.BadParameter(str(error), param_hint="--strategy/--param") from None
     return admin.FederatedRunRequest(
-        kind=kind, strategy=strategy, strategy_params=strategy_params, rounds=rounds, min_clients=min_clients,
-        fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
+        kind=kind, strategy=strategy, strategy_params=strategy_params, rounds=rounds,
+        **({"min_clients": min_clients} if min_clients is not None else {}), fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
         base_run=str(base_run.resolve()) if base_run else "", dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
         dp_delta=dp_delta, dp_max_epsilon=max_epsilon, publish_on_budget=publish_on_budget,
         max_update_norm=max_update_norm, publish=publish, round_timeout_s=round_timeout)
@@ -537,7 +537,8 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                      help="A strategy parameter, e.g. proximal_mu=0.01, beta=0.1, byzantine=2."),
         click.option("--rounds", default=10, show_default=True),
-        click.option("--min-clients", default=2, show_default=True, help="Clients every round needs."),
+        click.option("--min-clients", type=int, default=None,
+                     help="Clients every round needs (default: 2; simulate: --clients)."),
         click.option("--fraction", default=1.0, show_default=True, help="Share of connected clients trained per round."),
         click.option("--local-epochs", default=1, show_default=True),
         click.option("--from", "start_from", type=click.Choice(["base", "scratch"]), default="base", show_default=True,
@@ -674,7 +675,7 @@ def federated_simulate(clients: int, data: str | None, partition: str, byzantine
             run["base_run"] = settings.runs_dir / served["run_id"]
     if not 0 <= byzantine <= clients:
         raise click.BadParameter(f"must be between 0 and --clients ({clients})", param_hint="--byzantine")
-    request = _federated_request(**{**run, "min_clients": run["min_clients"] if run["min_clients"] != 2 else clients})
+    request = _federated_request(**{**run, "min_clients": clients if run["min_clients"] is None else run["min_clients"]})
     devices_dir = settings.home.resolve() / "federated" / f"devices-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         devices = write_devices(run["base_run"], devices_dir, clients=clients, partition=partition)
