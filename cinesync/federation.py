@@ -26,6 +26,7 @@ FAB_NAME = "cinesync-federated"
 FAB_VERSION = "1.0.0"
 FAB_PUBLISHER = "cinesync"
 START_FROM = ("base", "scratch")
+MODES = ("strategy", "secagg")  # secagg: Flower's SecAgg+ workflow (FedAvg only; no screening, robust rules or DP)
 
 
 class State:
@@ -67,6 +68,7 @@ class FederatedRunConfig:
     dp_max_epsilon: float = 0.0  # > 0: stop before a round would spend more
     publish_on_budget: bool = False  # when the budget stops a run: publish the last accepted model
     publish: bool = True  # register, export and publish (not current) the global model when done
+    mode: str = "strategy"
     seed: int = 0
 
     def check(self) -> None:
@@ -88,6 +90,11 @@ class FederatedRunConfig:
             problems.append(f"max_update_norm must be a positive number, got {self.max_update_norm}")
         if self.start_from not in START_FROM:
             problems.append(f"start_from must be one of {', '.join(START_FROM)}, got {self.start_from!r}")
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        elif self.mode == "secagg" and (self.strategy != "fedavg" or self.private):
+            problems.append("secagg mode aggregates with fedavg and cannot be combined with DP or another strategy "
+                            "(Flower's SecAgg+ workflow is legacy-API only)")
         if self.round_timeout_s <= 0:
             problems.append(f"round_timeout_s must be positive, got {self.round_timeout_s}")
         if problems:
@@ -145,10 +152,11 @@ def all_statuses(home: Path) -> list[dict[str, Any]]:
     return sorted(statuses, key=lambda status: str(status.get("started", "")))
 
 
-def fab_files() -> dict[str, bytes]:
-    """The FAB's files: its pyproject.toml and a module naming the ServerApp and ClientApp, which
-    live in the installed federated package (SuperNodes and the SuperLink run CineSync's environment
-    with runtime dependency installation off)."""
+def fab_files(mode: str = "strategy") -> dict[str, bytes]:
+    """The FAB's files: its pyproject.toml and a module naming the ServerApp and the ClientApp of
+    ``mode``, which live in the installed federated package (SuperNodes and the SuperLink run
+    CineSync's environment with runtime dependency installation off)."""
+    clientapp = "client" if mode == "strategy" else "secagg_client"
     pyproject = f'''[build-system]
 requires = ["hatchling"]
 build-backend = "hatchling.build"
@@ -167,20 +175,20 @@ publisher = "{FAB_PUBLISHER}"
 
 [tool.flwr.app.components]
 serverapp = "cinesync_app:server"
-clientapp = "cinesync_app:client"
+clientapp = "cinesync_app:{clientapp}"
 
 [tool.flwr.app.config]
 {RUN_CONFIG_KEY} = "{{}}"
 '''
     module = '"""CineSync\'s Flower app: the components live in the installed federated package."""\n' \
-             "from federated.client_app import app as client\nfrom federated.server_app import app as server\n" \
-             '__all__ = ["client", "server"]\n'
+             "from federated.client_app import app as client\nfrom federated.secagg import client as secagg_client\n" \
+             "from federated.server_app import app as server\n" '__all__ = ["client", "secagg_client", "server"]\n'
     return {"pyproject.toml": pyproject.encode(), "cinesync_app.py": module.encode()}
 
 
-def build_fab() -> tuple[bytes, str]:
-    """The FAB's bytes (built by Flower's own builder) and their SHA-256."""
+def build_fab(mode: str = "strategy") -> tuple[bytes, str]:
+    """The FAB of ``mode`` (built by Flower's own builder) and its SHA-256."""
     from flwr.cli.build import build_fab_from_files
 
-    fab, _ = build_fab_from_files(fab_files())
+    fab, _ = build_fab_from_files(fab_files(mode))
     return fab, hashlib.sha256(fab).hexdigest()

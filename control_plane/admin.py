@@ -90,7 +90,7 @@ OPTIONAL_RUN_FIELDS = ("rounds", "min_clients", "fraction_train", "local_epochs"
 def federated_config(request: admin.FederatedRunRequest) -> FederatedRunConfig:
     """The request's settings over FederatedRunConfig's defaults."""
     values: dict[str, Any] = {name: getattr(request, name) for name in OPTIONAL_RUN_FIELDS if request.HasField(name)}
-    values.update({name: getattr(request, name) for name in ("kind", "strategy", "start_from", "base_run")
+    values.update({name: getattr(request, name) for name in ("kind", "strategy", "start_from", "base_run", "mode")
                    if getattr(request, name)})
     return FederatedRunConfig(**values, strategy_params=dict(request.strategy_params))
 

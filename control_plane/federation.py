@@ -91,7 +91,7 @@ class Federation:
                   "detail": "asking the SuperLink to start the ServerApp", "config": dataclasses.asdict(config),
                   "rounds": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_status(self.settings.home, config.run_id, status)  # before the ServerApp can write its own
-        fab, digest = build_fab()
+        fab, digest = build_fab(config.mode)
         control = self._control()
         try:
             reply = control.StartRun(StartRunRequest(

@@ -23,7 +23,12 @@ def main(grid: Grid, context: Context) -> None:
     try:
         from federated.rounds import FederatedRun
 
-        FederatedRun(config=config, settings=settings, grid=grid, flower_run_id=context.run_id).run()
+        if config.mode == "secagg":
+            from federated.secagg import SecAggRun
+
+            SecAggRun(context=context, config=config, settings=settings, grid=grid, flower_run_id=context.run_id).run()
+        else:
+            FederatedRun(config=config, settings=settings, grid=grid, flower_run_id=context.run_id).run()
     except Exception as error:
         log.exception("federated run %s failed", config.run_id)
         try:

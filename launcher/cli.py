@@ -511,7 +511,7 @@ def federated() -> None:
 def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rounds: int, min_clients: int | None,
                        fraction: float, local_epochs: int, start_from: str, base_run: Path | None, dp_noise: float,
                        dp_clip: float, dp_delta: float, max_epsilon: float, publish_on_budget: bool,
-                       max_update_norm: float, publish: bool, round_timeout: float) -> Any:
+                       max_update_norm: float, publish: bool, round_timeout: float, secagg: bool) -> Any:
     """The StartFederatedRun request, its strategy checked here first."""
     from cinesync.v1 import admin_pb2 as admin
     from federated.strategies import UnknownStrategy, strategy_kind
@@ -526,7 +526,8 @@ def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rou
         **({"min_clients": min_clients} if min_clients is not None else {}), fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
         base_run=str(base_run.resolve()) if base_run else "", dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
         dp_delta=dp_delta, dp_max_epsilon=max_epsilon, publish_on_budget=publish_on_budget,
-        max_update_norm=max_update_norm, publish=publish, round_timeout_s=round_timeout)
+        max_update_norm=max_update_norm, publish=publish, round_timeout_s=round_timeout,
+        mode="secagg" if secagg else "strategy")
 
 
 def _run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -554,6 +555,8 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--publish/--no-publish", default=True, show_default=True,
                      help="Register, export and publish the global model (not current) when done."),
         click.option("--round-timeout", default=600.0, show_default=True, help="Seconds a round waits for replies."),
+        click.option("--secagg", is_flag=True, help="Flower's SecAgg+ workflow: the server sees only the sum of masked "
+                     "updates (FedAvg only; no reply screening, robust strategies or DP)."),
     ]
     for option in reversed(options):
         command = option(command)

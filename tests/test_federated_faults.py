@@ -1,0 +1,123 @@
+"""Federated modes and faults with real processes: a SuperLink (supervised, so restarted when it dies)
+and three SuperNodes on loopback. A SecAgg+ run trains on masked updates; a DP budget that allows one round stops the run after it and says so; a
+client killed mid-round leaves the round to the others after its timeout; a SuperLink killed mid-run
+is restarted and the run ends marked (completed or failed), never half-published."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cinesync.federation import FederatedRunConfig, State
+from cinesync.settings import Settings
+from control_plane.federation import Federation
+from federated.devices import write_devices
+from launcher.stack import Stack
+
+pytestmark = pytest.mark.slow
+
+
+class Flower:
+    """The module's stack: its SuperLink, SuperNodes and a control-plane Federation on them."""
+
+    def __init__(self, stack: Stack, federation: Federation, base_run: Path) -> None:
+        self.stack, self.federation, self.base_run = stack, federation, base_run
+
+    def process(self, name: str) -> Any:
+        return next(p for p in self.stack.started if p.name == name)
+
+    def wait(self, run_id: str, until: Any, *, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.federation.status(run_id)
+            if until(status):
+                return status
+            time.sleep(0.5)
+        raise AssertionError(f"run {run_id}: condition not met in {timeout} s: {self.federation.status(run_id)}")
+
+
+@pytest.fixture(scope="module")
+def flower(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flower]:
+    root = tmp_path_factory.mktemp("federated-faults")
+    settings = Settings(home=root / "home", superlink_port=0, superlink_health_port=0)
+    devices = write_devices(small_run, root / "devices", clients=3)
+    stop = threading.Event()
+    with Stack(settings, say=print) as stack:
+        stack.ensure_superlink()
+        stack.start_supernodes([{"device": str(folder), "partition-id": i} for i, folder in enumerate(devices)])
+        supervisor = threading.Thread(target=stack.supervise, args=(stop,), kwargs={"interval": 0.2})
+        supervisor.start()
+        try:
+            yield Flower(stack, Federation(settings.model_copy(update={"superlink_address": stack.superlink_address})),
+                         small_run)
+        finally:
+            stop.set()
+            supervisor.join()
+
+
+def test_secagg_mode_trains_on_masked_updates(flower: Flower) -> None:
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=1, min_clients=3, mode="secagg", publish=False)
+    run_id = flower.federation.start(config)["run_id"]
+    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=300)
+    assert status["state"] == State.COMPLETED and status["secure_aggregation"] == "secagg+", status
+    (only,) = status["rounds"]
+    assert only["aggregated"] and only["validation"]["users"] > 0 and 0 < status["test"]["ndcg@10"] <= 1
+
+
+def test_a_spent_dp_budget_stops_the_run_and_says_so(flower: Flower) -> None:
+    from flwr.serverapp import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
+    )
+
+    accountant = RdpAccountant(PrivacyConfig(target_delta=1e-5, population_size=3, sampling_method=SamplingMethod.NO_AMPLIFICATION,
+                                             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE))
+    epsilons = []
+    for _ in range(2):
+        accountant.compose(GaussianPrivacyEvent(noise_multiplier=1.0, sample_size=3, population_size=3))
+        epsilons.append(accountant.get_epsilon(1e-5))
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=3, dp_noise_multiplier=1.0,
+                                dp_clipping_norm=1.0, dp_max_epsilon=sum(epsilons) / 2, publish=False)
+    run_id = flower.federation.start(config)["run_id"]
+    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
+    assert status["state"] == State.BUDGET_EXHAUSTED and "max_epsilon" in status["detail"], status
+    assert len(status["rounds"]) == 1 and status["rounds"][0]["epsilon"] == pytest.approx(epsilons[0], rel=1e-6)
+    assert status["best_round"] == 1 and status.get("publish_job") is None  # kept, not published: not asked to
+
+
+def test_a_client_killed_mid_round_leaves_the_round_to_the_others(flower: Flower) -> None:
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=1, min_clients=2, round_timeout_s=20,
+                                publish=False)
+    run_id = flower.federation.start(config)["run_id"]
+    flower.wait(run_id, lambda s: "training on 3 clients" in s.get("detail", ""), timeout=120)
+    os.killpg(flower.process("supernode-2").pid, signal.SIGKILL)
+    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
+    assert status["state"] == State.COMPLETED, status
+    (only,) = status["rounds"]
+    assert only["sampled"] == 3 and only["replied"] + only["failed"] == 2 and only["missing"] == 1 and only["aggregated"]
+
+
+def test_a_superlink_killed_mid_run_is_restarted_and_the_run_never_half_published(flower: Flower) -> None:
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=2, round_timeout_s=30,
+                                publish=False)
+    run_id = flower.federation.start(config)["run_id"]
+    flower.wait(run_id, lambda s: len(s["rounds"]) >= 1, timeout=180)
+    superlink = flower.process("superlink")
+    first = superlink.pid
+    os.kill(first, signal.SIGKILL)
+    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
+    assert superlink.pid != first  # the supervisor restarted it
+    if status["state"] == State.COMPLETED:
+        assert Path(status["output_run"], "manifest.json").is_file()
+    else:
+        assert status["state"] == State.FAILED and "output_run" not in status and "publish_job" not in status, status
