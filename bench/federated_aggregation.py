@@ -22,6 +22,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from federated.replies import screen
 from federated.strategies import REGISTRY, Sampling, strategy_kind
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
-PARAMS = {"krum": {"byzantine": 10}, "multikrum": {"byzantine": 10, "keep": 10}, "trimmed_mean": {"beta": 0.2}}
+PARAMS: dict[str, dict[str, float]] = {"krum": {"byzantine": 10}, "multikrum": {"byzantine": 10, "keep": 10},
+                                     "trimmed_mean": {"beta": 0.2}}
 
 
 def replies(global_arrays: dict[str, np.ndarray], clients: int, rng: np.random.Generator) -> list[Message]:
@@ -77,7 +79,7 @@ def main() -> None:
                                                      args.repeats)}
     for name in REGISTRY:
         strategy = strategy_kind(name, PARAMS.get(name, {})).build(Sampling(1.0, args.clients, "num-examples"))
-        results[name] = measure(lambda strategy=strategy: strategy.aggregate_train(1, messages), args.repeats)
+        results[name] = measure(partial(strategy.aggregate_train, 1, messages), args.repeats)
         print(name, results[name], flush=True)
     legacy = {"fedavg": lambda: aggregate(ndarrays), "median": lambda: aggregate_median(ndarrays),
               "trimmed_mean": lambda: aggregate_trimmed_avg(ndarrays, 0.2),
