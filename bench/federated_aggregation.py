@@ -38,26 +38,34 @@ PARAMS: dict[str, dict[str, float]] = {"krum": {"byzantine": 10}, "multikrum": {
                                      "trimmed_mean": {"beta": 0.2}}
 
 
-def replies(global_arrays: dict[str, np.ndarray], clients: int, rng: np.random.Generator) -> list[Message]:
+def partial_right(function: Callable[..., Any], *arguments: Any) -> Callable[[Any], Any]:
+    return lambda first: function(first, *arguments)
+
+
+def replies(updates: list[dict[str, np.ndarray]], weights: list[int]) -> list[Message]:
+    """One reply Message per client, as a SuperNode's arrive (fresh ArrayRecords each time)."""
     made = []
-    for node in range(clients):
-        arrays = {name: value + rng.normal(0, 0.01, value.shape).astype(np.float32) for name, value in global_arrays.items()}
+    for node, (arrays, weight) in enumerate(zip(updates, weights, strict=True)):
         metadata = Metadata(run_id=1, message_id=str(node), src_node_id=node + 1, dst_node_id=0,
                             reply_to_message_id="m", group_id="1", created_at=0.0, ttl=60.0, message_type="train")
         made.append(Message(content=RecordDict({  # type: ignore[call-overload]
             "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-            "metrics": MetricRecord({"num-examples": int(rng.integers(100, 1000))})}), metadata=metadata))
+            "metrics": MetricRecord({"num-examples": weight})}), metadata=metadata))
     return made
 
 
-def measure(call: Callable[[], Any], repeats: int) -> dict[str, float]:
+def measure(call: Callable[[Any], Any], make: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Median seconds of ``call(make())`` and its tracemalloc peak; each call gets fresh inputs from
+    ``make`` (Flower's aggregation consumes the ArrayRecords it reads), made outside the timing."""
     seconds = []
     for _ in range(repeats):
+        inputs = make()
         started = time.perf_counter()
-        call()
+        call(inputs)
         seconds.append(time.perf_counter() - started)
+    inputs = make()
     tracemalloc.start()
-    call()
+    call(inputs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"seconds": round(statistics.median(seconds), 3), "peak_mb": round(peak / 2**20, 1)}
@@ -72,19 +80,26 @@ def main() -> None:
     rng = np.random.default_rng(0)
     quarter = args.parameters // 4
     global_arrays = {f"layer{i}": rng.normal(0, 1, quarter).astype(np.float32) for i in range(4)}
-    messages = replies(global_arrays, args.clients, rng)
-    ndarrays = [([a.numpy() for a in m.content.array_records["arrays"].values()],
-                 int(m.content.metric_records["metrics"]["num-examples"])) for m in messages]  # type: ignore[arg-type]
-    results: dict[str, Any] = {"screening": measure(lambda: screen(messages, global_arrays, max_update_norm=1e9),
-                                                     args.repeats)}
+    updates = [{name: value + rng.normal(0, 0.01, value.shape).astype(np.float32) for name, value in global_arrays.items()}
+               for _ in range(args.clients)]
+    weights = [int(w) for w in rng.integers(100, 1000, args.clients)]
+
+    def messages() -> list[Message]:
+        return replies(updates, weights)
+
+    def ndarrays() -> list[tuple[list[np.ndarray], int]]:
+        return [(list(update.values()), weight) for update, weight in zip(updates, weights, strict=True)]
+
+    results: dict[str, Any] = {"screening": measure(
+        lambda made: screen(made, global_arrays, max_update_norm=1e9), messages, args.repeats)}
     for name in REGISTRY:
         strategy = strategy_kind(name, PARAMS.get(name, {})).build(Sampling(1.0, args.clients, "num-examples"))
-        results[name] = measure(partial(strategy.aggregate_train, 1, messages), args.repeats)
+        results[name] = measure(partial(strategy.aggregate_train, 1), messages, args.repeats)
         print(name, results[name], flush=True)
-    legacy = {"fedavg": lambda: aggregate(ndarrays), "median": lambda: aggregate_median(ndarrays),
-              "trimmed_mean": lambda: aggregate_trimmed_avg(ndarrays, 0.2),
-              "krum": lambda: aggregate_krum(ndarrays, 10, 0)}
-    results["array_functions"] = {name: measure(call, args.repeats) for name, call in legacy.items()}
+    legacy: dict[str, Callable[[Any], Any]] = {
+        "fedavg": aggregate, "median": aggregate_median, "trimmed_mean": partial_right(aggregate_trimmed_avg, 0.2),
+        "krum": partial_right(aggregate_krum, 10, 0)}
+    results["array_functions"] = {name: measure(call, ndarrays, args.repeats) for name, call in legacy.items()}
     print("array functions", results["array_functions"], flush=True)
     results.update(clients=args.clients, parameters=4 * quarter, machine=f"{platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"), flwr="1.42.0")
