@@ -1,7 +1,8 @@
 """Federated modes and faults with real processes: a SuperLink (supervised, so restarted when it dies)
-and three SuperNodes on loopback. A SecAgg+ run trains on masked updates; a DP budget that allows one round stops the run after it and says so; a
-client killed mid-round leaves the round to the others after its timeout; a SuperLink killed mid-run
-is restarted and the run ends marked (completed or failed), never half-published."""
+and three SuperNodes on loopback. A SecAgg+ run trains on masked updates; a DP budget that allows one
+round stops the run after it and says so; a client killed mid-round leaves the round to the others
+after the round's timeout, and the SuperLink killed later in that run is restarted while the run ends
+marked (completed or failed), never half-published."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_a_spent_dp_budget_stops_the_run_and_says_so(flower: Flower) -> None:
     for _ in range(2):
         accountant.compose(GaussianPrivacyEvent(noise_multiplier=1.0, sample_size=3, population_size=3))
         epsilons.append(accountant.get_epsilon(1e-5))
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=3, dp_noise_multiplier=1.0,
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=2, min_clients=3, dp_noise_multiplier=1.0,
                                 dp_clipping_norm=1.0, dp_max_epsilon=sum(epsilons) / 2, publish=False)
     run_id = flower.federation.start(config)["run_id"]
     status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
@@ -95,28 +96,25 @@ def test_a_spent_dp_budget_stops_the_run_and_says_so(flower: Flower) -> None:
     assert status["best_round"] == 1 and status.get("publish_job") is None  # kept, not published: not asked to
 
 
-def test_a_client_killed_mid_round_leaves_the_round_to_the_others(flower: Flower) -> None:
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=1, min_clients=2, round_timeout_s=20,
+def test_a_dropped_client_leaves_the_round_to_the_others_and_a_killed_superlink_never_half_publishes(
+    flower: Flower,
+) -> None:
+    # The dead node stays registered until Flower's heartbeat expires: each later step waits the timeout for it.
+    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=2, round_timeout_s=10,
                                 publish=False)
     run_id = flower.federation.start(config)["run_id"]
     flower.wait(run_id, lambda s: "training on 3 clients" in s.get("detail", ""), timeout=120)
     os.killpg(flower.process("supernode-2").pid, signal.SIGKILL)
-    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
-    assert status["state"] == State.COMPLETED, status
-    (only,) = status["rounds"]
-    assert only["sampled"] == 3 and only["replied"] + only["failed"] == 2 and only["missing"] == 1 and only["aggregated"]
+    status = flower.wait(run_id, lambda s: len(s["rounds"]) >= 1, timeout=180)
+    first = status["rounds"][0]
+    assert first["sampled"] == 3 and first["replied"] + first["failed"] == 2 and first["missing"] == 1, first
+    assert first["aggregated"] and first["validation"]["users"] > 0  # the others' round went on
 
-
-def test_a_superlink_killed_mid_run_is_restarted_and_the_run_never_half_published(flower: Flower) -> None:
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=2, round_timeout_s=30,
-                                publish=False)
-    run_id = flower.federation.start(config)["run_id"]
-    flower.wait(run_id, lambda s: len(s["rounds"]) >= 1, timeout=180)
     superlink = flower.process("superlink")
-    first = superlink.pid
-    os.kill(first, signal.SIGKILL)
+    killed = superlink.pid
+    os.kill(killed, signal.SIGKILL)
     status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
-    assert superlink.pid != first  # the supervisor restarted it
+    assert superlink.pid != killed  # the supervisor restarted it
     if status["state"] == State.COMPLETED:
         assert Path(status["output_run"], "manifest.json").is_file()
     else:
