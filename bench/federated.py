@@ -73,6 +73,7 @@ def run_variant(variant: str, *, args: argparse.Namespace, run_dir: Path, device
         byzantine = max(1, round(args.byzantine_share * args.clients))
     elif kind == "dp":
         config.dp_noise_multiplier, config.dp_clipping_norm = float(value), args.dp_clip
+        config.dp_max_epsilon = args.dp_max_epsilon
     else:
         raise SystemExit(f"unknown variant {variant!r}: plain:<strategy>, byzantine:<strategy> or dp:<noise>")
     if config.strategy == "krum" or config.strategy == "multikrum":
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--byzantine-share", type=float, default=0.2)
     parser.add_argument("--byzantine-scale", type=float, default=3.0)
     parser.add_argument("--dp-clip", type=float, default=1.0)
+    parser.add_argument("--dp-max-epsilon", type=float, default=0.0, help="> 0: stop a DP run before it spends more")
     parser.add_argument("--round-timeout", type=float, default=240.0,
                         help="seconds a round waits for replies (a lost one is counted missing)")
     args = parser.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
         devices = write_devices(run_dir, Path(scratch) / "devices", clients=args.clients, partition=args.partition)
         for variant in args.variants.split(","):
             result = run_variant(variant, args=args, run_dir=run_dir, devices=devices, home=Path(scratch) / "home")
-            results.setdefault("variants", {})[f"{variant}/{args.partition}/{args.clients}"] = result
+            results.setdefault("variants", {})[f"{variant}/{args.partition}/{args.clients}/r{args.rounds}"] = result
             results.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                            date=time.strftime("%Y-%m-%d"), data=args.data)
             out.write_text(json.dumps(results, indent=2))
