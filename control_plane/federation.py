@@ -83,6 +83,7 @@ class Federation:
         config.check()
         if not (Path(config.base_run) / "manifest.json").is_file():
             raise InvalidRunConfig(f"base run {config.base_run} is not a finished training run")
+        control = self._control()  # FederationUnavailable where Flower is not installed
         from flwr.common.serde import fab_to_proto, user_config_to_proto
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
@@ -92,7 +93,6 @@ class Federation:
                   "rounds": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_status(self.settings.home, config.run_id, status)  # before the ServerApp can write its own
         fab, digest = build_fab(config.mode)
-        control = self._control()
         try:
             reply = control.StartRun(StartRunRequest(
                 fab=fab_to_proto(Fab(digest, fab, {})),
@@ -148,12 +148,12 @@ class Federation:
 
     def _flower_status(self, flower_run_id: int) -> tuple[str, str, str] | None:
         """(status, sub-status, details) Flower holds for the run, or None when no SuperLink answers."""
-        from flwr.proto.control_pb2 import ListRunsRequest
-
         try:
             control = self._control()
         except FederationUnavailable:
             return None
+        from flwr.proto.control_pb2 import ListRunsRequest
+
         try:
             runs = control.ListRuns(ListRunsRequest(run_id=flower_run_id)).run_dict
         except _call_errors():  # a SuperLink restarting: nothing to reconcile yet
@@ -168,9 +168,9 @@ class Federation:
         status = self.status(run_id)
         if status.get("state") not in State.OPEN or status.get("flower_run_id") is None:
             return status
+        control = self._control()
         from flwr.proto.control_pb2 import StopRunRequest
 
-        control = self._control()
         try:
             control.StopRun(StopRunRequest(run_id=int(status["flower_run_id"])))
         except _call_errors() as error:
