@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +44,22 @@ def size_of(arrays: Arrays) -> int:
     return sum(a.nbytes for a in arrays.values())
 
 
-def evaluation_mean(replies: Iterable[Message]) -> dict[str, float]:
-    """Each metric averaged over every evaluated user of every client that answered."""
+def users_mean(per_client: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Each metric averaged over every evaluated user of every client (a client's "users" weigh it)."""
     totals: dict[str, float] = {}
     users = 0
-    for reply in replies:
-        if reply.has_error() or METRICS_KEY not in reply.content.metric_records:
-            continue
-        metrics = reply.content.metric_records[METRICS_KEY]
-        count = int(metrics.get("users", 0))  # type: ignore[arg-type]
+    for metrics in per_client:
+        count = int(metrics.get("users", 0))
         users += count
         for name in (NDCG, f"recall@{K}", f"hr@{K}"):
-            totals[name] = totals.get(name, 0.0) + float(metrics.get(name, 0.0)) * count  # type: ignore[arg-type]
+            totals[name] = totals.get(name, 0.0) + float(metrics.get(name, 0.0)) * count
     return {**{name: total / users for name, total in totals.items()}, "users": float(users)} if users else {}
+
+
+def evaluation_mean(replies: Iterable[Message]) -> dict[str, float]:
+    """users_mean of the evaluation replies that carry metrics."""
+    return users_mean(dict(reply.content.metric_records[METRICS_KEY]) for reply in replies
+                      if not reply.has_error() and METRICS_KEY in reply.content.metric_records)
 
 
 class FederatedRun:

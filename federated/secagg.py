@@ -31,7 +31,7 @@ from cinesync.federation import State
 from federated.client_config import TEST, VALIDATION, ClientConfig
 from federated.devices import Device
 from federated.kinds import Arrays
-from federated.rounds import NDCG, FederatedRun, size_of
+from federated.rounds import NDCG, FederatedRun, size_of, users_mean
 from recsys.metrics import K
 
 MAX_WEIGHT = 1e5  # a client's example count (its weight) may reach this; quantization stays exact enough
@@ -78,16 +78,6 @@ def client_fn(context: Context) -> Client:
 client = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
 
 
-def users_mean(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
-    """Each metric averaged over every evaluated user (clients without users weigh nothing)."""
-    users = sum(int(metrics.get("users", 0)) for _, metrics in results)
-    if not users:
-        return {}
-    names = (NDCG, f"recall@{K}", f"hr@{K}")
-    return {**{name: sum(float(m.get(name, 0.0)) * int(m.get("users", 0)) for _, m in results) / users
-               for name in names}, "users": float(users)}
-
-
 class SecAggRun(FederatedRun):
     """FederatedRun whose rounds go through SecAggPlusWorkflow (see the module docstring)."""
 
@@ -95,7 +85,7 @@ class SecAggRun(FederatedRun):
         super().__init__(**kwargs)
         self.names = ordered_names(self.arrays)
         self.split = VALIDATION
-        self.evaluated: dict[str, Scalar] = {}
+        self.evaluated: dict[str, float] = {}
         legacy = FedAvg(fraction_fit=self.config.fraction_train, fraction_evaluate=1.0,
                         min_fit_clients=self.config.min_clients, min_evaluate_clients=self.config.min_clients,
                         min_available_clients=self.config.min_clients,
@@ -110,8 +100,8 @@ class SecAggRun(FederatedRun):
         return {key: value for key, value in vars(self.client_config).items() if key != "split"}  # type: ignore[misc]
 
     def _remember(self, results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
-        self.evaluated = users_mean(results)
-        return self.evaluated
+        self.evaluated = users_mean(metrics for _, metrics in results)
+        return dict(self.evaluated)
 
     def _set_global(self, arrays: Arrays) -> None:
         parameters = ndarrays_to_parameters([arrays[name] for name in self.names])
@@ -128,7 +118,7 @@ class SecAggRun(FederatedRun):
         self.context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND] = server_round
         default_evaluate_workflow(self.grid, self.context)
         clients = len(self.context.client_manager.all())
-        return {name: float(value) for name, value in self.evaluated.items()}, clients * size_of(arrays)
+        return dict(self.evaluated), clients * size_of(arrays)
 
     def run(self) -> str:
         config = self.config
