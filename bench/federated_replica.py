@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from federated.devices import _users_of, partition_users
+from federated.devices import partition_users, users_of
 from federated.kinds import federated_kind
 from recsys.run import load_run
 
@@ -37,7 +37,7 @@ def main() -> None:
     params = {**next(k for k in run.manifest["kinds"] if k["kind"] == "two_tower")["params"],
               **dict(o.split("=", 1) for o in args.overrides)}
     validation, test = run.protocol.validation, run.protocol.test
-    clients = [_users_of(validation, users)
+    clients = [users_of(validation, users)
                for users in partition_users(test, run.items, clients=args.clients, partition="iid", seed=0)]
     kind = federated_kind("two_tower", catalog=run.catalog, params=params, seed=0)
     arrays = kind.initial_arrays(None)

@@ -54,12 +54,12 @@ def misbehave(local: Arrays, start: Arrays, node_config: dict[str, object], serv
 def train(msg: Message, context: Context) -> Message:
     began = time.monotonic()
     device = Device.load(Path(str(context.node_config["device"])))
-    config = ClientConfig.of(msg.content.config_records["config"])
-    settings = msg.content.config_records["config"]
-    server_round = int(settings["server-round"])  # type: ignore[arg-type]
+    record = msg.content.config_records["config"]
+    config = ClientConfig.of(record)
+    server_round = int(record["server-round"])  # type: ignore[arg-type]
     kind = config.kind_on(device, seed_offset=1000 * server_round + int(context.node_config.get("partition-id", 0)))
     start = reply_arrays(msg.content.array_records[ARRAYS_KEY])
-    mu = float(settings.get("proximal-mu", 0.0))  # type: ignore[arg-type]  # FedProx sends it
+    mu = float(record.get("proximal-mu", 0.0))  # type: ignore[arg-type]  # FedProx sends it
     sequences = device.validation.train_sequences  # validation items stay held out for round selection
     local, loss = kind.train(start, sequences, epochs=config.local_epochs, proximal_mu=mu)
     local = misbehave(local, start, dict(context.node_config), server_round)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,8 +35,9 @@ class ClientConfig:
         return ConfigRecord(asdict(self))
 
     @classmethod
-    def of(cls, record: ConfigRecord) -> ClientConfig:
-        return cls(**{key: record[key] for key in cls.__dataclass_fields__})  # type: ignore[arg-type]
+    def of(cls, record: Mapping[str, Any]) -> ClientConfig:
+        """From a message's ConfigRecord (or the legacy API's config dict, which a fit leaves without ``split``)."""
+        return cls(**{key: record[key] for key in cls.__dataclass_fields__ if key in record})
 
     def kind_on(self, device: Device, *, seed_offset: int = 0) -> FederatedKind:
         catalog = Catalog(n_users=device.test.n_users, n_items=len(device.items),

@@ -42,7 +42,8 @@ class Device:
         return cls(items=items, validation=validation, test=test)
 
 
-def _users_of(split: Split, users: np.ndarray) -> Split:
+def users_of(split: Split, users: np.ndarray) -> Split:
+    """``split`` restricted to ``users`` (renumbered 0..len(users) - 1), as a device holds it."""
     return Split(len(users), split.n_items, [split.train_sequences[u] for u in users],
                  [split.test_items[u] for u in users], split.kind, split.target)
 
@@ -84,7 +85,7 @@ def write_devices(run_folder: Path, out_dir: Path, *, clients: int, partition: s
         folder = Path(out_dir) / f"client-{index}"
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / HISTORY_FILE, kinds=np.array(json.dumps(kinds)),
-                 **_users_of(test, users).to_arrays("test"), **_users_of(validation, users).to_arrays("validation"))
+                 **users_of(test, users).to_arrays("test"), **users_of(validation, users).to_arrays("validation"))
         shutil.copy2(run_folder / CATALOG_FILE, folder / CATALOG_FILE)
         folders.append(folder)
     return folders

@@ -49,8 +49,7 @@ class DeviceClient(NumPyClient):
         self.device, self.partition = device, partition
 
     def _kind_and_names(self, config: dict[str, Scalar], seed_offset: int = 0) -> tuple[Any, list[str]]:
-        settings = ClientConfig(**{key: config[key] for key in ClientConfig.__dataclass_fields__ if key in config})  # type: ignore[arg-type]
-        kind = settings.kind_on(self.device, seed_offset=seed_offset)
+        kind = ClientConfig.of(config).kind_on(self.device, seed_offset=seed_offset)
         return kind, ordered_names(kind.initial_arrays(None))
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
