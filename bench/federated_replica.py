@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--average", choices=["mean", "rows"], default="mean")
+    parser.add_argument("--server-lr", type=float, default=1.0, help="FedAvgM's server learning rate")
+    parser.add_argument("--server-momentum", type=float, default=0.0, help="FedAvgM's server momentum (0: FedAvg)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PARAM=VALUE",
                         help="a two_tower hyper-parameter for the clients")
     args = parser.parse_args()
@@ -41,6 +43,7 @@ def main() -> None:
                for users in partition_users(test, run.items, clients=args.clients, partition="iid", seed=0)]
     kind = federated_kind("two_tower", catalog=run.catalog, params=params, seed=0)
     arrays = kind.initial_arrays(None)
+    velocity: dict[str, np.ndarray] = {}
     for server_round in range(1, args.rounds + 1):
         started = time.perf_counter()
         updates, weights = [], []
@@ -59,7 +62,8 @@ def main() -> None:
                 averaged[name] = np.einsum("cr,cr...->r...", touched, stacked) / total
             else:
                 averaged[name] = np.tensordot(weight / weight.sum(), stacked, axes=1)
-        arrays = {name: (arrays[name] + averaged[name]).astype(np.float32) for name in arrays}
+        velocity = {name: args.server_momentum * velocity.get(name, 0.0) + averaged[name] for name in arrays}
+        arrays = {name: (arrays[name] + args.server_lr * velocity[name]).astype(np.float32) for name in arrays}
         print(f"round {server_round}: validation ndcg@10 {kind.evaluate(arrays, validation)['ndcg@10']:.4f} "
               f"({time.perf_counter() - started:.1f} s)", flush=True)
     print(f"last round's model, test ndcg@10 {kind.evaluate(arrays, test)['ndcg@10']:.4f}")

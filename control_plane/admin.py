@@ -82,7 +82,7 @@ def job_progress(job_id: str, update: dict[str, Any]) -> admin.JobProgress:
     )
 
 
-OPTIONAL_RUN_FIELDS = ("rounds", "min_clients", "fraction_train", "local_epochs", "dp_noise_multiplier",
+OPTIONAL_RUN_FIELDS = ("rounds", "min_clients", "fraction_train", "local_epochs", "local_batch_size", "dp_noise_multiplier",
                        "dp_clipping_norm", "dp_delta", "dp_max_epsilon", "publish_on_budget", "max_update_norm",
                        "publish", "round_timeout_s", "seed")
 

@@ -75,6 +75,8 @@ class FederatedRun:
             raise InvalidRunConfig(f"the base run {self.base.manifest['run_id']} has no {config.kind} to start from "
                                    "(start_from='scratch' starts from fresh weights)")
         params = described.get(config.kind, {}).get("params", {})
+        if config.local_batch_size:
+            params = {**params, "batch_size": config.local_batch_size}
         self.kind = federated_kind(config.kind, catalog=self.base.catalog, params=params, seed=config.seed)
         self.arrays = self.kind.initial_arrays(base_member if config.start_from == "base" else None)
         self.client_config = ClientConfig(kind=config.kind, params=json.dumps(params),
@@ -149,6 +151,7 @@ class FederatedRun:
                 "bytes_sent": len(messages) * size_of(self.arrays) + sent, "bytes_received": screened.bytes_received,
                 "train_loss": float(train_metrics["loss"]) if train_metrics and "loss" in train_metrics else None,  # type: ignore[arg-type]
                 "update_norm_median": float(np.median(screened.update_norms)) if screened.update_norms else None,
+                "update_norm_max": float(np.max(screened.update_norms)) if screened.update_norms else None,
                 "client_seconds": float(train_metrics["seconds"]) if train_metrics and "seconds" in train_metrics else None,  # type: ignore[arg-type]
                 "validation": validation, "epsilon": self._epsilon(),
             })

@@ -509,7 +509,7 @@ def federated() -> None:
 
 
 def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rounds: int, min_clients: int | None,
-                       fraction: float, local_epochs: int, start_from: str, base_run: Path | None, dp_noise: float,
+                       fraction: float, local_epochs: int, local_batch_size: int | None, start_from: str, base_run: Path | None, dp_noise: float,
                        dp_clip: float, dp_delta: float, max_epsilon: float, publish_on_budget: bool,
                        max_update_norm: float, publish: bool, round_timeout: float, secagg: bool) -> Any:
     """The StartFederatedRun request, its strategy checked here first."""
@@ -523,7 +523,9 @@ def _federated_request(*, kind: str, strategy: str, params: tuple[str, ...], rou
         raise click.BadParameter(str(error), param_hint="--strategy/--param") from None
     return admin.FederatedRunRequest(
         kind=kind, strategy=strategy, strategy_params=strategy_params, rounds=rounds,
-        **({"min_clients": min_clients} if min_clients is not None else {}), fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
+        **{name: value for name, value in (("min_clients", min_clients), ("local_batch_size", local_batch_size))
+           if value is not None},
+        fraction_train=fraction, local_epochs=local_epochs, start_from=start_from,
         base_run=str(base_run.resolve()) if base_run else "", dp_noise_multiplier=dp_noise, dp_clipping_norm=dp_clip,
         dp_delta=dp_delta, dp_max_epsilon=max_epsilon, publish_on_budget=publish_on_budget,
         max_update_norm=max_update_norm, publish=publish, round_timeout_s=round_timeout,
@@ -542,6 +544,8 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="Clients every round needs (default: 2; simulate: --clients)."),
         click.option("--fraction", default=1.0, show_default=True, help="Share of connected clients trained per round."),
         click.option("--local-epochs", default=1, show_default=True),
+        click.option("--local-batch-size", type=int, default=None,
+                     help="The clients' minibatch (default: 128; 0: the base run's own)."),
         click.option("--from", "start_from", type=click.Choice(["base", "scratch"]), default="base", show_default=True,
                      help="Start from the base run's weights of the kind, or from fresh ones."),
         click.option("--base-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
