@@ -80,12 +80,18 @@ def test_the_dockerfile_passes_hadolint() -> None:
 
 def test_each_role_image_installs_its_own_extra_runs_as_a_user_and_checks_its_health() -> None:
     stages = _stages()
-    assert {"control-plane", "worker", "dashboard"} <= set(stages)
+    assert {"control-plane", "worker", "dashboard", "superlink"} <= set(stages)
     assert '.whl[serve]"' in stages["control-plane"] and "[train]" not in stages["control-plane"]
     assert '.whl[train]"' in stages["worker"]
-    for role in ("control-plane", "worker", "dashboard"):
+    assert '.whl[train,federated]"' in stages["superlink"]  # its ServerApps run the federated kinds
+    for role in ("control-plane", "worker", "dashboard", "superlink"):
         assert "USER 10001:10001" in stages[role] and "HEALTHCHECK" in stages[role], role
     assert "control_plane.healthcheck" in stages["control-plane"]
+    superlink = stages["superlink"]
+    assert f"--port {_default('superlink_port')} " in superlink and "--disable-runtime-dependency-installation" in superlink
+    assert f"--health-server-address 0.0.0.0:{_default('superlink_health_port')}" in superlink
+    assert f"127.0.0.1:{_default('superlink_health_port')}" in superlink  # the health check asks that port
+    assert "FLWR_TELEMETRY_ENABLED=0" in superlink and "COPY federated/" in stages["wheel"]
 
 
 def test_the_serving_extra_brings_no_torch() -> None:
@@ -127,12 +133,17 @@ def test_compose_wiring_matches_the_settings(compose: dict[str, Any]) -> None:
     assert control["environment"]["CINESYNC_METRICS_PORT"] == str(_default("metrics_port"))
     assert {(int(p["target"]), int(p["published"])) for p in control["ports"]} == {(_default("grpc_port"),) * 2}
     assert control["environment"]["TRITON_URL"] == f"triton:{_default('triton_grpc_port')}"
+    superlink = services["superlink"]
+    assert control["environment"]["CINESYNC_SUPERLINK_ADDRESS"] == f"superlink:{_default('superlink_port')}"
+    assert {int(p["target"]) for p in superlink["ports"]} == {_default("superlink_port")}  # client sites' Fleet API
+    assert superlink["environment"]["CINESYNC_CELERY_QUEUE"] == services["worker"]["environment"]["CINESYNC_CELERY_QUEUE"]
     triton = services["triton"]
     assert f"localhost:{_default('triton_http_port')}/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     assert {int(p["target"]) for p in services["dashboard"]["ports"]} == {_default("flower_port")}
     assert "--appendonly" in services["redis"]["command"]
     shared = {v["target"]: v["source"] for v in services["worker"]["volumes"]}
-    assert shared["/var/lib/cinesync"] == {v["target"]: v["source"] for v in control["volumes"]}["/var/lib/cinesync"]
+    for reader in (control, superlink):  # the ServerApps write federated runs where the workers publish from
+        assert shared["/var/lib/cinesync"] == {v["target"]: v["source"] for v in reader["volumes"]}["/var/lib/cinesync"]
     assert shared["/models"] == {v["target"]: v["source"] for v in triton["volumes"]}["/models"]
 
 

@@ -31,7 +31,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gpu": {**TOKENS, "triton": {"gpus": 2}},
     "s3": {**TOKENS, "modelRepository": {"uri": "s3://bucket/models", "credentialsSecret": "s3-credentials"}},
     "keda": {**TOKENS, "worker": {"keda": {"enabled": True, "maxReplicas": 6}}},
-    "monitoring": {**TOKENS, "serviceMonitor": {"enabled": True}, "controlPlane": {"autoscaling": {"enabled": False}}},
+    "monitoring": {**TOKENS, "serviceMonitor": {"enabled": True}, "controlPlane": {"autoscaling": {"enabled": False}},
+                   "superlink": {"enabled": False}},
     "external": {"adminTokens": {"existingSecret": "admin"}, "tls": {"secretName": "cinesync-tls"},
                  "redis": {"deploy": False, "url": "redis://redis.example:6379/0"},
                  "home": {"existingClaim": "home"}, "modelRepository": {"existingClaim": "models"}},
@@ -178,6 +179,30 @@ def test_the_control_plane_is_wired_as_the_settings_read_it(rendered: dict[str, 
     assert env["TRITON_URL"].endswith(f"-triton:{_default('triton_grpc_port')}")
     assert "replicas" not in deployment["spec"]  # the HPA owns it
     assert _one(rendered["monitoring"], "Deployment", "-control-plane")["spec"]["replicas"] == 2
+
+
+def test_the_superlink_is_wired_as_the_control_plane_and_flower_read_it(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["default"]
+    deployment = _one(docs, "Deployment", "-superlink")
+    container, port, health = _container(deployment), _default("superlink_port"), _default("superlink_health_port")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"  # one SQLite writer
+    command = " ".join(container["command"] + container["args"])
+    assert f"--port={port}" in command and f"--health-server-address=0.0.0.0:{health}" in command
+    assert "--database=\"$FLWR_HOME/superlink.db\"" in command and "--disable-runtime-dependency-installation" in command
+    assert {p["containerPort"] for p in container["ports"]} == {port, health}
+    assert container["readinessProbe"]["grpc"]["port"] == container["livenessProbe"]["grpc"]["port"] == health
+    env = _env(container)
+    assert env["FLWR_HOME"].startswith(env["CINESYNC_HOME"] + "/")  # its state survives a restart in the home claim
+    assert env["CINESYNC_CELERY_QUEUE"] == _env(_container(_one(docs, "Deployment", "-worker")))["CINESYNC_CELERY_QUEUE"]
+    assert container["volumeMounts"][0]["mountPath"] == env["CINESYNC_HOME"]
+    service = _one(docs, "Service", "-superlink")
+    address = _env(_container(_one(docs, "Deployment", "-control-plane")))["CINESYNC_SUPERLINK_ADDRESS"]
+    assert address == f"{service['metadata']['name']}:{port}" and {p["port"] for p in service["spec"]["ports"]} == {port}
+    off = rendered["monitoring"]
+    assert not [d for d in off if d["metadata"]["name"].endswith("-superlink")]
+    assert "CINESYNC_SUPERLINK_ADDRESS" not in _env(_container(_one(off, "Deployment", "-control-plane")))
 
 
 def test_triton_gets_gpus_probes_and_its_repository_from_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
