@@ -1,5 +1,6 @@
 """The ServerApp: runs one federated run (federated.rounds) from the configuration the control plane
-put in the run config, and records a failure in the run's status before Flower sees it."""
+put in the run config, over a Grid that rides out the SuperLink's transient errors, and records a
+failure in the run's status before Flower sees it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from cinesync.federation import RUN_CONFIG_KEY, FederatedRunConfig, State, read_status, write_status
 from cinesync.settings import get_settings
+from federated.resilient_grid import ResilientGrid
 
 app = ServerApp()
 log = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 def main(grid: Grid, context: Context) -> None:
     config = FederatedRunConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
     settings = get_settings()
+    grid = ResilientGrid(grid)
     try:
         from federated.rounds import FederatedRun
 
