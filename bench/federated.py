@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--byzantine-scale", type=float, default=3.0)
     parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--dp-max-epsilon", type=float, default=0.0, help="> 0: stop a DP run before it spends more")
-    parser.add_argument("--round-timeout", type=float, default=240.0,
+    parser.add_argument("--round-timeout", type=float, default=150.0,
                         help="seconds a round waits for replies (a lost one is counted missing)")
     args = parser.parse_args()
     os.environ["CINESYNC_TORCH_THREADS"] = "1"  # ten client processes at once on two cores
