@@ -33,16 +33,16 @@ class ResilientGrid(Grid):
         self._grid, self._attempts, self._pause_s = grid, attempts, pause_s
 
     def _retried(self, call: Callable[[], T], what: str) -> T:
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self._attempts):
             try:
                 return call()
             except httpx.HTTPStatusError as error:
-                if not transient(error) or attempt == self._attempts:
+                if not transient(error):
                     raise
                 log.warning("SuperLink failed to %s (%s); attempt %d of %d in %.0f s", what,
                             error.response.status_code, attempt + 1, self._attempts, self._pause_s)
                 time.sleep(self._pause_s)
-        raise AssertionError("unreachable")
+        return call()  # the last attempt: its error is the caller's
 
     def set_run(self, run: Run) -> None:
         self._grid.set_run(run)
