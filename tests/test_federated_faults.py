@@ -31,6 +31,11 @@ class Flower:
     def __init__(self, stack: Stack, federation: Federation, base_run: Path) -> None:
         self.stack, self.federation, self.base_run = stack, federation, base_run
 
+    def config(self, **changes: Any) -> FederatedRunConfig:
+        """A run on the module's base run, not published, at the base kind's own minibatch (fewer
+        steps than the default: these tests are about modes and faults, not quality)."""
+        return FederatedRunConfig(base_run=str(self.base_run), local_batch_size=0, publish=False, **changes)
+
     def process(self, name: str) -> Any:
         return next(p for p in self.stack.started if p.name == name)
 
@@ -64,7 +69,7 @@ def flower(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_secagg_mode_trains_on_masked_updates(flower: Flower) -> None:
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=1, min_clients=2, mode="secagg", publish=False)
+    config = flower.config(rounds=1, min_clients=2, mode="secagg")
     run_id = flower.federation.start(config)["run_id"]
     status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=300)
     assert status["state"] == State.COMPLETED and status["secure_aggregation"] == "secagg+", status
@@ -87,8 +92,8 @@ def test_a_spent_dp_budget_stops_the_run_and_says_so(flower: Flower) -> None:
     for _ in range(2):
         accountant.compose(GaussianPrivacyEvent(noise_multiplier=1.0, sample_size=2, population_size=2))
         epsilons.append(accountant.get_epsilon(1e-5))
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=2, min_clients=2, dp_noise_multiplier=1.0,
-                                dp_clipping_norm=1.0, dp_max_epsilon=sum(epsilons) / 2, publish=False)
+    config = flower.config(rounds=2, min_clients=2, dp_noise_multiplier=1.0, dp_clipping_norm=1.0,
+                           dp_max_epsilon=sum(epsilons) / 2)
     run_id = flower.federation.start(config)["run_id"]
     status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=240)
     assert status["state"] == State.BUDGET_EXHAUSTED and "max_epsilon" in status["detail"], status
@@ -100,8 +105,7 @@ def test_a_dropped_client_leaves_the_round_to_the_others_and_a_killed_superlink_
     flower: Flower,
 ) -> None:
     # The dead node stays registered until Flower's heartbeat expires: each later step waits the timeout for it.
-    config = FederatedRunConfig(base_run=str(flower.base_run), rounds=3, min_clients=1, round_timeout_s=10,
-                                publish=False)
+    config = flower.config(rounds=2, min_clients=1, round_timeout_s=20)
     run_id = flower.federation.start(config)["run_id"]
     flower.wait(run_id, lambda s: "training on 2 clients" in s.get("detail", ""), timeout=120)
     os.killpg(flower.process("supernode-1").pid, signal.SIGKILL)

@@ -49,7 +49,7 @@ def test_simulate_runs_rounds_on_supernodes_it_starts_and_stops(small_run: Path,
 
         done = _simulate(env, "--clients", "3", "--rounds", "1", "--partition", "genre", "--byzantine", "1",
                          "--byzantine-scale", "5", "--strategy", "median", "--no-publish", "--round-timeout", "120",
-                         "--base-run", str(small_run))
+                         "--local-batch-size", "0", "--base-run", str(small_run))
         assert done.returncode == 0, done.stdout + done.stderr
         assert "3 clients (genre, 1 Byzantine)" in done.stdout
         run_id = re.search(r"started federated run (\S+)", done.stdout).group(1)  # type: ignore[union-attr]
