@@ -19,9 +19,7 @@ $(STAMP): pyproject.toml setup.py $(PROTO)
 	  || echo "note: no prometheus binary; the test that scrapes the stack with Prometheus will be skipped"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-# --no-compile: Python compiles what is imported, on first import; byte-compiling all of torch
-# and the rest at install took 40 of 94 s here.
-	$(PY) -m pip install -q --no-compile -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]'  # byte-compiled here: PYTHONDONTWRITEBYTECODE may be set
 	$(PY) deploy/install_helm.py $(VENV)/bin/helm  # a real helm for the chart's tests
 	rm -f $(VENV)/.installed-*
 	touch $@

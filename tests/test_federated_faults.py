@@ -105,7 +105,7 @@ def test_a_dropped_client_leaves_the_round_to_the_others_and_a_killed_superlink_
     flower: Flower,
 ) -> None:
     # The dead node stays registered until Flower's heartbeat expires: each later step waits the timeout for it.
-    config = flower.config(rounds=2, min_clients=1, round_timeout_s=20)
+    config = flower.config(rounds=2, min_clients=1, round_timeout_s=30)
     run_id = flower.federation.start(config)["run_id"]
     flower.wait(run_id, lambda s: "training on 2 clients" in s.get("detail", ""), timeout=120)
     os.killpg(flower.process("supernode-1").pid, signal.SIGKILL)
