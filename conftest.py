@@ -58,12 +58,12 @@ SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 SMALL_SYNTHETIC = "synthetic:n_users=300,n_items=200,mean_interactions=20,seed=3"
 
 
-def small_pipeline(**changes: object) -> PipelineSpec:
-    """The default pipeline with few epochs, for tests."""
+def small_pipeline(*, options: dict[str, dict[str, object]] | None = None, **changes: object) -> PipelineSpec:
+    """The default pipeline with few epochs, for tests (``options``: more kinds' options)."""
     from recsys.pipeline import PipelineSpec
 
-    options = {"two_tower": {"epochs": 3}, "dcn_fusion": {"epochs": 4}}
-    return PipelineSpec(**{"options": options, **changes})  # type: ignore[arg-type]
+    few_epochs = {"two_tower": {"epochs": 3}, "dcn_fusion": {"epochs": 4}}
+    return PipelineSpec(options={**few_epochs, **(options or {})}, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

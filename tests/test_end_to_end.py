@@ -62,9 +62,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, di
         stack.start_control_plane()
         # The evaluated fit is published, so served answers can be scored against the offline figures.
         # The path end to end, not the search: two EASE candidates instead of ten (ML-100k's 1682 items).
-        few = small_pipeline()
-        few = small_pipeline(options={**few.options, "ease": {"l2_grid": "200,500", "emphasis_grid": "0"}})
-        pipeline = training_pipeline(DATA, few.to_dict(), serve="train")
+        spec = small_pipeline(options={"ease": {"l2_grid": "200,500", "emphasis_grid": "0"}})
+        pipeline = training_pipeline(DATA, spec.to_dict(), serve="train")
         result = follow(pipeline.apply_async(queue=settings.job_queue), say=print, timeout=600)
         yield stack, result
 
