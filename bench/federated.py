@@ -14,9 +14,9 @@ tolerate that share with or without the attack, Multi-Krum averaging the other c
 (FedAvg with server-side fixed clipping at --dp-clip and Flower's RDP accountant, delta 1e-5).
 
     .venv/bin/python -m bench.federated --data ../shared/data/ml-100k [--clients 10] [--rounds 20]
-        [--variants plain:fedavg] [--run RUN_DIR]
+        [--variants plain:fedavg] [--run RUN_DIR] [--max-update-norm B] [--out FILE]
 
-Results go to docs/bench/federated-<data set>.json (merged with earlier variants of the same data).
+Results go to docs/bench/federated-<data set>.json, or --out (merged with earlier variants there).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def run_variant(variant: str, *, args: argparse.Namespace, run_dir: Path, device
     kind, _, value = variant.partition(":")
     config = FederatedRunConfig(base_run=str(run_dir), rounds=args.rounds, min_clients=args.clients,
                                 local_epochs=args.local_epochs, start_from="scratch", publish=False,
-                                round_timeout_s=args.round_timeout)
+                                round_timeout_s=args.round_timeout, max_update_norm=args.max_update_norm)
     byzantine = 0
     if kind == "plain":
         config.strategy = value
@@ -132,13 +132,16 @@ def main() -> None:
     parser.add_argument("--byzantine-scale", type=float, default=3.0)
     parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--dp-max-epsilon", type=float, default=0.0, help="> 0: stop a DP run before it spends more")
+    parser.add_argument("--max-update-norm", type=float, default=FederatedRunConfig.max_update_norm,
+                        help="replies whose update has a larger L2 norm are rejected (screening's bound)")
+    parser.add_argument("--out", type=Path, help="results file (default: docs/bench/federated-<data set>.json)")
     parser.add_argument("--round-timeout", type=float, default=150.0,
                         help="seconds a round waits for replies (a lost one is counted missing)")
     args = parser.parse_args()
     os.environ["CINESYNC_TORCH_THREADS"] = "1"  # ten client processes at once on two cores
     torch.set_num_threads(2)
     name = Path(args.data).name
-    out = RESULTS / f"federated-{name}.json"
+    out = args.out or RESULTS / f"federated-{name}.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.run or train(args.data, args.runs_dir or Path(scratch) / "runs",
