@@ -104,7 +104,8 @@ def test_a_spent_dp_budget_stops_the_run_and_says_so(flower: Flower) -> None:
 def test_a_dropped_client_leaves_the_round_to_the_others_and_a_killed_superlink_never_half_publishes(
     flower: Flower,
 ) -> None:
-    # The dead node stays registered until Flower's heartbeat expires: each later step waits the timeout for it.
+    # The dead node stays listed until its heartbeat lapses (within a minute): until then every step
+    # waits the round timeout for it.
     config = flower.config(rounds=2, min_clients=1, round_timeout_s=30)
     run_id = flower.federation.start(config)["run_id"]
     flower.wait(run_id, lambda s: "training on 2 clients" in s.get("detail", ""), timeout=120)

@@ -1,9 +1,10 @@
 """The federated loop with real processes, from `cinesync federated start` to the federated version
 answering Recommend in an A/B experiment: Redis, a Celery worker, Triton, the control plane, a Flower
 SuperLink and three SuperNodes (one sends an oversized update, then a wrong shape; another a NaN,
-then an oversized update). The run's replies are screened (rejected, counted, the rounds go on), the admin RPCs refuse a second open run and a call
-without a token, the worker publishes the global model without making it current, the CLI puts it
-in an experiment against the central version, and Prometheus-format metrics count the rounds."""
+then an oversized update). The run's replies are screened (rejected, counted, the rounds go on), the
+admin RPCs refuse a second open run and a call without a token, the worker publishes the global
+model without making it current, the CLI puts it in an experiment against the central version, and
+Prometheus-format metrics count the rounds."""
 
 from __future__ import annotations
 
