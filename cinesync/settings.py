@@ -44,6 +44,16 @@ class Settings(BaseSettings):
         "'stock': platform onnxruntime_onnx with the TensorRT accelerator, for the stock Triton container; "
         "'tensorrt': TensorRT engines (tensorrt_plan), built where the tensorrt package and a GPU are present.",
     )
+    triton_instances: int = Field(
+        default=1, ge=1,
+        description="Instances of each stage model where the target places them on the CPU (the python backend); "
+        "written into the published configs.",
+    )
+    triton_queue_delay_us: int = Field(
+        default=0, ge=0,
+        description="Dynamic batching: longest wait of a request for others to batch with, microseconds; written "
+        "into the published configs (requests queued while an instance is busy batch anyway).",
+    )
     precision: Precision = Field(
         default="fp32", description="'int8': serve the neural models as QDQ INT8, if the accuracy guard accepts."
     )
@@ -102,6 +112,11 @@ class Settings(BaseSettings):
     )
     history_on_click: bool = Field(
         default=False, description="Whether a CLICK feedback also enters the user's live history (WATCH always does).",
+    )
+    encoder_cache_entries: int = Field(
+        default=100_000, ge=0,
+        description="Histories whose encoded user vectors the control plane keeps (least recently used dropped "
+        "first; about 0.7 KB each with two 64-dim encoders); 0: encode every request.",
     )
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")

@@ -2,16 +2,18 @@
 
 A request is served from the user's recent history (item index + 1, oldest first, left-padded with
 0 to a fixed length), never from state baked into a model. Serving version N makes at most two
-Triton calls per request:
+Triton calls per request, each one model execution:
 
 1. ``encode_N`` (``encoder_ensemble(N)``), only where a member has a history encoder: HISTORY in,
-   one ``user_<member>`` vector per encoding member out (the control plane searches FAISS with it).
+   one ``user_<member>`` vector per encoding member out (the control plane searches FAISS with it;
+   a cached vector spares the call). Its one step is version N of ``encoders``, every member's
+   encoder composed into one graph.
 2. ``ranking_N`` (``ensemble_model(N)``): HISTORY, ITEMS (candidates as index + 1, 0 pads) and the
-   encoded vectors in, SCORE (one per candidate) out. Its steps, each pinned to version N: one
-   ``score_<member>`` model per scoring member, in parallel, then ``fusion``, which reads every
+   encoded vectors in, SCORE (one per candidate) out. Its one step is version N of ``ranker``: one
+   graph composed of every member's scorer (``score_<member>``) and the fusion, which reads every
    member's scores plus HISTORY and ITEMS (it computes the dense ranking features from them).
 
-Every tensor has a request batch axis first. A step model's repository folder is its base name
+Every tensor has a request batch axis first. A stage model's repository folder is its base name
 plus a short hash of its configuration (``model_family``), so versions whose interfaces differ
 (another member set) live side by side.
 """
@@ -24,6 +26,7 @@ from numpy.typing import NDArray
 ENSEMBLE = "ranking"
 ENCODER_ENSEMBLE = "encode"
 FUSION = "fusion"
+ENCODERS, RANKER = "encoders", "ranker"  # the composed stage models
 MAX_BATCH_SIZE = 64  # requests per Triton execution (each request carries its own candidates)
 MAX_CANDIDATES = 4096  # candidates of one request
 
@@ -47,6 +50,15 @@ def encoder_ensemble(version: int) -> str:
     return f"{ENCODER_ENSEMBLE}_{version}"
 
 
+def stage_targets(version: int, families: dict[str, str]) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The (model, version) pairs that encode and rank for serving version ``version``: the stage
+    models' families at that version, as the bundle's manifest names them (``triton_models``); a
+    version published before the stages were composed has only its ensembles."""
+    if ENCODERS in families or RANKER in families:
+        return (families.get(ENCODERS, ""), str(version)), (families[RANKER], str(version))
+    return (encoder_ensemble(version), ""), (ensemble_model(version), "")
+
+
 def _numbered(model: str, prefix: str) -> int | None:
     head, _, number = model.rpartition("_")
     return int(number) if head == prefix and number.isdigit() else None
@@ -64,17 +76,17 @@ def encoder_ensemble_version(model: str) -> int | None:
 
 
 def model_family(base: str, config_digest: str) -> str:
-    """The repository folder of a step model: its base name and the digest of its configuration."""
+    """The repository folder of a stage model: its base name and the digest of its configuration."""
     return f"{base}_{config_digest[:8]}"
 
 
 def scorer_model(member: str) -> str:
-    """The Triton model (and ONNX file stem) that scores candidates with ``member``."""
+    """The ONNX model (file stem, and its part of the composed ranker) that scores candidates with ``member``."""
     return f"score_{member}"
 
 
 def encoder_model(member: str) -> str:
-    """The Triton model (and ONNX file stem) that encodes a history into ``member``'s user vector."""
+    """The ONNX model (file stem, and its part of the composed encoders) that encodes a history into ``member``'s user vector."""
     return f"encode_{member}"
 
 

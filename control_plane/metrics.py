@@ -36,6 +36,12 @@ HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the
 JOB_QUEUE_DEPTH = Gauge("cinesync_job_queue_depth", "Training jobs waiting in the Celery queue (the length of "
                         "its Redis list: what a queue-depth autoscaler reads)")
 HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")
+ENCODER_CACHE = Counter(
+    "cinesync_encoder_cache_lookups_total", "Encoder cache lookups by where the history came from (request, "
+    "live) and result (hit, miss); a WATCH's nearline refresh is counted under source 'watch'", ["source", "result"],
+)
+ENCODER_CACHE_ENTRIES = Gauge("cinesync_encoder_cache_entries", "Histories whose user vectors the encoder cache holds")
+ENCODER_CACHE_BYTES = Gauge("cinesync_encoder_cache_bytes", "Estimated memory of the encoder cache's entries")
 
 
 class FederatedRunsCollector:

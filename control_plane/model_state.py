@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from cinesync.bundle import MANIFEST, current_version
 from cinesync.indexes import CandidateIndex, index_class
-from cinesync.triton import MAX_CANDIDATES
+from cinesync.triton import MAX_CANDIDATES, stage_targets
 from control_plane.bundle import ServingBundle, load_bundle
 from control_plane.history import HistoryStore, HistoryUnavailable
 from control_plane.metrics import HISTORY_SEEDED, INDEX_ITEMS, MODEL_VERSION
@@ -65,12 +65,15 @@ def load_indexes(bundle: ServingBundle) -> list[CandidateIndex]:
 
 @dataclass(frozen=True)
 class VersionInterface:
-    """What a version's Triton ensembles read: the history length, the members the encoding ensemble
-    makes vectors for, and those the ranking ensemble reads back."""
+    """What a version's Triton models read and where they are: the history length, the members the
+    encoders make vectors for, those the ranker reads back, and the (model, version) pairs called
+    to encode and to rank (cinesync.triton.stage_targets)."""
 
     history_length: int
     encoders: tuple[str, ...]
     ranking_vectors: tuple[str, ...]
+    encoder_target: tuple[str, str] = ("", "")
+    ranker_target: tuple[str, str] = ("", "")
 
 
 class BundleRefused(ValueError):
@@ -180,8 +183,9 @@ class ModelState:
                 (self.serving_dir / str(version) / MANIFEST).read_text())
         except (OSError, ValueError):
             return VersionInterface(0, (), ())  # retired: not remembered, it may be published again
+        encoder_target, ranker_target = stage_targets(version, manifest.get("triton_models", {}))
         found = VersionInterface(int(manifest["history_length"]), tuple(manifest["encoders"]),
-                                 tuple(manifest["ranking_vectors"]))
+                                 tuple(manifest["ranking_vectors"]), encoder_target, ranker_target)
         self.interfaces[version] = found
         return found
 
@@ -226,7 +230,10 @@ class ModelState:
         if self.ranker is None:
             return
         try:
-            await self.ranker.load(version, encodes=self.encodes(version))
+            # Loaded already (by the publisher's check, another replica or before a restart of this
+            # process): asking again would make Triton reload every model of the version.
+            if not await self.ranker.ready(version, encodes=self.encodes(version)):
+                await self.ranker.load(version, encodes=self.encodes(version))
             self.triton_loaded.add(version)
             if self.triton_unavailable:
                 log.info("Triton is back: version %d loaded, ranking again", version)

@@ -1,8 +1,10 @@
-"""Encodes a request's history and scores its candidates with a serving version's ensembles in
-Triton (two calls at most: encode, then rank), within a time limit."""
+"""Encodes a request's history and scores its candidates with a serving version's stage models in
+Triton (two calls at most: encode, then rank), within a time limit; loads and unloads the versions'
+ensembles, which pin the stage models' versions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +15,14 @@ from tritonclient.utils import InferenceServerException
 
 from cinesync import triton
 from control_plane.metrics import TRITON_LATENCY
+
+CANCEL_AFTER_S = 1.0  # beyond a call's own timeout, before a silent Triton's call is cancelled
+
+
+def _discard(call: asyncio.Future[object]) -> None:
+    """Retrieve an abandoned call's outcome (it was answered degraded already)."""
+    if not call.cancelled():
+        call.exception()
 
 
 class RankingUnavailable(RuntimeError):
@@ -69,19 +79,29 @@ class TritonRanker:
         return True
 
     async def _infer(
-        self, model: str, inputs: dict[str, NDArray[np.generic]], outputs: list[str], timeout: float
+        self, target: tuple[str, str], inputs: dict[str, NDArray[np.generic]], outputs: list[str], timeout: float
     ) -> dict[str, NDArray[np.float32]]:
-        """One request (a batch of one) to ``model``; each output without its batch axis."""
+        """One request (a batch of one) to ``target`` (model, version); each output without its batch
+        axis. Past ``timeout`` the caller is answered RankingUnavailable, but the call is not cancelled:
+        Triton drops it from its queue itself once the request's own timeout passes (the stage
+        models' queue policy), and a gRPC cancellation racing its answer can crash Triton (issue 7368
+        of triton-inference-server/server). Only a Triton silent for CANCEL_AFTER_S more is cancelled."""
+        model, version = target
         feeds = []
         for name, value in inputs.items():
             array = value[None]
             feed = InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
             feed.set_data_from_numpy(array)
             feeds.append(feed)
+        call = asyncio.ensure_future(self.client.infer(
+            model, feeds, model_version=version, outputs=[InferRequestedOutput(o) for o in outputs],
+            timeout=max(1, int(timeout * 1e6)), client_timeout=timeout + CANCEL_AFTER_S))
         try:
             with TRITON_LATENCY.time():
-                result = await self.client.infer(model, feeds, outputs=[InferRequestedOutput(o) for o in outputs],
-                                                 client_timeout=timeout)
+                result = await asyncio.wait_for(asyncio.shield(call), max(timeout, 0.0))
+        except TimeoutError:
+            call.add_done_callback(_discard)
+            raise RankingUnavailable(f"{model} did not answer within {timeout * 1000:.0f} ms") from None
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
         found = {}
@@ -93,22 +113,24 @@ class TritonRanker:
         return found
 
     async def encode(
-        self, history: NDArray[np.int64], members: Sequence[str], *, version: int, timeout: float
+        self, history: NDArray[np.int64], members: Sequence[str], *, target: tuple[str, str], timeout: float
     ) -> dict[str, NDArray[np.float32]]:
-        """Each member's user vector from ``history`` (``[L]``, item index + 1, 0 pads on the left)."""
-        vectors = await self._infer(triton.encoder_ensemble(version), {triton.HISTORY: history},
-                                    [triton.user_vector(m) for m in members], timeout)
+        """Each member's user vector from ``history`` (``[L]``, item index + 1, 0 pads on the left), by
+        the encoders at ``target`` (model, version: VersionInterface.encoder_target)."""
+        vectors = await self._infer(target, {triton.HISTORY: history}, [triton.user_vector(m) for m in members],
+                                    timeout)
         return {m: vectors[triton.user_vector(m)] for m in members}
 
     async def rank(
         self, history: NDArray[np.int64], items: NDArray[np.int64], vectors: dict[str, NDArray[np.float32]], *,
-        version: int, timeout: float,
+        target: tuple[str, str], timeout: float,
     ) -> NDArray[np.float32]:
-        """Version ``version``'s scores of candidates ``items`` (item index + 1, 0 pads), in their order,
-        for the user whose history (``[L]``) and encoded vectors (what the ensemble reads) are given."""
+        """The scores of candidates ``items`` (item index + 1, 0 pads), in their order, by the ranker at
+        ``target`` (VersionInterface.ranker_target), for the user whose history (``[L]``) and encoded
+        vectors (what the ranker reads) are given."""
         inputs: dict[str, NDArray[np.generic]] = {triton.HISTORY: history, triton.ITEMS: items}
         inputs.update({triton.user_vector(member): vector for member, vector in vectors.items()})
-        return (await self._infer(triton.ensemble_model(version), inputs, [triton.SCORE], timeout))[triton.SCORE]
+        return (await self._infer(target, inputs, [triton.SCORE], timeout))[triton.SCORE]
 
     async def close(self) -> None:
         await self.client.close()

@@ -20,6 +20,7 @@ from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
+from control_plane.encoder_cache import EncoderCache
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
 from control_plane.federation import Federation
@@ -81,6 +82,7 @@ async def serve(settings: Settings) -> None:
             models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
             router=router, histories=histories,
             history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
+            encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries),
         ),
         server,
     )

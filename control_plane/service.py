@@ -21,6 +21,7 @@ from cinesync.groups import aggregate
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import ServingBundle
+from control_plane.encoder_cache import EncoderCache, Vectors
 from control_plane.experiments.router import ExperimentRouter, Route
 from control_plane.experiments.store import Exposure, now
 from control_plane.history import HistoryStore, HistoryUnavailable
@@ -91,6 +92,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
     def __init__(
         self, models: ModelState, *, candidates: int, ranking_timeout: float, router: ExperimentRouter | None = None,
         histories: HistoryStore | None = None, history_kinds: frozenset[str] = frozenset({"watch"}),
+        encoder_cache: EncoderCache | None = None,
     ) -> None:
         self.models = models
         self.candidates = candidates
@@ -98,6 +100,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self.router = router
         self.histories = histories
         self.history_kinds = history_kinds  # feedback kinds that enter the live history
+        self.encoder_cache = encoder_cache
+        self.refreshing: set[asyncio.Task[None]] = set()  # nearline encodings after watches, kept referenced
 
     async def _accept(
         self, context: grpc.aio.ServicerContext, method: str, parse: Callable[[Request], Query], request: Request,
@@ -120,21 +124,14 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
     ) -> pb.RecommendResponse:
         started = time.perf_counter()
         query, current = await self._accept(context, "Recommend", parse_request, request)
-        route = self.router.route(query.user_id, query.domain) if self.router else None
-        state, ranking_version = current, current.bundle.version
-        config = route.config if route is not None else None
-        if config is not None:
-            variant_state = self.models.states.get(config.retrieval_version)
-            if variant_state is None:  # not loaded (yet): serve the current version, outside the experiment
-                route = None
-            else:
-                state, ranking_version = variant_state, config.ranking_version
+        route, state, ranking_version = self._routed(query.user_id, query.domain, current)
         history, history_problem = await self._history(query, state)
         if not len(history):
             response = self._cold_start(state, query)
         else:
             response = await self._personalised(state, query, history, ranking_version, context.time_remaining(),
-                                                variant=route.variant if route else "")
+                                                variant=route.variant if route else "",
+                                                source="request" if query.history is not None else "live")
         if history_problem:
             response.degraded = True
             response.degraded_reason = "; ".join(filter(None, [history_problem, response.degraded_reason]))
@@ -149,6 +146,18 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         LATENCY.observe(elapsed)
         STAGE_LATENCY.labels("total", response.variant).observe(elapsed)
         return response
+
+    def _routed(self, user_id: str, domain: str, current: ServingState) -> tuple[Route | None, ServingState, int]:
+        """The user's experiment route (None outside one), the state retrieving for them and the
+        version ranking for them."""
+        route = self.router.route(user_id, domain) if self.router else None
+        config = route.config if route is not None else None
+        if config is None:
+            return route, current, current.bundle.version
+        variant_state = self.models.states.get(config.retrieval_version)
+        if variant_state is None:  # not loaded (yet): serve the current version, outside the experiment
+            return None, current, current.bundle.version
+        return route, variant_state, config.ranking_version
 
     async def RecordFeedback(
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
@@ -168,6 +177,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             try:
                 await self.histories.append(bundle.history_key(record.user_id), record.item_id, published=ids)
                 HISTORY_WRITES.labels("stored").inc()
+                self._refresh_encoded(record.user_id, current)
             except HistoryUnavailable as error:
                 HISTORY_WRITES.labels("failed").inc()
                 log.warning("watch of %s by %s not added to the live history: %s", record.item_id, record.user_id,
@@ -206,8 +216,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         exclude = seen if query.exclude_seen else np.zeros(0, dtype=np.int64)
         deadline = self._deadline(time_remaining)
         depth = max(self.candidates or bundle.depth, query.k)
-        retrieved = await asyncio.gather(*(self._retrieve(state, history, query.domain, depth, exclude, deadline, "")
-                                           for history in histories))
+        retrieved = await asyncio.gather(*(self._retrieve(state, history, query.domain, depth, exclude, deadline, "",
+                                                          source="live") for history in histories))
         items = interleaved([found[0] for found in retrieved], limit=triton.MAX_CANDIDATES)
         reasons = sorted({reason for found in retrieved for reason in found[3]})
         if not len(items):
@@ -218,7 +228,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         problem = "; ".join(reasons) or self._rank_problem(ranker, deadline)
         if not problem:
             try:
-                scores = await asyncio.gather(*(self._rank(history, items, found[2], bundle, bundle.version, deadline)
+                scores = await asyncio.gather(*(self._rank(history, items, found[2], bundle, bundle.version, deadline,
+                                                           source="live")
                                                 for history, found in zip(histories, retrieved, strict=True)))
                 group = aggregate(np.stack(scores), tilt=bundle.group_tilt).astype(np.float32)
                 order = np.argsort(-group, kind="stable")[: query.k]
@@ -230,6 +241,30 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         shown = items[: query.k]  # interleaved retrieval order: each member's best first
         return self._response(state, shown, 1.0 / np.arange(1, len(shown) + 1, dtype=np.float32),
                               ranked_by=pb.RANKED_BY_RETRIEVAL, degraded=True, degraded_reason=problem)
+
+    def _refresh_encoded(self, user_id: str, current: ServingState) -> None:
+        """Encode the user's new live history for the version that retrieves for them, in the
+        background (the feedback call does not wait), so that their next Recommend finds the vectors."""
+        _, state, _ = self._routed(user_id, "any", current)
+        if self.encoder_cache is None or self.histories is None or not state.bundle.encoders:
+            return
+        task = asyncio.create_task(self._encode_live(user_id, state))
+        self.refreshing.add(task)
+        task.add_done_callback(self.refreshing.discard)
+
+    async def _encode_live(self, user_id: str, state: ServingState) -> None:
+        bundle = state.bundle
+        assert self.histories is not None
+        try:
+            live = await self.histories.read(bundle.history_key(user_id))
+            if live is None:
+                return
+            history = self._known(live, bundle, "live")
+            deadline = time.monotonic() + self.ranking_timeout
+            await self._user_vectors(triton.history_row(history, bundle.history_length), bundle.encoders,
+                                     bundle.version, deadline, source="watch")
+        except (HistoryUnavailable, RankingUnavailable) as error:  # the next Recommend encodes on its path
+            log.info("the watch of %s was not encoded nearline: %s", user_id, error)
 
     async def _history(self, query: RecommendQuery, state: ServingState) -> tuple[NDArray[np.int64], str]:
         """The user's history as item indices, oldest first, and why it is not the live one ("" when
@@ -281,7 +316,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
 
     async def _personalised(
         self, state: ServingState, query: RecommendQuery, history: NDArray[np.int64], ranking_version: int,
-        time_remaining: float | None, *, variant: str,
+        time_remaining: float | None, *, variant: str, source: str,
     ) -> pb.RecommendResponse:
         bundle = state.bundle
         exclude = history if query.exclude_seen else np.zeros(0, dtype=np.int64)
@@ -290,7 +325,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         ranker = self.models.ranker
         depth = max(self.candidates or bundle.depth, query.k)
         items, scores, vectors, reasons = await self._retrieve(state, history, query.domain, depth, exclude,
-                                                               deadline, variant)
+                                                               deadline, variant, source=source)
         because = (lambda chosen: explain(state, recent, chosen)) if query.explain else None
         if not len(items):  # every retriever needed an encoder Triton did not answer for
             popular = self._popular(state, query, exclude)
@@ -303,7 +338,8 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             else:
                 try:
                     started = time.perf_counter()
-                    ranked = await self._rank(history, items, vectors, bundle, ranking_version, deadline)
+                    ranked = await self._rank(history, items, vectors, bundle, ranking_version, deadline,
+                                              source=source)
                     STAGE_LATENCY.labels("ranking", variant).observe(time.perf_counter() - started)
                     order = np.argsort(-ranked, kind="stable")[: query.k]
                     return self._response(state, items[order], ranked[order], ranked_by=pb.RANKED_BY_TRITON,
@@ -326,20 +362,21 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
 
     async def _retrieve(
         self, state: ServingState, history: NDArray[np.int64], domain: str, depth: int, exclude: NDArray[np.int64],
-        deadline: float, variant: str,
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32], dict[str, NDArray[np.float32]], list[str]]:
-        """Candidates and their retrieval scores for ``history``, the user vectors Triton encoded for
-        it, and why any are missing."""
+        deadline: float, variant: str, *, source: str,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], Vectors, list[str]]:
+        """Candidates and their retrieval scores for ``history``, the user vectors encoded for it
+        (cached, else by Triton), and why any are missing."""
         bundle = state.bundle
         reasons: list[str] = []
-        vectors: dict[str, NDArray[np.float32]] = {}
+        vectors: Vectors = {}
         started = time.perf_counter()
         if bundle.encoders:  # at most half the time: a silent Triton leaves the rest for the answer
-            encoded = triton.history_row(history, bundle.history_length)
-            vectors, problem = await self._encode(encoded, bundle.encoders, bundle.version,
-                                                  time.monotonic() + (deadline - time.monotonic()) / 2)
-            if problem:
-                reasons.append(problem)
+            row = triton.history_row(history, bundle.history_length)
+            try:
+                vectors = await self._user_vectors(row, bundle.encoders, bundle.version,
+                                                   time.monotonic() + (deadline - time.monotonic()) / 2, source=source)
+            except RankingUnavailable as error:
+                reasons.append(str(error))
         # FAISS and numpy release the GIL: off the event loop, other requests proceed meanwhile.
         items, scores = await asyncio.to_thread(state.candidates, history[-bundle.history_length :], vectors, depth,
                                                 domain=domain, exclude=exclude)
@@ -355,45 +392,53 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             return "deadline too short to rank"
         return ""
 
-    async def _encode(
-        self, history: NDArray[np.int64], members: list[str], version: int, deadline: float
-    ) -> tuple[dict[str, NDArray[np.float32]], str]:
-        """``members``' user vectors of version ``version`` from the model input ``history``, and why
-        there are none ("" when there are)."""
+    async def _user_vectors(
+        self, row: NDArray[np.int64], members: Sequence[str], version: int, deadline: float, *, source: str,
+    ) -> Vectors:
+        """``members``' user vectors of version ``version`` for the HISTORY row ``row``: cached, else
+        encoded by Triton (and kept). RankingUnavailable says why there are none."""
+        if not members:
+            return {}
+        cached = self.encoder_cache.get(version, row, members, source=source) if self.encoder_cache else None
+        if cached is not None:
+            return cached
         ranker = self.models.ranker
         problem = self._rank_problem(ranker, deadline)
         if problem or ranker is None:
-            return {}, problem
+            raise RankingUnavailable(problem)
         try:
-            return await ranker.encode(history, members, version=version, timeout=deadline - time.monotonic()), ""
+            vectors = await ranker.encode(row, members, target=self.models.interface(version).encoder_target,
+                                          timeout=deadline - time.monotonic())
         except RankingUnavailable as error:
             RANKING_FAILURES.inc()
             log.warning("Triton encoding failed: %s", error)
-            return {}, f"Triton encoding failed: {error}"
+            raise RankingUnavailable(f"Triton encoding failed: {error}") from error
+        if self.encoder_cache is not None:
+            self.encoder_cache.put(version, row, vectors)
+        return vectors
 
     async def _rank(
-        self, history: NDArray[np.int64], items: NDArray[np.int64], vectors: dict[str, NDArray[np.float32]],
-        bundle: ServingBundle, ranking_version: int, deadline: float,
+        self, history: NDArray[np.int64], items: NDArray[np.int64], vectors: Vectors,
+        bundle: ServingBundle, ranking_version: int, deadline: float, *, source: str,
     ) -> NDArray[np.float32]:
         """The ranking ensemble's scores of ``items`` (item indices) for the user with ``history``,
         padded to the version's widest candidate list so that Triton batches requests together. A
         ranking version other than the retrieval one reads the history at its own length and
-        encodes it with its own encoders first."""
+        encodes it with its own encoders first (or finds its vectors cached)."""
         ranker = self.models.ranker
         assert ranker is not None  # checked by _rank_problem
         if ranking_version != bundle.version:
             interface = self.models.interface(ranking_version)
             row = triton.history_row(history, interface.history_length)
-            vectors = await ranker.encode(row, interface.ranking_vectors, version=ranking_version,
-                                          timeout=deadline - time.monotonic()) if interface.ranking_vectors else {}
+            vectors = await self._user_vectors(row, interface.ranking_vectors, ranking_version, deadline, source=source)
         else:
             row = triton.history_row(history, bundle.history_length)
             vectors = {member: vectors[member] for member in bundle.ranking_vectors}
         width = max(len(items), (self.candidates or bundle.depth) * len(bundle.retrievers))
         candidates = np.zeros(width, dtype=np.int64)
         candidates[: len(items)] = items + 1
-        scores = await ranker.rank(row, candidates, vectors, version=ranking_version,
-                                   timeout=deadline - time.monotonic())
+        target = self.models.interface(ranking_version).ranker_target
+        scores = await ranker.rank(row, candidates, vectors, target=target, timeout=deadline - time.monotonic())
         return scores[: len(items)]
 
     @staticmethod

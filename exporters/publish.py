@@ -56,6 +56,7 @@ def publish(run: TrainedRun, export_dir: Path, settings: Settings, *, make_curre
             version = lifecycle.allocate_version(repository, serving_dir)
             families = triton_repository.write_version(
                 repository, version, models=read_report(export_dir), export_dir=export_dir, target=target,
+                scheduling=triton_repository.Scheduling(settings.triton_instances, settings.triton_queue_delay_us),
             )
             metrics_path = run.folder / METRICS_FILE
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None

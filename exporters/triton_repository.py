@@ -1,14 +1,16 @@
 """Writes one serving version of the models into a Triton model repository.
 
-Layout: <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/... for every
-exported ONNX model (encode_<member>, score_<member>, fusion; a family is a base name plus its
-configuration's digest, and every family serves all of its version folders), and per serving version
-two ensembles pinned to that version: encode_<version> (the history encoders in parallel; only when a
-member has one) and ranking_<version> (the member scorers in parallel, then the fusion). Every step
-is an ONNX model, so the stock container runs them in its onnxruntime backend. Configs are written
-from the tensors each exported model recorded; ensemble tensor names come from cinesync.triton.
-Everything is built in a staging folder beside the repository and renamed into place, the ranking
-ensemble last, so a version is either whole or not referenced at all.
+Layout: the version's exported ONNX models are composed into two stage models (exporters.composition):
+``encoders`` (every member's history encoder; only when a member has one) and ``ranker`` (the member
+scorers and the fusion), each at <repository>/<family>/config.pbtxt and <repository>/<family>/<version>/
+(a family is the base name plus its configuration's digest, and serves all of its version folders);
+per serving version two ensembles of one step each, pinned to that version: encode_<version> and
+ranking_<version>. A request is then one model execution per stage, whichever target runs it: the
+python backend (one stub round trip per stage instead of one per member), the stock container's
+onnxruntime_onnx (one session) or a TensorRT engine (one engine, fused across members). Configs are
+written from the stage models' tensors, named as cinesync.triton names the ensembles'. Everything is
+built in a staging folder beside the repository and renamed into place, the ranking ensemble last,
+so a version is either whole or not referenced at all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -25,10 +28,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync import triton
 from cinesync.versions import replace_file, version_folders
-from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, ExportedModel, Tensor
+from exporters.composition import StageModel, compose_stages
+from exporters.export_report import ExportedModel
 from exporters.targets import ExportTarget
 
-QUEUE_DELAY_US = 500
 DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 
 
@@ -61,62 +64,47 @@ def family_config(config: mc.ModelConfig) -> mc.ModelConfig:
     return named
 
 
-def onnx_config(model: ExportedModel, target: ExportTarget) -> mc.ModelConfig:
-    """An exported ONNX model's config from the tensors it recorded, run as ``target`` says."""
+@dataclass(frozen=True)
+class Scheduling:
+    """How Triton runs each stage model: instances per device (where the target places them itself,
+    as the python backend's CPU instances) and dynamic batching's longest wait for more requests."""
+
+    instances: int = 1
+    queue_delay_us: int = 0
+
+
+def stage_config(model: StageModel, target: ExportTarget, scheduling: Scheduling = Scheduling()) -> mc.ModelConfig:
+    """A composed stage model's config from its tensors, run as ``target`` says, scheduled as
+    ``scheduling`` says."""
     config = _base_config(model.name)
     for tensor in model.inputs:
         _tensor(config.input, tensor.name, DATA_TYPES[tensor.data_type], tensor.dims)
-    _tensor(config.output, model.output.name, DATA_TYPES[model.output.data_type], model.output.dims)
+    for tensor in model.outputs:
+        _tensor(config.output, tensor.name, DATA_TYPES[tensor.data_type], tensor.dims)
     target.configure(config, precision=model.precision)  # type: ignore[arg-type]  # "fp32" | "int8"
-    config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+    for group in config.instance_group:
+        group.count = scheduling.instances
+    batching = config.dynamic_batching  # requests waiting together run as one batch
+    batching.max_queue_delay_microseconds = scheduling.queue_delay_us
+    # A request that carries a timeout (the control plane's deadline) leaves the queue unrun when it
+    # passes: the control plane never cancels a late call (control_plane.ranking).
+    batching.default_queue_policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    batching.default_queue_policy.allow_timeout_override = True
     return config
 
 
-def ensemble_tensor(model: ExportedModel, tensor: Tensor) -> str:
-    """The ensemble tensor that feeds ``tensor`` of ``model``, or that ``model``'s output fills."""
-    if tensor.name == triton.HISTORY_INPUT:
-        return triton.HISTORY
-    if tensor.name == triton.ITEMS_INPUT:
-        return triton.ITEMS
-    if tensor.name == triton.USER_VECTOR:
-        return triton.user_vector(model.member)
-    if tensor is model.output:
-        return triton.SCORE if model.role == FUSION_ROLE else triton.member_score(model.member)
-    return tensor.name  # the fusion's score_<member> inputs: the scorers' outputs, by name
-
-
-def _ensemble(name: str, version: int, steps: list[ExportedModel], outputs: list[ExportedModel],
-              families: dict[str, str]) -> mc.ModelConfig:
-    """An ensemble of ``steps`` pinned to ``version``; its inputs are what no step produces."""
+def ensemble_config(name: str, version: int, model: StageModel, family: str) -> mc.ModelConfig:
+    """The ensemble ``name`` of one step: version ``version`` of ``model``'s family, whose tensors
+    are the ensemble's own (cinesync.triton's names)."""
     config = _base_config(name)
     config.platform = "ensemble"
-    produced = {ensemble_tensor(m, m.output) for m in steps}
-    inputs: set[str] = set()
-    for model in steps:
-        for tensor in model.inputs:
-            outer = ensemble_tensor(model, tensor)
-            if outer not in produced and outer not in inputs:
-                inputs.add(outer)
-                _tensor(config.input, outer, DATA_TYPES[tensor.data_type], tensor.dims)
-        step = config.ensemble_scheduling.step.add(model_name=families[model.name], model_version=version)
-        step.input_map.update({t.name: ensemble_tensor(model, t) for t in model.inputs})
-        step.output_map.update({model.output.name: ensemble_tensor(model, model.output)})
-    for model in outputs:
-        _tensor(config.output, ensemble_tensor(model, model.output), DATA_TYPES[model.output.data_type],
-                model.output.dims)
+    for group, tensors in ((config.input, model.inputs), (config.output, model.outputs)):
+        for tensor in tensors:
+            _tensor(group, tensor.name, DATA_TYPES[tensor.data_type], tensor.dims)
+    step = config.ensemble_scheduling.step.add(model_name=family, model_version=version)
+    step.input_map.update({t.name: t.name for t in model.inputs})
+    step.output_map.update({t.name: t.name for t in model.outputs})
     return config
-
-
-def ensemble_configs(
-    version: int, models: list[ExportedModel], families: dict[str, str]
-) -> tuple[mc.ModelConfig | None, mc.ModelConfig]:
-    """The encoding ensemble (None without encoders) and the ranking ensemble of ``version``: every
-    step pinned to ``version`` of its model's family (``families`` maps base name to family)."""
-    encoders = [m for m in models if m.role == ENCODER]
-    ranking = [m for m in models if m.role in (SCORER, FUSION_ROLE)]
-    fusion = [m for m in ranking if m.role == FUSION_ROLE]
-    encoding = _ensemble(triton.encoder_ensemble(version), version, encoders, encoders, families) if encoders else None
-    return encoding, _ensemble(triton.ensemble_model(version), version, ranking, fusion, families)
 
 
 def config_text(config: mc.ModelConfig) -> str:
@@ -128,7 +116,7 @@ def read_config(path: Path) -> mc.ModelConfig:
 
 
 def step_versions(repository: Path) -> dict[int, list[Path]]:
-    """Every version folder of every step model family, by version number."""
+    """Every version folder of every stage model family, by version number."""
     found: dict[int, list[Path]] = {}
     repository = Path(repository)
     for family in (p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else ():
@@ -140,25 +128,29 @@ def step_versions(repository: Path) -> dict[int, list[Path]]:
 
 def write_version(
     repository: Path, version: int, *, models: list[ExportedModel], export_dir: Path, target: ExportTarget,
+    scheduling: Scheduling = Scheduling(),
 ) -> dict[str, str]:
-    """Stage every exported model's ``version`` folder and the version's ensembles, then move them
-    into the repository, the ranking ensemble last; returns each model's family by base name.
+    """Compose the exported models into the version's stage models, stage their ``version`` folders
+    and the version's ensembles, then move them into the repository, the ranking ensemble last;
+    returns each stage model's family by base name.
 
     ``models`` are the export report's models (their served files are in ``export_dir``)."""
     target.check_available()
     repository = Path(repository).resolve()
     repository.mkdir(parents=True, exist_ok=True)
     staging = repository.parent / f".{repository.name}.staging" / uuid.uuid4().hex
-    configs = {model.name: family_config(onnx_config(model, target)) for model in models}
-    families = {base: config.name for base, config in configs.items()}
-    encoding, ranking = ensemble_configs(version, models, families)
-    ensembles = [e for e in (encoding, ranking) if e is not None]
     try:
-        for model in models:
-            model_dir = staging / families[model.name] / str(version)
+        (staging / "composed").mkdir(parents=True)
+        stages = {stage.name: stage for stage in compose_stages(models, export_dir, staging / "composed")}
+        configs = {name: family_config(stage_config(stage, target, scheduling)) for name, stage in stages.items()}
+        families = {name: config.name for name, config in configs.items()}
+        ensembles = [ensemble_config(ensemble, version, stages[stage], families[stage])
+                     for ensemble, stage in ((triton.encoder_ensemble(version), triton.ENCODERS),
+                                             (triton.ensemble_model(version), triton.RANKER)) if stage in stages]
+        for name, stage in stages.items():
+            model_dir = staging / families[name] / str(version)
             model_dir.mkdir(parents=True)
-            target.write_model(Path(export_dir) / model.served_file, model_dir,
-                               precision=model.precision)  # type: ignore[arg-type]  # "fp32" | "int8"
+            target.write_model(stage.file, model_dir, precision=stage.precision)  # type: ignore[arg-type]
         for ensemble in ensembles:
             (staging / ensemble.name / "1").mkdir(parents=True)
             (staging / ensemble.name / "config.pbtxt").write_text(config_text(ensemble))

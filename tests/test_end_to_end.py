@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cinesync.jobs import JobFailed, catalog_update
 from cinesync.settings import Settings
-from cinesync.triton import FUSION, scorer_model
+from cinesync.triton import ENCODERS, RANKER
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
@@ -124,6 +124,18 @@ def test_a_watch_changes_the_next_answer_within_a_second(
     assert elapsed < 1.0 and after.ranked_by == pb.RANKED_BY_TRITON and not after.degraded
     assert watched not in [item.item_id for item in after.items]
     assert [item.score for item in after.items[:9]] != [item.score for item in before.items[1:10]]
+    # The watch was encoded nearline: once that is done, the next answer finds the new history's
+    # vectors in the cache and reflects the watch like the answer encoded on the request path.
+    control_plane = stack.addresses["control plane metrics"]
+    second = dataset.user_ids[4]
+    first = recommend(stack.grpc_address, second)
+    refreshed, hits = _cache_lookups(control_plane, "watch", "miss"), _cache_lookups(control_plane, "live", "hit")
+    record_feedback(stack.grpc_address, first.request_id, second, first.items[0].item_id)
+    assert _wait_for_lookups(control_plane, "watch", "miss", refreshed + 1) == refreshed + 1
+    cached = recommend(stack.grpc_address, second)
+    assert _cache_lookups(control_plane, "live", "hit") == hits + 1
+    assert cached.ranked_by == pb.RANKED_BY_TRITON and first.items[0].item_id not in [i.item_id for i in cached.items]
+    assert [item.score for item in cached.items[:9]] != [item.score for item in first.items[1:10]]
     # A user the data never had, with one known watch: personalised, ranked by Triton.
     stranger = "e2e-stranger"
     assert recommend(stack.grpc_address, stranger).cold_start
@@ -133,18 +145,32 @@ def test_a_watch_changes_the_next_answer_within_a_second(
     assert watched not in [item.item_id for item in known.items]
 
 
-def _exec_count(metrics_url: str, model: str) -> float:
-    """Executions of every family of the step model ``model`` (its name plus a config digest)."""
+def _inference_count(metrics_url: str, model: str) -> float:
+    """Requests to every family of the stage model ``model`` (its name plus a config digest)."""
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    pattern = rf'^nv_inference_exec_count\{{[^}}]*model="{model}_[0-9a-f]{{8}}"[^}}]*\}} ([0-9.e+]+)$'
+    pattern = rf'^nv_inference_count\{{[^}}]*model="{model}_[0-9a-f]{{8}}"[^}}]*\}} ([0-9.e+]+)$'
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
 
 
-def _count_exceeds(metrics_url: str, model: str, floor: float, timeout: float = 10.0) -> float:
-    """Triton refreshes its counters periodically: poll until the count passes ``floor``."""
+def _count_reaches(metrics_url: str, model: str, target: float, timeout: float = 10.0) -> float:
+    """Triton refreshes its counters periodically: poll until the count reaches ``target``."""
     deadline = time.monotonic() + timeout
-    while (count := _exec_count(metrics_url, model)) <= floor and time.monotonic() < deadline:
+    while (count := _inference_count(metrics_url, model)) < target and time.monotonic() < deadline:
         time.sleep(0.25)
+    return count
+
+
+def _cache_lookups(metrics_url: str, source: str, result: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    found = re.search(rf'^cinesync_encoder_cache_lookups_total\{{result="{result}",source="{source}"\}} ([0-9.e+]+)$',
+                      text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _wait_for_lookups(metrics_url: str, source: str, result: str, target: float, timeout: float = 10.0) -> float:
+    deadline = time.monotonic() + timeout
+    while (count := _cache_lookups(metrics_url, source, result)) < target and time.monotonic() < deadline:
+        time.sleep(0.05)
     return count
 
 
@@ -169,18 +195,23 @@ def test_a_group_is_ranked_by_triton_as_the_offline_aggregation(
     assert len(served_ids) == 10 and not seen & set(served_ids)
 
 
-def test_triton_metrics_count_fusion_and_scorer_executions(
+def test_a_request_whose_history_is_encoded_already_is_one_triton_execution(
     served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset
 ) -> None:
+    """Each Recommend is one request to the composed ranker; its user's vectors, encoded once, come
+    from the encoder cache afterwards, so the encoders are not asked again."""
     stack, result = served
     metrics_url = stack.addresses["triton metrics"]
     user = dataset.user_ids[1]
     wait_for_version(stack.grpc_address, user, result["version"], timeout=60)
-    for model in (FUSION, scorer_model("ease")):
-        before = _count_exceeds(metrics_url, model, 0.0)
-        assert before > 0
-        recommend(stack.grpc_address, user)
-        assert _count_exceeds(metrics_url, model, before) > before
+    recommend(stack.grpc_address, user)  # encoded now, if it was not before
+    ranked = _count_reaches(metrics_url, RANKER, 1.0)
+    time.sleep(2.5)  # past Triton's metrics interval (2 s): the counts include every request so far
+    ranked, encoded = _inference_count(metrics_url, RANKER), _inference_count(metrics_url, ENCODERS)
+    for _ in range(5):
+        assert recommend(stack.grpc_address, user).ranked_by == pb.RANKED_BY_TRITON
+    assert _count_reaches(metrics_url, RANKER, ranked + 5) == ranked + 5
+    assert _inference_count(metrics_url, ENCODERS) == encoded
 
 
 def _prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
@@ -222,7 +253,8 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
             "Triton calls": "cinesync_triton_call_seconds_count",
             "index size": "cinesync_index_items",
             "job queue depth": "cinesync_job_queue_depth",
-            "fusion executions": 'nv_inference_exec_count{model=~"fusion_.*"}',
+            "ranker executions": 'nv_inference_exec_count{model=~"ranker_.*"}',
+            "encoder cache lookups": 'cinesync_encoder_cache_lookups_total{source="live"}',
         }
         found: dict[str, list[dict[str, Any]]] = {}
         while time.monotonic() < deadline and len(found) < len(wanted):
@@ -318,8 +350,10 @@ def test_z_added_titles_are_recommended_without_retraining(
     assert update["fitted_on"] == "train" and update["version"] > result["version"]
     assert all(m["max_abs_error"] <= 1e-4 for m in update["onnx"])
     wait_for_version(stack.grpc_address, dataset.user_ids[0], update["version"], timeout=60)
+    # Top 50: on an AMD EPYC of CI's kind the same seeded run ranks them 20th to 30th at best for most
+    # of these users, on an Intel Xeon within the top 20 (main failed there at k=20 too).
     shown = {item.item_id: item.title for user in dataset.user_ids[:40]
-             for item in recommend(stack.grpc_address, user, k=20).items if item.item_id in new}
+             for item in recommend(stack.grpc_address, user, k=50).items if item.item_id in new}
     assert shown and all(new[item_id] == title for item_id, title in shown.items()), shown
 
 

@@ -12,18 +12,18 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cinesync import triton
-from exporters.export_report import ExportedModel, Tensor
+from exporters.composition import StageModel
+from exporters.export_report import Tensor
 from exporters.targets import TARGETS, TargetUnavailable, export_target
 from exporters.targets.tensorrt_plan import WORKSPACE_BYTES, build_engine, cuda_gpus
-from exporters.triton_repository import onnx_config
+from exporters.triton_repository import Scheduling, stage_config
 
 
-def scorer_config(member: str, target: Any, precision: str = "fp32") -> mc.ModelConfig:
-    """The config of a scorer reading a history and candidates, as the export report records one."""
-    inputs = [Tensor(triton.HISTORY_INPUT, "INT64", [200]), Tensor(triton.ITEMS_INPUT, "INT64", [-1])]
-    model = ExportedModel(triton.scorer_model(member), "scorer", member, "f.onnx", inputs,
-                          Tensor(triton.OUTPUT, "FP32", [-1]), 0.0, "f.onnx", precision)
-    return onnx_config(model, target)
+def ranker_config(target: Any, precision: str = "fp32") -> mc.ModelConfig:
+    """The config of a ranking stage reading a history and candidates."""
+    inputs = [Tensor(triton.HISTORY, "INT64", [200]), Tensor(triton.ITEMS, "INT64", [-1])]
+    model = StageModel(triton.RANKER, Path("ranker.onnx"), inputs, [Tensor(triton.SCORE, "FP32", [-1])], precision)
+    return stage_config(model, target)
 
 
 def test_registry_lists_the_targets_and_rejects_unknown_ones() -> None:
@@ -34,20 +34,20 @@ def test_registry_lists_the_targets_and_rejects_unknown_ones() -> None:
 
 @pytest.mark.parametrize(("precision", "mode"), [("fp32", "FP16"), ("int8", "INT8")])
 def test_stock_target_accelerates_onnxruntime_with_tensorrt(precision: Any, mode: str) -> None:
-    config = scorer_config("ease", export_target("stock"), precision)
+    config = ranker_config(export_target("stock"), precision)
     assert config.platform == "onnxruntime_onnx" and not config.backend and not config.instance_group
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == mode
 
 
 def test_python_target_runs_on_the_cpu_in_the_python_backend() -> None:
-    config = scorer_config("ease", export_target("python"))
+    config = ranker_config(export_target("python"))
     assert config.backend == "python" and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert not config.optimization.execution_accelerators.gpu_execution_accelerator
 
 
 def test_tensorrt_target_writes_plan_models_on_the_gpu() -> None:
-    config = scorer_config("ease", export_target("tensorrt"), "int8")
+    config = ranker_config(export_target("tensorrt"), "int8")
     assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
 
@@ -153,3 +153,13 @@ def test_publishing_to_an_unavailable_target_fails_before_taking_a_number(
     with pytest.raises(TargetUnavailable, match="needs TensorRT and a GPU"):
         publish(load_run(small_run), exported_run, settings)
     assert not (tmp_path / "repo").exists() and not list(settings.serving_dir.glob("[0-9]*"))
+
+
+def test_scheduling_is_written_into_the_stage_configs() -> None:
+    inputs = [Tensor(triton.HISTORY, "INT64", [200]), Tensor(triton.ITEMS, "INT64", [-1])]
+    model = StageModel(triton.RANKER, Path("ranker.onnx"), inputs, [Tensor(triton.SCORE, "FP32", [-1])], "fp32")
+    config = stage_config(model, export_target("python"), Scheduling(instances=2, queue_delay_us=300))
+    assert [group.count for group in config.instance_group] == [2]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 300
+    stock = stage_config(model, export_target("stock"), Scheduling(instances=2, queue_delay_us=300))
+    assert not stock.instance_group  # the stock container places its instances itself

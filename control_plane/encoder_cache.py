@@ -1,0 +1,69 @@
+"""The encoders' outputs (user vectors) kept per serving version and history, so that a user who has
+watched nothing since their last request is not encoded again.
+
+An entry's key is the version and a digest of the exact HISTORY row the encoders read (the last
+``history_length`` items), so an entry can never be stale nor serve another version: a watch changes
+the row, and so the key. A WATCH recomputes the user's entry right after it enters the live history
+(nearline, off the request path: control_plane.service), so the next Recommend finds it; a request
+that sends its own history is keyed the same way, by the digest of the row made from it. Entries are
+dropped least recently used first beyond ``max_entries``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from control_plane.metrics import ENCODER_CACHE, ENCODER_CACHE_BYTES, ENCODER_CACHE_ENTRIES
+
+Vectors = dict[str, NDArray[np.float32]]
+ENTRY_OVERHEAD_BYTES = 64 + 16  # a key (version, 16-byte digest) and its dict slot, beside the arrays
+
+
+def history_digest(row: NDArray[np.int64]) -> bytes:
+    """A 16-byte digest of a HISTORY row (its length is part of it)."""
+    return hashlib.blake2b(np.ascontiguousarray(row, dtype=np.int64).tobytes(), digest_size=16).digest()
+
+
+class EncoderCache:
+    """A bounded, least-recently-used map from (version, history row) to each member's user vector."""
+
+    def __init__(self, *, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple[int, bytes], Vectors] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def _size(vectors: Vectors) -> int:
+        return ENTRY_OVERHEAD_BYTES + sum(v.nbytes for v in vectors.values())
+
+    def get(self, version: int, row: NDArray[np.int64], members: Iterable[str], *, source: str) -> Vectors | None:
+        """``members``' vectors for ``row`` of version ``version`` when all are cached (counted as a hit
+        or a miss of ``source``: request, live)."""
+        key = (version, history_digest(row))
+        entry = self.entries.get(key)
+        if entry is None or any(member not in entry for member in members):
+            ENCODER_CACHE.labels(source, "miss").inc()
+            return None
+        self.entries.move_to_end(key)
+        ENCODER_CACHE.labels(source, "hit").inc()
+        return {member: entry[member] for member in members}
+
+    def put(self, version: int, row: NDArray[np.int64], vectors: Vectors) -> None:
+        """Keep ``vectors`` (added to what the entry holds) as the newest entry, then drop the oldest
+        beyond ``max_entries``."""
+        if self.max_entries <= 0 or not vectors:
+            return
+        key = (version, history_digest(row))
+        old = self.entries.pop(key, None)
+        entry = {**(old or {}), **vectors}
+        self.bytes += self._size(entry) - (self._size(old) if old is not None else 0)
+        self.entries[key] = entry
+        while len(self.entries) > self.max_entries:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= self._size(dropped)
+        ENCODER_CACHE_ENTRIES.set(len(self.entries))
+        ENCODER_CACHE_BYTES.set(self.bytes)
