@@ -1,14 +1,17 @@
-"""Benchmark: open-loop load on Recommend over gRPC on loopback, and the in-process floor.
+"""Benchmark: open-loop load on Recommend over gRPC on loopback, against the in-process floor.
 
-Requests leave at a fixed arrival rate whatever the answers do; each latency is measured from the
-request's scheduled send time, so a stalled server shows up in full (no coordinated omission). Each
-rate runs for --seconds (bounded count), all on loopback, and the script stops everything it started.
-Then the floor: the same encoding, retrieval (the bundle's indexes) and ranking (ONNX Runtime
-sessions of the encoders, scorers and the fusion) in a loop in this process.
+First the floor: the same encoding, retrieval (the bundle's indexes) and ranking (the composed stage
+models Triton serves, one ONNX Runtime session each) in a loop in this process, one thread. Then,
+for each encoder-cache mode (cold: none, every request encodes as a user's first does; warm: the
+default cache after one request per user), a control plane is started and requests leave at fixed
+arrival rates (shares of the floor, and --rates) whatever the answers do; each latency is measured
+from the request's scheduled send time, so a stalled server shows up in full (no coordinated
+omission). Each rate runs for --seconds (bounded count), all on loopback, and the script stops
+everything it started.
 
-    .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k --rates 100,200,300,400,700
+    .venv/bin/python bench/open_loop.py --data ../shared/data/ml-100k [--split loo-time]
 
-The result is printed and written to docs/bench/open-loop-<data set>.json; bench/plot_latency.py
+The result is printed and written to docs/bench/open-loop-<data set>-<split>.json; bench/plot_latency.py
 draws docs/latency.png from it.
 """
 
@@ -17,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
-import statistics
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from cinesync import triton
 from cinesync.settings import Settings
@@ -37,10 +42,11 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.bundle import load_bundle
 from control_plane.model_state import ServingState, load_indexes
-from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, read_report
+from exporters.composition import compose_stages
+from exporters.export_report import read_report
 from exporters.onnx_export import export_run, ort_session
 from exporters.publish import publish
-from launcher.client import SERVICE_CONFIG, wait_for_version
+from launcher.client import SERVICE_CONFIG, VersionTimeout, wait_for_version
 from launcher.stack import Stack
 from recsys.pipeline import PipelineSpec, train
 from recsys.run import load_run
@@ -101,10 +107,10 @@ class Published:
 
 
 @contextmanager
-def published(data: str, root: Path, spec: PipelineSpec) -> Iterator[Published]:
-    """Train ``spec`` on ``data`` under ``root``, export it, start Redis and Triton, publish it; every
-    process started is stopped on exit."""
-    run = load_run(train(data, root / "runs", spec))
+def published(data: str, root: Path, spec: PipelineSpec, *, trained: Path | None = None) -> Iterator[Published]:
+    """Train ``spec`` on ``data`` under ``root`` (or take the ``trained`` run), export it, start Redis
+    and Triton, publish it; every process started is stopped on exit."""
+    run = load_run(trained if trained is not None else train(data, root / "runs", spec))
     export_run(run, root / "onnx")
     settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
                         triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0)
@@ -116,58 +122,112 @@ def published(data: str, root: Path, spec: PipelineSpec) -> Iterator[Published]:
 
 
 def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float) -> float:
-    """Requests per second of encoding, retrieval and ranking in one loop, no RPC: the same indexes,
-    the same ONNX models (one session each), each user's published history."""
+    """Requests per second of encoding, retrieval and ranking in one loop, no RPC, one thread: the
+    same indexes and the same composed stage models Triton serves (one ONNX Runtime session each),
+    each user's published history, every request encoded (no cache)."""
     bundle = load_bundle(serving_dir, version)
     state = ServingState(bundle, load_indexes(bundle))
-    models = read_report(export_dir)
-    sessions = {m.name: ort_session(export_dir / m.served_file, threads=1) for m in models}
+    with tempfile.TemporaryDirectory() as folder:
+        stages = {s.name: s for s in compose_stages(read_report(export_dir), export_dir, Path(folder))}
+        sessions = {name: ort_session(stage.file, threads=1) for name, stage in stages.items()}
+    encoders = stages.get(triton.ENCODERS)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         history = bundle.histories[done % len(bundle.histories)]
-        inputs: dict[str, np.ndarray] = {triton.HISTORY_INPUT: triton.history_row(history, bundle.history_length)[None]}
-        vectors = {m.member: sessions[m.name].run(None, inputs)[0] for m in models if m.role == ENCODER}
-        items, _ = state.candidates(history[-bundle.history_length :], {k: v[0] for k, v in vectors.items()},
+        row = triton.history_row(history, bundle.history_length)[None]
+        vectors: dict[str, np.ndarray] = {}
+        if encoders is not None:
+            found = sessions[triton.ENCODERS].run(None, {triton.HISTORY: row})
+            vectors = dict(zip((t.name for t in encoders.outputs), found, strict=True))
+        items, _ = state.candidates(history[-bundle.history_length :],
+                                    {m: vectors[triton.user_vector(m)][0] for m in bundle.encoders},
                                     bundle.depth, domain="any", exclude=history)
-        inputs[triton.ITEMS_INPUT] = (items + 1)[None]
-        for model in (m for m in models if m.role == SCORER):
-            feeds = {t.name: vectors[model.member] if t.name == triton.USER_VECTOR else inputs[t.name]
-                     for t in model.inputs}
-            inputs[triton.member_score(model.member)] = sessions[model.name].run(None, feeds)[0]
-        fusion = next(m for m in models if m.role == FUSION_ROLE)
-        ranked = sessions[fusion.name].run(None, {t.name: inputs[t.name] for t in fusion.inputs})[0][0]
-        np.argsort(-ranked, kind="stable")[:10]
+        feeds = {triton.HISTORY: row, triton.ITEMS: (items + 1)[None], **vectors}
+        ranker = stages[triton.RANKER]
+        (ranked,) = sessions[triton.RANKER].run(None, {t.name: feeds[t.name] for t in ranker.inputs})
+        np.argsort(-ranked[0], kind="stable")[:10]
         done += 1
     return done / (time.perf_counter() - started)
+
+
+def encoder_cache_lookups(metrics_url: str) -> dict[str, float]:
+    """The control plane's encoder cache lookups so far, by "source/result"."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    return {f"{sample.labels['source']}/{sample.labels['result']}": sample.value
+            for family in text_string_to_metric_families(text) if family.name == "cinesync_encoder_cache_lookups"
+            for sample in family.samples if sample.name.endswith("_total")}
+
+
+def load_test(done: Published, rates: list[float], seconds: float, *, cache_entries: int) -> dict[str, object]:
+    """Start a control plane keeping ``cache_entries`` encoded histories (0: every request encodes, as
+    a user's first does), warm it (with a cache: one request per user, so every later one hits), run
+    each rate, stop it."""
+    os.environ["CINESYNC_ENCODER_CACHE_ENTRIES"] = str(cache_entries)
+    done.stack.start_control_plane()
+    try:
+        try:
+            wait_for_version(done.stack.grpc_address, done.users[0], done.version)
+        except VersionTimeout:
+            for log in sorted(done.settings.logs_dir.glob("*.log")):
+                print(f"--- {log.name}", *log.read_text().splitlines()[-20:], sep="\n")
+            raise
+        warm_up = max(2.0, len(done.users) / 100.0) if cache_entries else 2.0
+        asyncio.run(open_loop(done.stack.grpc_address, done.users, 100, warm_up))
+        results = [asyncio.run(open_loop(done.stack.grpc_address, done.users, rate, seconds)) for rate in rates]
+        lookups = encoder_cache_lookups(done.stack.replica_metrics[0])
+    finally:
+        done.stack.stop_control_planes()
+    served = [r for r in results if not r["failures"] and r["p99_ms"] < 1000]
+    under_50 = [r["achieved_per_s"] for r in results if not r["failures"] and r["p99_ms"] <= 50]
+    return {"encoder_cache_entries": cache_entries, "open_loop": results, "encoder_cache_lookups": lookups,
+            "saturation_per_s": max((r["achieved_per_s"] for r in served), default=0.0),
+            "highest_rate_p99_under_50ms_per_s": max(under_50, default=0.0)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ml-100k")
     parser.add_argument("--split", choices=SPLITS, default="auto")
-    parser.add_argument("--rates", default="100,200,400,700,1000")
+    parser.add_argument("--shares", default="0.25,0.5,0.8,1.0",
+                        help="offered rates as shares of the in-process floor measured first in the same run")
+    parser.add_argument("--rates", default="", help="more offered rates, requests per second")
+    parser.add_argument("--caches", default="cold,warm",
+                        help="cold: no encoder cache (every request encodes); warm: the default cache, warmed")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--run", type=Path, default=None, help="serve this trained run instead of training one")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default docs/bench/open-loop-<data>.json)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
-    with tempfile.TemporaryDirectory() as root_name:
-        with published(data, Path(root_name), PipelineSpec(split=args.split)) as done:
-            done.stack.start_control_plane()
-            wait_for_version(done.stack.grpc_address, done.users[0], done.version)
-            asyncio.run(open_loop(done.stack.grpc_address, done.users, 100, 2.0))  # warm-up
-            results = [asyncio.run(open_loop(done.stack.grpc_address, done.users, float(rate), args.seconds))
-                       for rate in args.rates.split(",")]
+    cache_entries = {"cold": 0, "warm": Settings().encoder_cache_entries}
+    with tempfile.TemporaryDirectory() as root_name, published(data, Path(root_name), PipelineSpec(split=args.split),
+                                                                    trained=args.run) as done:
         floor = in_process_floor(done.settings.serving_dir, done.version, done.export_dir, args.seconds)
-    saturation = max(r["achieved_per_s"] for r in results if r["p99_ms"] < 1000 and not r["failures"])
+        rates = sorted({*(round(float(s) * floor) for s in args.shares.split(",") if s),
+                        *(float(r) for r in args.rates.split(",") if r)})
+        runs = {mode: load_test(done, rates, args.seconds, cache_entries=cache_entries[mode])
+                for mode in args.caches.split(",")}
+    for run in runs.values():
+        run["saturation_share_of_floor"] = round(float(run["saturation_per_s"]) / floor, 2)  # type: ignore[arg-type]
     report = {
-        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2 cores, generator on the same machine",
-        "open_loop": results, "saturation_per_s": saturation, "in_process_floor_per_s": round(floor, 1),
-        "saturation_share_of_floor": round(saturation / floor, 2),
-        "median_p99_ms": statistics.median(r["p99_ms"] for r in results),
+        "data": args.data, "split": args.split, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, generator on the same machine",
+        "in_process_floor_per_s": round(floor, 1), "runs": runs,
     }
     print(json.dumps(report, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"open-loop-{Path(args.data).name}.json").write_text(json.dumps(report, indent=2))
+    out = args.out or RESULTS / f"open-loop-{Path(args.data).name}-{args.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+
+
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo), "" where unknown."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 if __name__ == "__main__":
