@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import compose, helper, version_converter
 
 from cinesync import triton
 from exporters.export_report import ENCODER, FUSION_ROLE, SCORER, ExportedModel, Tensor
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class CompositionFailed(ValueError):
+    """An exported model cannot be composed into its stage (not a loadable ONNX model, or the composed
+    graph does not check); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,21 @@ def _stage(name: str, chosen: list[ExportedModel], outputs: list[str], export_di
     parts = [_part(model) for model in chosen]
     produced = {part.output for part in parts}
     inputs = list(dict.fromkeys(t for part in parts for t in part.inputs.values() if t not in produced))
-    loaded = [(onnx.load(Path(export_dir) / part.model.served_file), part) for part in parts]
+    loaded = []
+    for part in parts:
+        path = Path(export_dir) / part.model.served_file
+        try:
+            loaded.append((onnx.load(path), part))
+        except (OSError, DecodeError) as error:
+            raise CompositionFailed(f"cannot compose the {name} stage: {path} is not a loadable ONNX model "
+                                    f"({type(error).__name__}: {error})") from error
     file = Path(folder) / f"{name}.onnx"
-    onnx.save(merge(loaded, name=name, outputs=outputs), file)
+    try:
+        composed = merge(loaded, name=name, outputs=outputs)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise CompositionFailed(f"cannot compose the {name} stage from {', '.join(p.model.served_file for p in parts)}: "
+                                f"{error}") from error
+    onnx.save(composed, file)
     precision = "int8" if any(model.precision == "int8" for model in chosen) else "fp32"
     return StageModel(name, file, _tensors(inputs, parts), _tensors(outputs, parts), precision)
 
