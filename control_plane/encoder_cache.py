@@ -20,7 +20,9 @@ from numpy.typing import NDArray
 from control_plane.metrics import ENCODER_CACHE, ENCODER_CACHE_BYTES, ENCODER_CACHE_ENTRIES
 
 Vectors = dict[str, NDArray[np.float32]]
-ENTRY_OVERHEAD_BYTES = 64 + 16  # a key (version, 16-byte digest) and its dict slot, beside the arrays
+# Measured with tracemalloc over 50,000 entries (CPython 3.11): an entry's key, digest, dicts and slot,
+# and each vector's array object, beside the vectors' data (762 bytes with one 64-dim vector).
+ENTRY_OVERHEAD_BYTES, ARRAY_OVERHEAD_BYTES = 400, 112
 
 
 def history_digest(row: NDArray[np.int64]) -> bytes:
@@ -38,7 +40,7 @@ class EncoderCache:
 
     @staticmethod
     def _size(vectors: Vectors) -> int:
-        return ENTRY_OVERHEAD_BYTES + sum(v.nbytes for v in vectors.values())
+        return ENTRY_OVERHEAD_BYTES + sum(ARRAY_OVERHEAD_BYTES + v.nbytes for v in vectors.values())
 
     def get(self, version: int, row: NDArray[np.int64], members: Iterable[str], *, source: str) -> Vectors | None:
         """``members``' vectors for ``row`` of version ``version`` when all are cached (counted as a hit
@@ -59,7 +61,8 @@ class EncoderCache:
             return
         key = (version, history_digest(row))
         old = self.entries.pop(key, None)
-        entry = {**(old or {}), **vectors}
+        # Copies: Triton's answers are views into whole reply arrays, which would stay alive with them.
+        entry = {**(old or {}), **{member: np.array(vector, dtype=np.float32) for member, vector in vectors.items()}}
         self.bytes += self._size(entry) - (self._size(old) if old is not None else 0)
         self.entries[key] = entry
         while len(self.entries) > self.max_entries:
