@@ -20,7 +20,8 @@ CANCEL_AFTER_S = 1.0  # beyond a call's own timeout, before a silent Triton's ca
 
 
 def _discard(call: asyncio.Future[object]) -> None:
-    """Retrieve an abandoned call's outcome (it was answered degraded already)."""
+    """Retrieve a call's outcome, so that one abandoned past its deadline (answered degraded
+    already) or by a cancelled request logs nothing when it fails later."""
     if not call.cancelled():
         call.exception()
 
@@ -96,11 +97,11 @@ class TritonRanker:
         call = asyncio.ensure_future(self.client.infer(
             model, feeds, model_version=version, outputs=[InferRequestedOutput(o) for o in outputs],
             timeout=max(1, int(timeout * 1e6)), client_timeout=timeout + CANCEL_AFTER_S))
+        call.add_done_callback(_discard)  # an abandoned call's failure is never left unretrieved
         try:
             with TRITON_LATENCY.time():
                 result = await asyncio.wait_for(asyncio.shield(call), max(timeout, 0.0))
         except TimeoutError:
-            call.add_done_callback(_discard)
             raise RankingUnavailable(f"{model} did not answer within {timeout * 1000:.0f} ms") from None
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
