@@ -259,7 +259,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             live = await self.histories.read(bundle.history_key(user_id))
             if live is None:
                 return
-            history = self._known(live, bundle, "live")
+            history = self._known(live, bundle, None)  # the next Recommend counts its unknown items
             deadline = time.monotonic() + self.ranking_timeout
             await self._user_vectors(triton.history_row(history, bundle.history_length), bundle.encoders,
                                      bundle.version, deadline, source="watch")
@@ -283,11 +283,12 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         return (self._known(live, bundle, "live"), "") if live is not None else (fallback, "")
 
     @staticmethod
-    def _known(item_ids: Sequence[str], bundle: ServingBundle, source: str) -> NDArray[np.int64]:
-        """The catalog indices of ``item_ids`` in order, unknown ones left out and counted."""
+    def _known(item_ids: Sequence[str], bundle: ServingBundle, source: str | None) -> NDArray[np.int64]:
+        """The catalog indices of ``item_ids`` in order, unknown ones left out and counted under
+        ``source`` (None: not counted)."""
         found = [bundle.item_index.get(item_id, -1) for item_id in item_ids]
         unknown = found.count(-1)
-        if unknown:
+        if unknown and source is not None:
             HISTORY_UNKNOWN_ITEMS.labels(source).inc(unknown)
         return np.array([index for index in found if index >= 0], dtype=np.int64)
 
