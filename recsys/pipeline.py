@@ -16,6 +16,7 @@ from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
 from recsys.data.splits import COLD_ITEMS, SPLITS, make_protocol
 from recsys.features import build_feature_tables, build_item_features
+from recsys.footprint import Footprint, available_bytes, estimate, refuse_beyond
 from recsys.groups import GroupRanker, choose_tilt
 from recsys.kinds import MemberKind, Role, UnknownOption, create, kind_class
 from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Catalog, Progress, no_progress, parse_params
@@ -43,6 +44,9 @@ class PipelineSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind name -> hyper-parameters
     seed: int = 0
     split: str = "auto"  # recsys.data.splits.make_protocol's choices
+    # Held-out users that validation choices, the fusion's training lists and test metrics read: a
+    # seeded sample of this many where a split has more (0: all). Every shared data set has fewer.
+    evaluation_users: int = 50_000
 
     def __post_init__(self) -> None:
         next_watch, cross_domain = self.split == "loo-time", self.split in CROSS_DOMAIN
@@ -62,6 +66,12 @@ class PipelineSpec:
         if unknown:
             raise UnknownOption(f"unknown pipeline setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**values)
+
+    def footprint(self, *, users: int, items: int, interactions: int) -> Footprint:
+        """This pipeline's estimated peak memory in training on a data set of these sizes."""
+        return estimate(users=users, items=items, interactions=interactions, members=self.members,
+                        retrievers=len(self.retrievers), depth=self.depth, evaluation_users=self.evaluation_users,
+                        options=self.options)
 
     def retrieving(self, members: Sequence[MemberKind]) -> list[MemberKind]:
         """The members that propose candidates, in the pipeline's order."""
@@ -90,6 +100,8 @@ class PipelineSpec:
             raise UnknownOption(f"unknown split {self.split!r}; valid: {', '.join(SPLITS)}")
         if self.history_length < 1:
             raise UnknownOption(f"history_length must be at least 1, got {self.history_length}")
+        if self.evaluation_users < 0:
+            raise UnknownOption(f"evaluation_users must be 0 (all) or more, got {self.evaluation_users}")
 
 
 def catalog_of(dataset: InteractionDataset, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> Catalog:
@@ -108,14 +120,17 @@ def train(
     checkpoint_dir: Path | None = None,
 ) -> Path:
     """Fit members on the validation split, the fusion on their validation candidates, then refit
-    the members on the whole training part; returns the run folder. Test is not looked at.
+    the members on the whole training part; returns the run folder. Test is not looked at. A run whose
+    estimated peak memory is more than is available is refused (RunTooLarge) before any fitting.
 
     With ``checkpoint_dir`` every neural training loop checkpoints there after each epoch, and a
     train run again with the same folder (a redelivered job) resumes where the loops stopped."""
     spec.check()
     dataset = load_dataset(data_spec, timestamped=spec.split == "loo-time")
+    refuse_beyond(spec.footprint(users=dataset.n_users, items=dataset.n_items, interactions=dataset.n_interactions),
+                  limit=available_bytes(), what=f"training on {dataset.summary()}")
     catalog = catalog_of(dataset, history_length=spec.history_length)
-    protocol = make_protocol(dataset, split=spec.split)
+    protocol = make_protocol(dataset, split=spec.split).sampled(spec.evaluation_users, seed=spec.seed)
     checkpoints = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
     started = time.monotonic()
     members: list[MemberKind] = []

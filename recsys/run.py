@@ -145,7 +145,8 @@ def load_run(folder: Path, *, fitted_on: str = "train") -> TrainedRun:
         items=items,
         user_ids=list(catalog_json["user_ids"]),
         protocol=Protocol(test=test, validation=validation, by_time=bool(manifest["ordered"]),
-                          target_domain=manifest["split"].get("target_domain"), cold_items=cold_items),
+                          target_domain=manifest["split"].get("target_domain"),
+                          cold_items=cold_items).sampled(spec.evaluation_users, seed=spec.seed),
         spec=spec,
         catalog=catalog,
         members=members,  # type: ignore[arg-type]

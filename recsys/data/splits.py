@@ -18,7 +18,7 @@ ones; ``Protocol.views`` splits it into cold-item, warm-item and all-item evalua
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class Split:
     test_items: list[np.ndarray]
     kind: str
     target: np.ndarray | None = None  # bool [n_items]
+    evaluated: np.ndarray | None = None  # the held-out users evaluation reads, where a sample (sorted)
 
     def excluded(self, users: np.ndarray) -> list[np.ndarray]:
         """Per user, the items evaluation never ranks for them: their training items, and every item
@@ -69,7 +70,19 @@ class Split:
         return users.astype(np.int64), items.astype(np.int64)
 
     def test_users(self) -> np.ndarray:
+        """The users with held-out items that evaluation reads: all, or the sample ``sampled`` drew."""
+        if self.evaluated is not None:
+            return self.evaluated
         return np.array([u for u, t in enumerate(self.test_items) if len(t)], dtype=np.int64)
+
+    def sampled(self, count: int, *, seed: int) -> Split:
+        """This split with evaluation reading a seeded sample of ``count`` of its held-out users where it
+        has more (0: all); training sequences and held-out items stay whole (refits read them)."""
+        users = self.test_users()
+        if count <= 0 or len(users) <= count:
+            return self
+        chosen = np.random.default_rng(seed).choice(users, count, replace=False)
+        return replace(self, evaluated=np.sort(chosen).astype(np.int64))
 
     def item_counts(self) -> np.ndarray:
         _, items = self.train_pairs()
@@ -124,6 +137,11 @@ class Protocol:
             "cold_items": None if self.cold_items is None else len(self.cold_items),
         }
 
+    def sampled(self, count: int, *, seed: int) -> Protocol:
+        """Test and validation each evaluated on a seeded sample of ``count`` held-out users (``Split.sampled``)."""
+        return replace(self, test=self.test.sampled(count, seed=seed),
+                       validation=self.validation.sampled(count, seed=seed + 1))
+
     def views(self) -> dict[str, Split]:
         """The test split as evaluated: "all"; and for a cold-item split also "cold" (its cold items
         ranked among themselves, against each user's cold test items) and "warm" (the other items,
@@ -136,8 +154,10 @@ class Protocol:
 
         def view(mask: np.ndarray, name: str) -> Split:
             held = [items[mask[items]] for items in self.test.test_items]
+            evaluated = None if self.test.evaluated is None else \
+                self.test.evaluated[[len(held[u]) > 0 for u in self.test.evaluated]]
             return Split(self.test.n_users, self.test.n_items, self.test.train_sequences, held,
-                         f"{self.test.kind}: {name} items", mask)
+                         f"{self.test.kind}: {name} items", mask, evaluated)
 
         return {"cold": view(cold, "cold"), "warm": view(base & ~cold, "warm"), "all": self.test}
 

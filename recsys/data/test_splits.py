@@ -153,3 +153,21 @@ def test_cold_item_split_keeps_cold_items_out_of_training_and_views_them_apart()
     assert all(len(warm_view.test_items[u]) == 1 for u in users)
     again = make_protocol(two_domain_data(n_users=60), split="cold-items").cold_items
     assert again is not None and np.array_equal(again, cold)
+
+
+def test_a_sampled_protocol_evaluates_a_seeded_sample_and_keeps_every_held_out_item() -> None:
+    from recsys.data import load_dataset
+
+    protocol = make_protocol(load_dataset("synthetic:n_users=300,n_items=80,mean_interactions=10,seed=3"))
+    sampled = protocol.sampled(50, seed=4)
+    users = sampled.test.test_users()
+    assert len(users) == 50 and len(set(users.tolist())) == 50
+    assert set(users.tolist()) <= set(protocol.test.test_users().tolist())
+    assert users.tolist() == protocol.sampled(50, seed=4).test.test_users().tolist()  # seeded
+    assert len(sampled.validation.test_users()) == 50
+    # Held-out items stay whole: a refit on everything reads every user's.
+    whole = sum(len(s) for s in protocol.test.everything().train_sequences)
+    assert sum(len(s) for s in sampled.test.everything().train_sequences) == whole
+    # Fewer users than the sample, or 0: all of them.
+    assert protocol.sampled(10_000, seed=4).test is protocol.test
+    assert protocol.sampled(0, seed=4).test is protocol.test

@@ -4,9 +4,11 @@
 overfit towards the identity"; c = p / (1 - p) for dropout rate p), which penalises the weights of
 popular source items more. Each target item's column is then divided by its training count to the
 power β (a popularity tilt, folded into the weights, so serving is unchanged). λ, c and β are chosen
-together on validation from grids. Fitting needs items² floats in memory; what is kept and
+together on validation from grids. Fitting needs items² floats in memory and items³ time, so only
+the ``max_items`` most-watched titles are fitted (all of them in every shared data set); the others
+get no weights, as sources or targets, and the pipeline's other members rank them. What is kept and
 served is B pruned to the ``neighbours`` largest |weights| into each item, O(items × neighbours),
-and evaluation uses that same pruned matrix, so served and evaluated scores agree.
+and evaluation uses that same pruned matrix (sparse), so served and evaluated scores agree.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from recsys.data.splits import Split
 from recsys.kinds.base import Catalog, MemberKind, Progress, Role, no_progress, number_grid
@@ -25,6 +28,7 @@ from recsys.kinds.new_items import content_to_rows
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
+DENSE_SCORING_BYTES = 2**30  # the largest item x item float32 matrix scoring keeps dense (16,384 items)
 
 
 @dataclass
@@ -33,11 +37,16 @@ class EaseParams:
     emphasis_grid: str = "0,0.25"  # EDLAE's c candidates (0: plain EASE)
     popularity_tilt_grid: str = "0,0.1,0.2"  # β candidates (0: no tilt)
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
+    # The most-watched titles fitted (0: all): items² float64 three times over in memory (1.5 GiB at
+    # 8,000) and items³ time per grid point; the rest are left to the other members.
+    max_items: int = 8000
 
     def __post_init__(self) -> None:
         _ = self.grid, self.emphases, self.tilts  # raise on a bad grid
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be 0 (all) or more, got {self.neighbours}")
+        if self.max_items < 0:
+            raise ValueError(f"max_items must be 0 (all) or more, got {self.max_items}")
 
     @property
     def grid(self) -> list[float]:
@@ -53,17 +62,28 @@ class EaseParams:
                            zero_allowed=True)
 
 
-def history_matrix(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
-    """Binary user × item matrix [len(sequences), n_items] (float32)."""
-    matrix = np.zeros((len(sequences), n_items), dtype=np.float32)
-    for row, seq in enumerate(sequences):
-        matrix[row, seq] = 1.0
+def multi_hot(sequences: Sequence[np.ndarray], n_items: int) -> sparse.csr_array:
+    """Binary user × item matrix [len(sequences), n_items] (float32, sparse)."""
+    columns = np.concatenate(sequences).astype(np.int64) if len(sequences) else np.zeros(0, dtype=np.int64)
+    rows = np.repeat(np.arange(len(sequences)), [len(seq) for seq in sequences])
+    matrix = sparse.csr_array((np.ones(len(columns), dtype=np.float32), (rows, columns)),
+                              shape=(len(sequences), n_items))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0  # an item watched twice is one
     return matrix
 
 
-def gram_of(history: np.ndarray) -> np.ndarray:
-    """XᵀX in float64; its diagonal holds the items' training counts."""
-    return history.T.astype(np.float64) @ history.astype(np.float64)
+def history_matrix(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
+    """Binary user × item matrix [len(sequences), n_items] (float32, dense)."""
+    return multi_hot(sequences, n_items).toarray()
+
+
+def gram_of(history: np.ndarray | sparse.csr_array) -> np.ndarray:
+    """XᵀX in float64 (dense, from a dense or sparse X); its diagonal holds the items' training counts."""
+    if isinstance(history, np.ndarray):
+        return history.T.astype(np.float64) @ history.astype(np.float64)
+    wide = history.astype(np.float64)
+    return np.asarray((wide.T @ wide).toarray())
 
 
 def ease_weights(gram: np.ndarray, l2: float, emphasis: float = 0.0) -> np.ndarray:
@@ -124,38 +144,62 @@ class Ease(MemberKind):
 
     def _set_state(self, sources: np.ndarray, weights: np.ndarray) -> None:
         self.sources, self.weights = sources, weights
-        self.__dict__.pop("dense", None)  # derived from the weights: rebuilt when next scored
+        self.__dict__.pop("item_matrix", None)  # derived from the weights: rebuilt when next scored
 
     @cached_property
-    def dense(self) -> np.ndarray:
-        """The pruned weights as a [source, target] matrix, for scoring whole catalogs (built on first use:
-        export and publish never need it)."""
-        dense = np.zeros((self.catalog.n_items, self.catalog.n_items), dtype=np.float32)
-        np.put_along_axis(dense, self.sources, self.weights, axis=1)
-        return np.ascontiguousarray(dense.T)
+    def item_matrix(self) -> np.ndarray | sparse.csr_array:
+        """The pruned weights as a [source, target] matrix, for scoring whole catalogs (built on first
+        use: export and publish never need it): dense up to DENSE_SCORING_BYTES (BLAS scores it
+        fastest), sparse beyond."""
+        n_items, kept = self.sources.shape
+        targets = np.repeat(np.arange(n_items), kept)
+        matrix = sparse.csr_array((self.weights.ravel(), (self.sources.ravel(), targets)), shape=(n_items, n_items))
+        return matrix.toarray() if n_items * n_items * 4 <= DENSE_SCORING_BYTES else matrix
+
+    def _fitted_items(self, history: sparse.csr_array) -> np.ndarray:
+        """The indices (ascending) of the ``max_items`` items with the most training users: all where the
+        catalog is no larger."""
+        cap = self.params.max_items
+        if cap <= 0 or history.shape[1] <= cap:
+            return np.arange(history.shape[1])
+        counts = np.asarray(history.sum(axis=0)).ravel()
+        return np.sort(np.argsort(-counts, kind="stable")[:cap])
 
     def _solve(self, gram: np.ndarray, l2: float, emphasis: float) -> tuple[np.ndarray, np.ndarray]:
-        """Pruned sources and untilted weights for one (λ, c)."""
+        """Pruned sources and untilted weights for one (λ, c), in the fitted items' indices."""
         return prune(ease_weights(gram, l2, emphasis), self.params.neighbours)
 
+    def _set_fitted(self, fitted: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
+        """State for the whole catalog from the fitted items' ``sources`` and ``weights``: items not
+        fitted get zero weights (from source 0)."""
+        if len(fitted) == self.catalog.n_items:
+            self._set_state(sources, weights)
+            return
+        whole_sources = np.zeros((self.catalog.n_items, sources.shape[1]), dtype=np.int64)
+        whole_weights = np.zeros((self.catalog.n_items, sources.shape[1]), dtype=np.float32)
+        whole_sources[fitted], whole_weights[fitted] = fitted[sources], weights
+        self._set_state(whole_sources, whole_weights)
+
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
-        history = history_matrix(sequences, self.catalog.n_items)
-        gram = gram_of(history)
+        history = multi_hot(sequences, self.catalog.n_items)
+        fitted = self._fitted_items(history)
+        gram = gram_of(history[:, fitted])
         sources, weights = self._solve(gram, choice["l2"], choice["emphasis"])
-        self._set_state(sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
+        self._set_fitted(fitted, sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
-        history = history_matrix(split.train_sequences, self.catalog.n_items)
-        gram = gram_of(history)  # shared by every (λ, c): only the diagonal changes
+        history = multi_hot(split.train_sequences, self.catalog.n_items)
+        fitted = self._fitted_items(history)
+        gram = gram_of(history[:, fitted])  # shared by every (λ, c): only the diagonal changes
         fits = [(l2, emphasis) for l2 in self.params.grid for emphasis in self.params.emphases]
         best_ndcg = -np.inf
         for step, (l2, emphasis) in enumerate(fits, start=1):
             sources, weights = self._solve(gram, l2, emphasis)
             for tilt in self.params.tilts:  # the tilt needs no refit: it rescales the kept weights
-                self._set_state(sources, tilted(weights, np.diag(gram), tilt))
+                self._set_fitted(fitted, sources, tilted(weights, np.diag(gram), tilt))
                 ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
                 if ndcg > best_ndcg:
-                    best_ndcg, best_choice, best_state = ndcg, (l2, emphasis, tilt), (sources, self.weights)
+                    best_ndcg, best_choice, best_state = ndcg, (l2, emphasis, tilt), (self.sources, self.weights)
             progress("ease λ, c, β search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
         l2, emphasis, tilt = best_choice
         self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, f"validation_ndcg@{K}": best_ndcg}
@@ -183,14 +227,18 @@ class Ease(MemberKind):
         progress("ease refit", 1, 1, 0.0, "")
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return history_matrix(histories, self.catalog.n_items) @ self.dense
+        if isinstance(self.item_matrix, np.ndarray):
+            return history_matrix(histories, self.catalog.n_items) @ self.item_matrix
+        return (multi_hot(histories, self.catalog.n_items) @ self.item_matrix).toarray()
 
     def scorer_module(self) -> torch.nn.Module:
         return EaseScorer(self.sources, self.weights)
 
     def add_items(self, catalog: Catalog, content: np.ndarray, warm: np.ndarray) -> None:
         # A new title's column (the weights into it) is mapped from its content; as a source it has none.
-        self._append_targets(catalog, content_to_rows(content, self.dense.T, warm))
+        matrix = self.item_matrix
+        weights = matrix if isinstance(matrix, np.ndarray) else matrix.toarray()
+        self._append_targets(catalog, content_to_rows(content, weights.T, warm))
 
     def _append_targets(self, catalog: Catalog, columns: np.ndarray) -> None:
         """Grow to ``catalog`` with the new items' weights ``columns`` ``[new, items before]`` (pruned

@@ -10,7 +10,7 @@ import pytest
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, ease_weights, gram_of, history_matrix, prune
+from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune
 from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
 
@@ -72,3 +72,33 @@ def test_validation_picks_the_grids_and_the_pruned_tilted_model_scores_with_the_
     assert np.count_nonzero(kept) <= 5 * kept.shape[1] < np.count_nonzero(ease_weights(gram_of(history), 1.0))
     first = protocol.validation.train_sequences[:10]
     np.testing.assert_allclose(ease.score(first), history[:10] @ kept, rtol=1e-4, atol=1e-5)
+
+
+def test_a_catalog_beyond_max_items_fits_the_most_watched_titles_and_leaves_the_rest_to_other_members() -> None:
+    dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
+    protocol = make_protocol(dataset)
+    options = {"l2_grid": "30", "emphasis_grid": "0", "popularity_tilt_grid": "0", "neighbours": 0}
+    capped = create("ease", catalog_of(dataset), {**options, "max_items": 20})
+    assert isinstance(capped, Ease)
+    capped.fit(protocol.validation)
+    history = history_matrix(protocol.validation.train_sequences, dataset.n_items)
+    counts = history.sum(axis=0)
+    fitted = np.sort(np.argsort(-counts, kind="stable")[:20])
+    others = np.setdiff1d(np.arange(dataset.n_items), fitted)
+    # The fitted titles' weights are EASE's on their own columns; no weight leads to or from the others.
+    expected = np.zeros((dataset.n_items, dataset.n_items), dtype=np.float32)
+    expected[np.ix_(fitted, fitted)] = ease_weights(gram_of(history[:, fitted]), 30.0)
+    scores = capped.score(protocol.validation.train_sequences[:40])
+    np.testing.assert_allclose(scores, history[:40] @ expected, rtol=1e-4, atol=1e-5)
+    assert not scores[:, others].any() and scores[:, fitted].any()
+    # Without the cap (the default is larger than this catalog) every title is fitted.
+    whole = create("ease", catalog_of(dataset), options)
+    assert isinstance(whole, Ease)
+    whole.fit(protocol.validation)
+    np.testing.assert_allclose(whole.score(protocol.validation.train_sequences[:40]),
+                               history[:40] @ ease_weights(gram_of(history), 30.0), rtol=1e-4, atol=1e-5)
+
+
+def test_max_items_below_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_items"):
+        EaseParams(max_items=-1)
