@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -110,8 +111,13 @@ class HistoryStore:
 
         await self._call("append", script)
 
-    async def seed(self, histories: Mapping[str, Sequence[str]], *, source: str, batch: int = 500) -> int:
-        """Create the lists of users who have none, once per ``source``; how many were created."""
+    async def seed(self, histories: Iterable[tuple[str, Sequence[str]]], *, source: str, batch: int = 100,
+                   pause: float = 1.0) -> int:
+        """Create the lists of users who have none, once per ``source``; how many were created.
+        ``histories`` (user, items) is read ``batch`` users at a time, each batch one pipeline: the
+        event loop is never held longer than one batch takes to encode, whatever the user count; after
+        each batch it waits ``pause`` times as long as the batch took, so that requests served
+        meanwhile (they read the published history of a user not seeded yet) keep at least half the time."""
         marker = self._marker(source)
 
         async def seeded() -> int:
@@ -119,10 +125,11 @@ class HistoryStore:
 
         if await self._call("seed", seeded):
             return 0
-        users = [(user, items[-self.keep:]) for user, items in histories.items() if items]
+        pending = iter(histories)
         created = 0
-        for start in range(0, len(users), batch):
-            chunk = users[start:start + batch]
+        while taken := list(itertools.islice(pending, batch)):
+            started = time.monotonic()
+            chunk = [(user, items[-self.keep:]) for user, items in taken if items]
 
             async def send(chunk: list[tuple[str, Sequence[str]]] = chunk) -> list[Any]:
                 pipe = self.bulk.pipeline(transaction=False)
@@ -131,6 +138,7 @@ class HistoryStore:
                 return await pipe.execute()
 
             created += sum(int(n) for n in await self._call("seed", send, timeout=self.seed_timeout_s))
+            await asyncio.sleep(pause * (time.monotonic() - started))
 
         async def mark() -> None:
             await self.redis.set(marker, "1")

@@ -41,7 +41,7 @@ def test_seed_creates_only_missing_lists_once_per_source(tmp_path: Path) -> None
             "empty": [],
             **{f"u{n}": [f"i{n}", f"j{n}"] for n in range(5)},
         }
-        assert await store.seed(histories, source="run-1", batch=2) == 6  # 4 batches, "live" and "empty" skipped
+        assert await store.seed(histories.items(), source="run-1", batch=2) == 6  # 5 batches, "live" and "empty" skipped
         assert await store.read("live") == ["x"]
         assert await store.read("long") == ["3", "4", "5"]  # the last `keep`, oldest first
         assert await store.read("empty") is None
@@ -49,16 +49,16 @@ def test_seed_creates_only_missing_lists_once_per_source(tmp_path: Path) -> None
         assert await store.redis.exists("test:history-seeded:run-1") == 1
 
         # The same source again: nothing at all, not even users it did not know.
-        assert await store.seed({"long": ["9"], "new": ["7"]}, source="run-1") == 0
+        assert await store.seed({"long": ["9"], "new": ["7"]}.items(), source="run-1") == 0
         assert await store.read("long") == ["3", "4", "5"] and await store.read("new") is None
 
         # Another source: users with a list (seeded, then changed by an append) keep theirs.
         await store.append("long", "6")
-        assert await store.seed({"long": ["9"], "u0": ["9"], "new": ["7", "8"]}, source="run-2") == 1
+        assert await store.seed({"long": ["9"], "u0": ["9"], "new": ["7", "8"]}.items(), source="run-2") == 1
         assert await store.read("long") == ["4", "5", "6"]
         assert await store.read("u0") == ["i0", "j0"]
         assert await store.read("new") == ["7", "8"]
-        assert await store.seed({}, source="run-3") == 0
+        assert await store.seed({}.items(), source="run-3") == 0
         await store.close()
 
     with own_redis(url, tmp_path):
@@ -99,7 +99,7 @@ def test_a_stopped_redis_fails_fast_and_heals(tmp_path: Path) -> None:
         redis_process.stop()
         await _fails_within(store.read("u"), 0.5)
         await _fails_within(store.append("u", "b"), 0.02)  # the breaker: no network
-        await _fails_within(store.seed({"v": ["s"]}, source="run"), 0.02)
+        await _fails_within(store.seed({"v": ["s"]}.items(), source="run"), 0.02)
         await asyncio.sleep(0.25)
         await _fails_within(store.append("u", "b"), 0.5)  # tried again, still away: open again
         await _fails_within(store.read("u"), 0.02)
@@ -111,7 +111,7 @@ def test_a_stopped_redis_fails_fast_and_heals(tmp_path: Path) -> None:
         await store.append("u", "b")
         assert await store.read("u") == ["a", "b"]
         # The failed seed did not set its marker: the same source seeds now.
-        assert await store.seed({"v": ["s"]}, source="run") == 1
+        assert await store.seed({"v": ["s"]}.items(), source="run") == 1
         assert await store.read("v") == ["s"]
         await store.close()
 
@@ -125,7 +125,7 @@ def test_a_hung_redis_times_out_and_answers_nothing_stale_after(tmp_path: Path) 
 
     async def scenario(redis_process: ManagedProcess) -> None:
         store = HistoryStore(url, "test", keep=10, timeout_s=0.1, retry_after_s=0.2)
-        await store.seed({"u": ["1", "2"], "w": ["3"]}, source="run")
+        await store.seed({"u": ["1", "2"], "w": ["3"]}.items(), source="run")
         os.kill(redis_process.pid, signal.SIGSTOP)  # connected, but no answer: the timeout decides
         try:
             elapsed = await _fails_within(store.read("u"), 0.5)
@@ -151,7 +151,7 @@ def test_memory_per_user_is_small(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = HistoryStore(url, "test", keep=1000, timeout_s=2.0)
         items = [str(1000 + n) for n in range(1000)]  # item ids of 4 digits
-        assert await store.seed({"u200": items[:200], "u1000": items}, source="run") == 2
+        assert await store.seed({"u200": items[:200], "u1000": items}.items(), source="run") == 2
         used = {n: int(await store.redis.memory_usage(store.key(f"u{n}"), samples=0) or 0) for n in (200, 1000)}
         # Measured with redis-server 7.0: 776 and 3208 bytes (4-digit ids are stored as small integers).
         assert 200 < used[200] < 4096 and 1000 < used[1000] < 8192, used
@@ -171,7 +171,7 @@ def test_a_watch_before_seeding_starts_from_the_published_history(tmp_path: Path
         assert await store.read("early") == ["b", "c", "d", "z"]  # the published history, then the watch
         await store.append("early", "b", published=["ignored"])  # a list exists: published is not used
         assert await store.read("early") == ["c", "d", "z", "b"]
-        assert await store.seed({"early": ["a"]}, source="run") == 0  # seeding keeps the live list
+        assert await store.seed({"early": ["a"]}.items(), source="run") == 0  # seeding keeps the live list
         assert await store.read("early") == ["c", "d", "z", "b"]
         await store.close()
 
