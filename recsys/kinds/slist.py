@@ -116,13 +116,25 @@ class SlistScorer(torch.nn.Module):
         self.register_buffer("recency", torch.from_numpy(recency.astype(np.float32)))
 
     def forward(self, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        batch, width = history.shape[0], self.similarity.shape[0]
+        # Only the candidates' columns of the history's rows are read (gathers of [B, L, W], not a
+        # [B, items] x [items, items] product): each distinct history item's similarity (the fit reads
+        # a multi-hot history, so a repeat counts once), each recent position's weighted transition.
+        length = history.shape[1]
+        n_items = self.similarity.shape[1]
+        columns = (items - 1).clamp(min=0).unsqueeze(1)  # [B, 1, W]; a pad reads some column, ignored
+        earlier = torch.ones(length, length).tril(diagonal=-1) > 0
+        repeat = ((history.unsqueeze(2) == history.unsqueeze(1)) & earlier).any(dim=2)  # [B, L]
+        similar = self._gathered(self.similarity, history.unsqueeze(2) * n_items + columns)  # [B, L, W]
+        similarity = (similar * (~repeat).to(similar.dtype).unsqueeze(2)).sum(dim=1)
         recent = history[:, -self.recency.shape[0] :]
-        seen = torch.zeros(batch, width).scatter(1, history, torch.ones(history.shape))
-        weights = self.recency[-recent.shape[1] :].unsqueeze(0).expand(batch, -1)
-        weighted = torch.zeros(batch, width).scatter_add(1, recent, weights)
-        scores = seen @ self.similarity + weighted @ self.transition  # [B, n_items]
-        return torch.gather(scores, 1, (items - 1).clamp(min=0))
+        moved = self._gathered(self.transition, recent.unsqueeze(2) * n_items + columns)  # [B, window, W]
+        transition = (moved * self.recency[-recent.shape[1] :].view(1, -1, 1)).sum(dim=1)
+        return similarity + transition
+
+    @staticmethod
+    def _gathered(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``matrix.reshape(-1)[index]``, as one ONNX Gather on a flat index."""
+        return torch.index_select(matrix.reshape(-1), 0, index.reshape(-1)).reshape(index.shape)
 
 
 class Slist(MemberKind):
