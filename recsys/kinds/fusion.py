@@ -25,6 +25,7 @@ from recsys.models import DCN
 from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "fusion.pt"
+MIN_SPREAD = 1e-6  # a feature spread less than this on the training lists is constant
 
 
 @dataclass
@@ -49,6 +50,14 @@ class FusionParams:
             raise ValueError(f"max_gain_p_value must be in (0, 1], got {self.max_gain_p_value}")
         if not 0 < self.early_stopping_share < 1:
             raise ValueError(f"early_stopping_share must be in (0, 1), got {self.early_stopping_share}")
+
+
+def bounded_scale(spread: torch.Tensor) -> torch.Tensor:
+    """Each feature's standardising divisor: its spread on the training lists, or 1 where it had none.
+    A feature constant in training (a genre no candidate had) taught the network nothing; divided by a
+    spread near zero, the first candidate that has it would be a million-fold outlier (scores of 1e10,
+    and an export whose ONNX and torch outputs differ by 3e5), where 1 leaves it at its own size."""
+    return torch.where(spread > MIN_SPREAD, spread, torch.ones_like(spread))
 
 
 class FusionNetwork(torch.nn.Module):
@@ -186,7 +195,7 @@ class DcnFusion(ModelKind):
         network = FusionNetwork(lists.features.shape[2], p, anchor=anchor)
         valid = features[mask]
         network.mean.copy_(valid.mean(dim=0))
-        network.scale.copy_(valid.std(dim=0).clamp(min=1e-6))
+        network.scale.copy_(bounded_scale(valid.std(dim=0)))
         optimizer = torch.optim.Adam(network.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
 
         def batch_loss(rows: torch.Tensor) -> torch.Tensor:
@@ -236,4 +245,5 @@ class DcnFusion(ModelKind):
         saved = torch.load(folder / WEIGHTS_FILE, weights_only=True)
         self.network = FusionNetwork(saved["n_features"], self.params)
         self.network.load_state_dict(saved["state"])
+        self.network.scale.copy_(bounded_scale(self.network.scale))  # runs saved before the bound
         self.network.eval()

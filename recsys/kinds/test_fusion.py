@@ -62,3 +62,18 @@ def test_paired_gain_p_value_is_small_only_for_a_consistent_gain() -> None:
     assert paired_gain_p_value(noise + 0.2) < 1e-6
     assert 0.05 < paired_gain_p_value(noise - noise.mean()) < 0.95
     assert paired_gain_p_value(noise - 0.2) > 0.99
+
+
+def test_a_feature_constant_in_training_stays_at_its_own_size_when_a_candidate_has_it() -> None:
+    lists, split = lists_where_the_label_follows(np.array([1.0, 1.0]))
+    constant = np.zeros((*lists.features.shape[:2], 1), dtype=np.float32)  # say, a genre no candidate had
+    lists = CandidateLists(lists.users, lists.items, np.concatenate([lists.features, constant], axis=2),
+                           lists.relevant)
+    model = fusion()
+    model.fit(lists, split, ["a", "b"])
+    assert float(model.network.scale[2]) == 1.0 and float(model.network.scale[0]) != 1.0
+    seen = model.score_features(lists.features[:5])
+    unseen = lists.features[:5].copy()
+    unseen[:, :, 2] = 1.0  # the first candidates that have it
+    # Bounded: the network moves by about its weights' size, not by a million-fold outlier.
+    assert np.abs(model.score_features(unseen) - seen).max() < 100 * (np.abs(seen).max() + 1)
