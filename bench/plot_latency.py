@@ -1,6 +1,6 @@
 """Draws docs/latency.png from the open-loop results in docs/bench: for each pipeline (split), p99 by
-offered rate for main before this change and for the composed stages with a cold and a warm encoder
-cache, with the in-process floor and the 25 ms and 50 ms lines. Needs only matplotlib:
+offered rate for main (the ``-main`` file) and this change, each with a cold and a warm encoder cache
+where measured so, with the in-process floors and the 25 ms and 50 ms lines. Needs only matplotlib:
 
     python bench/plot_latency.py
 """
@@ -30,7 +30,9 @@ def main() -> None:
         before = DOCS / "bench" / f"open-loop-ml-100k-{split}-main.json"
         if before.is_file():
             old = json.loads(before.read_text())
-            curves = {"main (before)": old["open_loop"], **curves}
+            mains = ({f"main, {mode} cache": run["open_loop"] for mode, run in old["runs"].items()} if "runs" in old
+                     else {"main (before)": old["open_loop"]})  # main's open loop had no cache modes
+            curves = {**mains, **curves}
             ax.axvline(old["in_process_floor_per_s"], color="gray", linestyle="--", linewidth=0.8,
                        label=f"main's floor ({old['in_process_floor_per_s']:.0f}/s)")
         for label, rows in curves.items():
