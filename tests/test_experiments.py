@@ -63,8 +63,12 @@ def _wait_for_experiment(address: str, user: str, timeout: float = 30.0) -> None
 
 
 def test_experiment_routes_logs_and_reports_across_restarts(
-    small_run: Path, exported_run: Path, tmp_path: Path
+    small_run: Path, exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Routing, logs and reports are checked here, not the time budget: on a busy 2-core machine one
+    # encoding call once took longer than half the default 1 s and the answer was degraded
+    # (tests/test_service.py checks the budget itself).
+    monkeypatch.setenv("CINESYNC_RANKING_TIMEOUT_S", "10")
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo", grpc_port=0, metrics_port=0,
                         bundle_poll_s=0.3, redis_url=redis_url)
