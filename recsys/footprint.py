@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.kinds.ease import EaseParams
+
 GIB = 2**30
 BASE_BYTES = int(1.5 * GIB)  # interpreter, torch, numpy, ONNX and the loaded kinds
 BYTES_PER_INTERACTION = 160  # raw rows while reading, dense indices, split sequences, tables
@@ -23,7 +25,6 @@ ITEM_ITEM_BYTES_PER_CELL = 40  # float64 Gram + inverse + weights, float32 |weig
 FEATURE_COLUMNS_BEYOND_MEMBERS = 40  # genres and the other dense ranking features per candidate
 LIST_COPIES = 3  # features assembled per batch, padded, concatenated
 WHOLE_CATALOG_KINDS = ("slist", "ease_transfer", "ease_content")
-DEFAULT_EASE_ITEMS = 8000  # recsys.kinds.ease.EaseParams.max_items
 
 
 class RunTooLarge(MemoryError):
@@ -52,7 +53,7 @@ def estimate(
     """The peak of a run of ``members`` on a data set of these sizes (``evaluation_users`` 0: all)."""
     cells = 0
     if "ease" in members:
-        cap = int(options.get("ease", {}).get("max_items", DEFAULT_EASE_ITEMS))
+        cap = int(options.get("ease", {}).get("max_items", EaseParams.max_items))
         fitted = items if cap <= 0 else min(items, cap)
         cells = max(cells, fitted * fitted)
     if any(kind in members for kind in WHOLE_CATALOG_KINDS):
