@@ -238,8 +238,8 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
 
     async def GetExperimentReport(self, request: admin.ExperimentRequest, context: grpc.aio.ServicerContext) -> Any:
         experiment = await self._existing(request.name, context)
-        counts = {name: await self.router.store.counts(experiment.name, name) for name, _ in arms(experiment)}
-        return build_report(experiment, counts, await self.router.store.unmatched())
+        sums = {name: await self.router.store.sums(experiment.name, name) for name, _ in arms(experiment)}
+        return build_report(experiment, sums, await self.router.store.unmatched())
 
     async def _federated(self, context: grpc.aio.ServicerContext, call: Callable[[Federation], dict[str, Any]]) -> Any:
         """``call`` on the federation in a thread, its errors as status codes, its status as a FederatedRun."""

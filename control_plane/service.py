@@ -301,6 +301,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         self.router.store.expose(Exposure(
             response.request_id, query.user_id, route.experiment if route else "", route.variant if route else "",
             retrieval, ranking if response.ranked_by == pb.RANKED_BY_TRITON else 0, now(),
+            *((route.covariate_window_s,) if route else ()),
         ))
 
     def _popular(

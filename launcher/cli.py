@@ -391,16 +391,22 @@ def _variant(text: str) -> Any:
 @click.option("--salt", default="", help="Assignment salt (default: the name).")
 @click.option("--domain", "domains", multiple=True, type=click.Choice(["movie", "tv"]), help="Only these domains.")
 @click.option("--override", "overrides", multiple=True, metavar="USER=VARIANT", help="Pin a user to a variant.")
+@click.option("--analysis", type=click.Choice(["fixed", "sequential"]), default="fixed", show_default=True,
+              help="sequential: always-valid intervals, safe to read at any time and stop early.")
+@click.option("--covariate-window-days", type=float, default=14.0, show_default=True,
+              help="CUPED: each user's watches this many days before their first exposure (0: off).")
 @click.option("--update", is_flag=True, help="Change an existing experiment instead.")
 @_address
 def experiment_create(name: str, variants: tuple[str, ...], holdout: float, salt: str, domains: tuple[str, ...],
-                      overrides: tuple[str, ...], update: bool, address: str | None) -> None:
+                      overrides: tuple[str, ...], analysis: str, covariate_window_days: float, update: bool,
+                      address: str | None) -> None:
     """Create (or --update) experiment NAME."""
     from cinesync.v1 import admin_pb2 as admin
 
     pinned = dict(o.split("=", 1) for o in overrides)
     request = admin.Experiment(name=name, salt=salt, variants=[_variant(v) for v in variants], holdout=holdout,
-                               domains=list(domains), overrides=pinned)
+                               domains=list(domains), overrides=pinned, analysis=analysis,
+                               covariate_window_days=covariate_window_days)
     _admin(address, "UpdateExperiment" if update else "CreateExperiment", request)
 
 
@@ -425,12 +431,20 @@ def experiment_stop(name: str, address: str | None) -> None:
 
 @experiment.command(name="report")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The report message as JSON instead of a table.")
 @_address
-def experiment_report(name: str, address: str | None) -> None:
-    """Exposures, click and watch rates with 95 % intervals, z-tests and the sample-ratio check."""
+def experiment_report(name: str, as_json: bool, address: str | None) -> None:
+    """Per user: watch and click rates, share of users who watch, watches per user, each arm against
+    the control with 95 % intervals, Holm-corrected p-values, CUPED beside them, the minimum
+    detectable effect, and the sample-ratio check."""
     from cinesync.v1 import admin_pb2 as admin
+    from launcher.experiment_table import format_experiment_report
 
-    _admin(address, "GetExperimentReport", admin.ExperimentRequest(name=name))
+    request = admin.ExperimentRequest(name=name)
+    if as_json:
+        _admin(address, "GetExperimentReport", request)
+    else:
+        click.echo(format_experiment_report(admin_reply(address, "GetExperimentReport", request)))
 
 
 @main.command(name="jobs")

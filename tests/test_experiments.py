@@ -1,12 +1,15 @@
 """A/B experiments and the admin API with real processes: Redis (append-only), Triton and the
 control plane on loopback. Reflection shows the admin service, which refuses calls without the right
 token; an experiment routes users deterministically to a ranked and a retrieval-only variant;
-exposures and feedback survive a restart of Redis and of the control plane; the report counts them."""
+exposures and feedback survive a restart of Redis and of the control plane; the report counts them;
+repeat visitors whose watch rate differs by arm are found different by the report, and an A/A run of
+the same visitors is not (also as `cinesync experiment report`'s table)."""
 
 from __future__ import annotations
 
 import collections
 import json
+import random
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cinesync.settings import Settings
@@ -23,6 +27,7 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
+from launcher import cli
 from launcher.client import wait_for_version
 from launcher.services.process import free_port
 from launcher.services.redis_server import ensure_redis
@@ -142,10 +147,48 @@ def test_experiment_routes_logs_and_reports_across_restarts(
             control_plane.restart()
             _wait_for_experiment(address, users[1])
             report = _admin(address, "GetExperimentReport", admin.ExperimentRequest(name="cascade-vs-retrieval"), token)
+            by_arm = {v.variant: v for v in report.variants}
+            for arm, count in arms.items():
+                assert by_arm[arm].exposures >= 2 * count and by_arm[arm].users == count  # two answers each, none lost
+            assert by_arm["ranked"].clicks == 10 and by_arm["retrieval"].clicks == 0 and report.unmatched_feedback == 1
+            click_rate = next(m for m in by_arm["retrieval"].metrics if m.metric == "click_rate")
+            assert click_rate.unadjusted.difference < 0 and click_rate.unadjusted.low < click_rate.unadjusted.high
+
+            # Repeat visitors whose watch rate differs by arm: the report finds it; an A/A run does not.
+            _admin(address, "StopExperiment", admin.ExperimentRequest(name="cascade-vs-retrieval"), token)
+            planted = _visit_and_report(address, token, "planted", users[:200], {"a": 0.1, "b": 0.35}, first)
+            a_a = _visit_and_report(address, token, "same", users[:200], {"a": 0.2, "b": 0.2}, first)
+            table = CliRunner().invoke(cli.main, ["experiment", "report", "planted", "--address", address],
+                                       env={"CINESYNC_HOME": str(settings.home)})
     finally:
         redis_process.stop()
-    by_arm = {v.variant: v for v in report.variants}
-    for arm, count in arms.items():
-        assert by_arm[arm].exposures >= 2 * count and by_arm[arm].users == count  # two answers per user, none lost
-    assert by_arm["ranked"].click.events == 10 and by_arm["retrieval"].click.events == 0
-    assert report.unmatched_feedback == 1 and 0 < by_arm["ranked"].click.low < by_arm["ranked"].click.high
+    assert planted.significant and planted.difference > 0 and planted.low > 0, planted
+    assert not a_a.significant and a_a.low < 0 < a_a.high, a_a
+    assert table.exit_code == 0, table.output
+    assert "watch_rate (against a; users are the unit)" in table.output and "*" in table.output
+
+
+def _visit_and_report(address: str, token: str, name: str, users: list[str], watch_rate: dict[str, float],
+                      version: int) -> Any:
+    """Create experiment ``name`` (arms a and b, equal shares, both serving ``version``), let each
+    user visit three times and watch an answer with their arm's rate (seeded), and return b's watch
+    rate comparison with a from the report."""
+    _admin(address, "CreateExperiment", admin.Experiment(name=name, variants=[
+        admin.Variant(name=arm, weight=0.5, retrieval_version=version, ranking_version=version) for arm in watch_rate
+    ]), token)
+    rng = random.Random(name)
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+        for _ in range(3):
+            for user in users:
+                answer = stub.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=5)
+                assert answer.experiment == name
+                if rng.random() < watch_rate[answer.variant]:
+                    stub.RecordFeedback(pb.FeedbackRequest(request_id=answer.request_id, user_id=user,
+                                                           item_id=answer.items[0].item_id,
+                                                           kind=pb.FEEDBACK_KIND_WATCH), timeout=5)
+    report = _admin(address, "GetExperimentReport", admin.ExperimentRequest(name=name), token)
+    _admin(address, "StopExperiment", admin.ExperimentRequest(name=name), token)
+    (treated,) = [v for v in report.variants if v.variant == "b"]
+    assert sum(v.users for v in report.variants) == len(users) and not report.sample_ratio_mismatch
+    return next(m for m in treated.metrics if m.metric == "watch_rate").unadjusted

@@ -10,10 +10,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cinesync.v1 import admin_pb2 as admin
+from control_plane.experiments.statistics import ANALYSES, FIXED
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 HOLDOUT = "holdout"
 DOMAINS = frozenset({"movie", "tv"})
+DEFAULT_COVARIATE_WINDOW_DAYS = 14.0
+MAX_COVARIATE_WINDOW_DAYS = 90.0
 
 
 class InvalidExperiment(ValueError):
@@ -32,6 +35,9 @@ class Variant:
 
 @dataclass(frozen=True)
 class Experiment:
+    """Who is in it (salt, shares, holdout, time, domains, overrides), what each arm serves, and how
+    its report analyses it."""
+
     name: str
     salt: str
     variants: tuple[Variant, ...]
@@ -41,6 +47,8 @@ class Experiment:
     domains: tuple[str, ...] = ()
     overrides: Mapping[str, str] = field(default_factory=dict)
     stopped: bool = False
+    analysis: str = FIXED  # or "sequential": always-valid intervals, safe to look at any time
+    covariate_window_days: float = DEFAULT_COVARIATE_WINDOW_DAYS  # CUPED's pre-exposure window; 0: off
 
     def active(self, now: float, domain: str) -> bool:
         """Whether requests at ``now`` for ``domain`` are in the experiment."""
@@ -62,6 +70,7 @@ class Experiment:
         return admin.Experiment(
             name=self.name, salt=self.salt, holdout=self.holdout, start=self.start, stop=self.stop,
             domains=list(self.domains), overrides=dict(self.overrides), stopped=self.stopped,
+            analysis=self.analysis, covariate_window_days=self.covariate_window_days,
             variants=[admin.Variant(name=v.name, weight=v.weight, retrieval_version=v.retrieval_version,
                                     ranking_version=v.ranking_version) for v in self.variants],
         )
@@ -71,7 +80,9 @@ class Experiment:
         return cls(
             name=message.name, salt=message.salt or message.name, holdout=message.holdout, start=message.start,
             stop=message.stop, domains=tuple(message.domains), overrides=dict(message.overrides),
-            stopped=message.stopped,
+            stopped=message.stopped, analysis=message.analysis or FIXED,
+            covariate_window_days=(message.covariate_window_days if message.HasField("covariate_window_days")
+                                   else DEFAULT_COVARIATE_WINDOW_DAYS),
             variants=tuple(Variant(v.name, v.weight, v.retrieval_version, v.ranking_version) for v in message.variants),
         )
 
@@ -96,6 +107,11 @@ def check(experiment: Experiment, *, whole_versions: set[int], compatible: Mappi
         problems.append(f"holdout {experiment.holdout:g} must be in [0, 1)")
     if experiment.stop and experiment.stop <= (experiment.start or time.time()):
         problems.append("stop must come after start (and after now)")
+    if experiment.analysis not in ANALYSES:
+        problems.append(f"analysis must be one of {list(ANALYSES)}, not {experiment.analysis!r}")
+    if not 0 <= experiment.covariate_window_days <= MAX_COVARIATE_WINDOW_DAYS:
+        problems.append(f"covariate_window_days {experiment.covariate_window_days:g} must be in "
+                        f"[0, {MAX_COVARIATE_WINDOW_DAYS:g}]")
     if set(experiment.domains) - DOMAINS:
         problems.append(f"domains must be among {sorted(DOMAINS)}: {list(experiment.domains)}")
     if set(experiment.overrides.values()) - {*names, HOLDOUT}:

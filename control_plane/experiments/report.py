@@ -1,46 +1,15 @@
-"""An experiment's report: per variant exposures, users, click and watch rates with 95 % Wilson
-intervals, two-proportion z-tests against the first variant, and a sample-ratio-mismatch check
+"""An experiment's report from its arms' per-user sums: per arm exposures, users, clicks and watches,
+each metric of control_plane/experiments/statistics.py against the control (unadjusted and CUPED, by
+the experiment's fixed or sequential analysis, Holm-corrected), and the sample-ratio-mismatch check
 (chi-square of users per arm against the configured shares, flagged below p = 0.001)."""
 
 from __future__ import annotations
 
-import math
-
-from scipy import stats
-
 from cinesync.v1 import admin_pb2 as admin
 from control_plane.experiments.definition import HOLDOUT, Experiment
-from control_plane.experiments.store import EVENTS, VariantCounts
+from control_plane.experiments.statistics import ALPHA, ArmSums, Comparison, analyse, ready, srm_p_value
 
 SRM_ALPHA = 0.001
-
-
-def wilson(events: int, trials: int) -> tuple[float, float]:
-    """95 % Wilson score interval of events / trials ((0, 1) without trials)."""
-    if trials == 0:
-        return 0.0, 1.0
-    interval = stats.binomtest(events, trials).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
-
-
-def two_proportion_p(events_a: int, trials_a: int, events_b: int, trials_b: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test (1 when either arm is empty or rates are 0/1)."""
-    if not trials_a or not trials_b:
-        return 1.0
-    pooled = (events_a + events_b) / (trials_a + trials_b)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / trials_a + 1 / trials_b))
-    if spread == 0:
-        return 1.0
-    z = (events_a / trials_a - events_b / trials_b) / spread
-    return float(2 * stats.norm.sf(abs(z)))
-
-
-def srm_p_value(users: list[int], shares: list[float]) -> float:
-    """Chi-square goodness of fit of users per arm against the arms' shares (1 without users)."""
-    total = sum(users)
-    if total == 0 or len(users) < 2:
-        return 1.0
-    return float(stats.chisquare(users, f_exp=[total * s for s in shares]).pvalue)
 
 
 def arms(experiment: Experiment) -> list[tuple[str, float]]:
@@ -49,22 +18,33 @@ def arms(experiment: Experiment) -> list[tuple[str, float]]:
     return found + ([(HOLDOUT, experiment.holdout)] if experiment.holdout > 0 else [])
 
 
-def build_report(experiment: Experiment, counts: dict[str, VariantCounts], unmatched: int) -> admin.ExperimentReport:
+def _comparison(found: Comparison | None) -> admin.Comparison | None:
+    if found is None:
+        return None
+    return admin.Comparison(difference=found.difference, low=found.low, high=found.high, relative=found.relative,
+                            std_error=found.std_error, p_value=found.p_value, p_value_holm=found.p_value_holm,
+                            significant=found.significant, mde=found.mde)
+
+
+def build_report(experiment: Experiment, sums: dict[str, ArmSums], unmatched: int) -> admin.ExperimentReport:
+    """The report of ``experiment`` from each arm's sums (keyed by arm name)."""
     names = [name for name, _ in arms(experiment)]
-    control = counts[names[0]]
+    in_order = [sums[name] for name in names]
+    note = ready(in_order)
+    results = (analyse(in_order, analysis=experiment.analysis, cuped=experiment.covariate_window_days > 0)
+               if not note else [[] for _ in names])
     variants = []
-    for name in names:
-        arm = counts[name]
-        estimates = {}
-        for event in EVENTS:
-            low, high = wilson(arm.events[event], arm.exposures)
-            estimates[event] = admin.RateEstimate(
-                events=arm.events[event], rate=arm.events[event] / arm.exposures if arm.exposures else 0.0,
-                low=low, high=high,
-                p_value=two_proportion_p(arm.events[event], arm.exposures, control.events[event], control.exposures),
-            )
-        variants.append(admin.VariantReport(variant=name, exposures=arm.exposures, users=arm.users,
-                                            click=estimates["click"], watch=estimates["watch"]))
-    p_value = srm_p_value([counts[n].users for n in names], [share for _, share in arms(experiment)])
-    return admin.ExperimentReport(experiment=experiment.name, variants=variants, srm_p_value=p_value,
-                                  sample_ratio_mismatch=p_value < SRM_ALPHA, unmatched_feedback=unmatched)
+    for name, arm, metrics in zip(names, in_order, results, strict=True):
+        variants.append(admin.VariantReport(
+            variant=name, exposures=arm.m, users=arm.n, clicks=arm.c, watches=arm.d,
+            metrics=[admin.MetricReport(metric=r.metric, value=r.value, std_error=r.std_error,
+                                        adjusted_value=r.adjusted_value, unadjusted=_comparison(r.unadjusted),
+                                        cuped=_comparison(r.cuped), variance_reduction=r.variance_reduction)
+                     for r in metrics],
+        ))
+    p_value = srm_p_value([arm.n for arm in in_order], [share for _, share in arms(experiment)])
+    return admin.ExperimentReport(
+        experiment=experiment.name, variants=variants, srm_p_value=p_value, sample_ratio_mismatch=p_value < SRM_ALPHA,
+        unmatched_feedback=unmatched, analysis=experiment.analysis, alpha=ALPHA,
+        covariate_window_days=experiment.covariate_window_days, note=note,
+    )

@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: its experiment, the variant name, and that variant (None for the holdout)."""
+    """Where a request goes: its experiment, the variant name, that variant (None for the holdout),
+    and the experiment's covariate window."""
 
     experiment: str
     variant: str
     config: Variant | None
+    covariate_window_s: float
 
 
 class ExperimentRouter:
@@ -50,5 +52,6 @@ class ExperimentRouter:
             if experiment.active(moment, domain):
                 name = assign(experiment, user_id)
                 config = next((v for v in experiment.variants if v.name == name), None)
-                return Route(experiment.name, name, None if name == HOLDOUT else config)
+                return Route(experiment.name, name, None if name == HOLDOUT else config,
+                             experiment.covariate_window_days * 24 * 3600)
         return None

@@ -8,9 +8,16 @@ warns when it finds a Redis without it. While Redis is unreachable the queue (bo
 records and the watcher sends them when Redis answers again; the queue is then also mirrored to a
 spool file in the home (control_plane/experiments/spool.py), which the next control plane to start
 reads back, so a crash during an outage loses nothing. Replayed records are sent at least once: the
-per-variant counts are sets of request ids and count a record sent twice once; the streams and the
-unmatched-feedback counter may then hold it twice. A record Redis refuses (not an outage: a command
-error) is logged and dropped, so it never blocks the ones behind it.
+per-arm figures are kept per user and count a request id once (a record sent twice counts once);
+the streams and the unmatched-feedback counter may then hold it twice. A record Redis refuses (not an
+outage: a command error) is logged and dropped, so it never blocks the ones behind it.
+
+Per arm, a report reads sums, not users (control_plane/experiments/statistics.py): two Lua scripts
+fold each new exposure and each new click or watch into the arm's per-user counts (one hash) and the
+sums over users of the counts, their squares and cross products (another hash), atomically and once
+per request id. A user's covariate, their watches in the experiment's window before their first
+exposure, is read then from the watch times kept per user (a sorted set, trimmed to the longest
+window).
 """
 
 from __future__ import annotations
@@ -29,18 +36,72 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from control_plane.experiments.definition import Experiment
+from control_plane.experiments.definition import (
+    DEFAULT_COVARIATE_WINDOW_DAYS,
+    MAX_COVARIATE_WINDOW_DAYS,
+    Experiment,
+)
 from control_plane.experiments.spool import Record, Spool
+from control_plane.experiments.statistics import ArmSums
 
 log = logging.getLogger(__name__)
 EXPOSURE_TTL_S = 30 * 24 * 3600  # feedback can refer to an answer for this long
 MAX_PENDING = 100_000
 MAX_BATCH = 500
 BATCH_DELAY_S = 0.02
-EVENTS = ("click", "watch")  # feedback kinds whose rates a report gives
+EVENTS = {"click": "c", "watch": "d"}  # feedback kinds a report counts, and their letters in the sums
+WATCH_TIMES_TTL_S = int(MAX_COVARIATE_WINDOW_DAYS * 24 * 3600)
+MAX_WATCH_TIMES = 10_000  # per user: a covariate counts at most this many watches
 SPOOL_NAME = "exposure-spool"
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # an outage, not a refused command
 FieldT = bytes | bytearray | memoryview | str | int | float  # what redis-py accepts as a stream field
+
+# A new exposure (once per request id) in an arm's per-user counts ('<user>|m', '|c', '|d', '|x') and sums.
+# KEYS: the arm's request ids, its per-user counts, its sums, the user's watch times.
+# ARGV: request id, user id, exposure time, covariate window (s).
+EXPOSE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+local user = ARGV[2]
+local m = redis.call('HINCRBY', KEYS[2], user .. '|m', 1)
+local x
+if m == 1 then
+  local at = tonumber(ARGV[3])
+  x = redis.call('ZCOUNT', KEYS[4], at - tonumber(ARGV[4]), '(' .. ARGV[3])
+  redis.call('HSET', KEYS[2], user .. '|x', x)
+  redis.call('HINCRBY', KEYS[3], 'n', 1)
+  redis.call('HINCRBY', KEYS[3], 'x', x)
+  redis.call('HINCRBY', KEYS[3], 'xx', x * x)
+else
+  x = tonumber(redis.call('HGET', KEYS[2], user .. '|x'))
+end
+local c = tonumber(redis.call('HGET', KEYS[2], user .. '|c') or 0)
+local d = tonumber(redis.call('HGET', KEYS[2], user .. '|d') or 0)
+redis.call('HINCRBY', KEYS[3], 'm', 1)
+redis.call('HINCRBY', KEYS[3], 'mm', 2 * m - 1)
+redis.call('HINCRBY', KEYS[3], 'mc', c)
+redis.call('HINCRBY', KEYS[3], 'md', d)
+redis.call('HINCRBY', KEYS[3], 'xm', x)
+return 1
+"""
+
+# A new click or watch (once per request id) of an exposed user. KEYS: the arm's request ids with
+# this event, its per-user counts, its sums. ARGV: request id, user id, the event's letter (c or d).
+EVENT = """
+local user, e = ARGV[2], ARGV[3]
+local m = tonumber(redis.call('HGET', KEYS[2], user .. '|m') or 0)
+if m == 0 or redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+local x = tonumber(redis.call('HGET', KEYS[2], user .. '|x') or 0)
+local v = redis.call('HINCRBY', KEYS[2], user .. '|' .. e, 1)
+redis.call('HINCRBY', KEYS[3], e, 1)
+redis.call('HINCRBY', KEYS[3], e .. e, 2 * v - 1)
+redis.call('HINCRBY', KEYS[3], 'm' .. e, m)
+redis.call('HINCRBY', KEYS[3], 'x' .. e, x)
+if e == 'd' and v == 1 then
+  redis.call('HINCRBY', KEYS[3], 'w', 1)
+  redis.call('HINCRBY', KEYS[3], 'xw', x)
+end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -54,6 +115,7 @@ class Exposure:
     retrieval_version: int
     ranking_version: int
     time: float
+    covariate_window_s: float = DEFAULT_COVARIATE_WINDOW_DAYS * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -66,18 +128,13 @@ class Feedback:
     time: float
 
 
-@dataclass(frozen=True)
-class VariantCounts:
-    exposures: int
-    users: int
-    events: dict[str, int]
-
-
 class ExperimentStore:
     """Reads and writes one installation's experiments, exposures and feedback (keys under ``namespace``)."""
 
     def __init__(self, url: str, namespace: str, *, spool_dir: Path | None = None) -> None:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._expose_script = self.redis.register_script(EXPOSE)
+        self._event_script = self.redis.register_script(EVENT)
         self.ns = namespace
         self.pending: deque[Exposure | Feedback] = deque()
         self.dropped = 0  # records refused: MAX_PENDING already waiting, or Redis refused them (logged)
@@ -107,16 +164,20 @@ class ExperimentStore:
         raw = await self.redis.hgetall(self._key("experiments"))
         return sorted((Experiment.from_json(json.loads(v)) for v in raw.values()), key=lambda e: e.name)
 
-    def _add_exposures(self, pipe: Any, batch: list[Exposure]) -> None:
+    async def _add_exposures(self, pipe: Any, batch: list[Exposure]) -> None:
         for record in batch:
             fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
             pipe.xadd(self._key("exposures"), fields)
             # What feedback needs of its exposure, found by request id: one SET with its expiry.
             pipe.set(self._key("exposed", record.request_id),
-                     json.dumps([record.experiment, record.variant]), ex=EXPOSURE_TTL_S)
-            if record.experiment:  # a set of request ids: a batch sent twice counts once
-                pipe.sadd(self._key("exp", record.experiment, record.variant, "exposures"), record.request_id)
-                pipe.pfadd(self._key("exp", record.experiment, record.variant, "users"), record.user_id)
+                     json.dumps([record.experiment, record.variant, record.user_id]), ex=EXPOSURE_TTL_S)
+            if record.experiment:
+                arm = (record.experiment, record.variant)
+                await self._expose_script(  # queued in the pipeline
+                    keys=[self._key("exp", *arm, "exposures"), self._key("exp", *arm, "per-user"),
+                          self._key("exp", *arm, "sums"), self._key("watched", record.user_id)],
+                    args=[record.request_id, record.user_id, repr(record.time), repr(record.covariate_window_s)],
+                    client=pipe)
 
     async def _write_feedback(self, record: Feedback) -> bool:
         """Append ``record`` and count it; False when no exposure has its request id."""
@@ -125,11 +186,20 @@ class ExperimentStore:
         matched = exposure is not None
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self._key("feedback"), {**fields, "matched": str(int(matched))})
-        experiment, variant = json.loads(exposure) if exposure is not None else ("", "")
+        if record.kind == "watch":  # every watch, matched or not: the covariate counts them
+            watched = self._key("watched", record.user_id)
+            pipe.zadd(watched, {record.request_id: record.time})
+            pipe.zremrangebyrank(watched, 0, -MAX_WATCH_TIMES - 1)
+            pipe.expire(watched, WATCH_TIMES_TTL_S)
+        # An exposure's experiment, variant and user (written before 2026-12: without the user).
+        experiment, variant, user = (json.loads(exposure) + [record.user_id])[:3] if exposure else ("", "", "")
         if not matched:
             pipe.incr(self._key("unmatched"))
         elif record.kind in EVENTS and experiment:
-            pipe.sadd(self._key("exp", experiment, variant, record.kind), record.request_id)
+            arm = (experiment, variant)
+            await self._event_script(  # queued in the pipeline
+                keys=[self._key("exp", *arm, record.kind), self._key("exp", *arm, "per-user"), self._key("exp", *arm, "sums")],
+                args=[record.request_id, user, EVENTS[record.kind]], client=pipe)
         await pipe.execute()
         return matched
 
@@ -211,7 +281,7 @@ class ExperimentStore:
                 self._mirrored = False  # the batch is out of the queue while it is sent
                 try:
                     pipe = self.redis.pipeline(transaction=True)  # all of a batch or none of it
-                    self._add_exposures(pipe, batch)
+                    await self._add_exposures(pipe, batch)
                     await pipe.execute()
                 except UNREACHABLE as error:
                     self.pending.extendleft(reversed(batch))  # back in front, in order
@@ -226,14 +296,10 @@ class ExperimentStore:
                 self.spool.clear()  # the queue is empty
                 self._mirrored = True
 
-    async def counts(self, experiment: str, variant: str) -> VariantCounts:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.scard(self._key("exp", experiment, variant, "exposures"))
-        pipe.pfcount(self._key("exp", experiment, variant, "users"))
-        for event in EVENTS:
-            pipe.scard(self._key("exp", experiment, variant, event))
-        exposures, users, *events = await pipe.execute()
-        return VariantCounts(int(exposures or 0), int(users), dict(zip(EVENTS, map(int, events), strict=True)))
+    async def sums(self, experiment: str, variant: str) -> ArmSums:
+        """The arm's per-user sums (all zero before its first exposure)."""
+        found = await self.redis.hgetall(self._key("exp", experiment, variant, "sums"))
+        return ArmSums.from_mapping({key.decode() if isinstance(key, bytes) else key: value for key, value in found.items()})
 
     async def unmatched(self) -> int:
         return int(await self.redis.get(self._key("unmatched")) or 0)

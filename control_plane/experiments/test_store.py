@@ -4,6 +4,7 @@ records made while Redis is down kept in order and sent once it is back (never t
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.experiments.statistics import ArmSums
 from control_plane.experiments.store import ExperimentStore, Exposure, Feedback
 from launcher.services.process import ManagedProcess, free_port
 from launcher.services.redis_server import ensure_redis
@@ -61,8 +63,8 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         await asyncio.gather(store.flush(), store.flush())
-        a, b = await store.counts("exp", "a"), await store.counts("exp", "b")
-        assert (a.exposures, a.users, a.events["click"]) == (20, 20, 1) and (b.exposures, b.users) == (2, 2)
+        a, b = await store.sums("exp", "a"), await store.sums("exp", "b")
+        assert (a.m, a.n, a.c) == (20, 20, 1) and (b.m, b.n) == (2, 2)
         assert await store.unmatched() == 1
         await store.close()
 
@@ -74,6 +76,7 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
 DIES_DURING_OUTAGE = """
 import asyncio, os, signal, sys, time
 from pathlib import Path
+from control_plane.experiments.statistics import ArmSums
 from control_plane.experiments.store import ExperimentStore, Exposure, Feedback
 
 async def main():
@@ -104,8 +107,8 @@ def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path
         assert store.spool is not None and store.spool.path == spool and len(store.pending) == 3
         store.expose(_exposure(3, "a"))  # queued after the damaged line: read back whole
         await store.flush()
-        a = await store.counts("exp", "a")
-        assert (a.exposures, a.users) == (3, 3) and await store.unmatched() == 1
+        a = await store.sums("exp", "a")
+        assert (a.m, a.n) == (3, 3) and await store.unmatched() == 1
         assert await store.redis.xlen("test:exposures") == 3 and await store.redis.xlen("test:feedback") == 1
         assert not store.away and not spool.exists()
         await store.close()
@@ -125,7 +128,50 @@ def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) ->
         store.expose(_exposure(2, "a"))
         await store.flush()
         assert store.dropped == 1 and not store.away and not store.pending
-        assert (await store.counts("exp", "a")).exposures == 1
+        assert (await store.sums("exp", "a")).m == 1
+        await store.close()
+
+    with own_redis(url, tmp_path):
+        asyncio.run(scenario())
+
+
+@needs_redis
+def test_per_user_sums_are_kept_incrementally_and_count_each_request_once(tmp_path: Path) -> None:
+    """Simulated repeat visitors (watches before their first exposure, answers clicked and watched,
+    records sent twice): the arm's sums in Redis equal the sums of the users' own counts."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    rng = random.Random(8)
+    start, day = 1_700_000_000.0, 24 * 3600.0
+    users = [f"u{n}" for n in range(40)]
+    expected = {u: {"exposures": 0, "clicks": 0, "watches": 0, "covariate": 0} for u in users}
+
+    async def scenario() -> None:
+        store = ExperimentStore(url, "test")
+        for user in users:  # watches before the experiment: 3 days (in the window) and 20 days (outside) back
+            for n, age in enumerate([3 * day] * rng.randint(0, 3) + [20 * day] * rng.randint(0, 2)):
+                await store.feedback(Feedback(f"pre-{user}-{n}", user, "i", "watch", 0, start - age))
+                expected[user]["covariate"] += age < 14 * day
+        sent = []
+        for visit in range(200):
+            user = rng.choice(users)
+            record = Exposure(f"{visit:032x}", user, "exp", "a", 1, 1, start + visit)
+            store.expose(record)
+            sent.append(record)
+            expected[user]["exposures"] += 1
+            clicked, watched = rng.random() < 0.3, rng.random() < 0.15
+            for kind, happened in (("click", clicked), ("watch", watched), ("watch", watched)):  # a watch sent twice
+                if happened:
+                    await store.feedback(Feedback(record.request_id, user, "i", kind, 0, start + visit + 1))
+            expected[user]["clicks"] += clicked
+            expected[user]["watches"] += watched
+            # A watch after the first exposure is not the covariate's, even in the window.
+        for record in sent[:50]:  # replayed after an outage: counted once
+            store.expose(record)
+        await store.flush()
+        exposed = [u for u in users if expected[u]["exposures"]]
+        wanted = ArmSums.of_users(**{k: [expected[u][k] for u in exposed] for k in expected[users[0]]})
+        assert await store.sums("exp", "a") == wanted and wanted.x > 0 and wanted.w > 0
+        assert await store.sums("exp", "none") == ArmSums()
         await store.close()
 
     with own_redis(url, tmp_path):
