@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         description="Histories whose encoded user vectors the control plane keeps (least recently used dropped "
         "first; 0.76 KB each with one 64-dim encoder, 1.1 KB with two); 0: encode every request.",
     )
+    quality_window: int = Field(
+        default=10_000, ge=1,
+        description="Answers the online quality and drift gauges are computed over (the most recent ones).",
+    )
     bundle_poll_s: float = Field(default=2.0, gt=0, description="How often the control plane looks for a new model.")
     torch_threads: int = Field(default=2, ge=1, description="Threads for training.")
     admin_tokens: str = Field(

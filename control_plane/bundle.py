@@ -1,6 +1,6 @@
 """Reads the serving bundle a publish step wrote (layout in cinesync.bundle): catalog, users, their
-published histories, popularity, the history length and encoders of the version, and the
-retrievers' index arrays. numpy and json only."""
+published histories, popularity, the history length and encoders of the version, its drift
+reference, and the retrievers' index arrays. numpy and json only."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cinesync import bundle as layout
+from cinesync.drift import DriftReference
 from cinesync.groups import DEFAULT_TILT
 
 
@@ -53,6 +54,7 @@ class ServingBundle:
     encoders: list[str]  # members whose user vectors the encoding ensemble makes
     ranking_vectors: list[str]  # members whose user vectors the ranking ensemble reads
     group_tilt: float  # cinesync.groups.aggregate's tilt, chosen on validation groups at training
+    drift_reference: DriftReference | None  # what it answered on validation requests (None: published before)
 
     def history_key(self, user_id: str) -> str:
         """The user's live history key in the history store, scoped by the version's data set, split
@@ -96,4 +98,5 @@ def load_bundle(serving_dir: Path, version: int) -> ServingBundle:
         encoders=list(manifest["encoders"]),
         ranking_vectors=list(manifest["ranking_vectors"]),
         group_tilt=float(manifest.get("group_tilt", DEFAULT_TILT)),
+        drift_reference=DriftReference.load(folder / layout.DRIFT_REFERENCE),
     )

@@ -24,9 +24,15 @@ TRITON_LATENCY = Histogram("cinesync_triton_call_seconds", "Triton ensemble call
 RANKING_FAILURES = Counter("cinesync_ranking_failures_total", "Triton ranking calls that failed or timed out")
 MODEL_VERSION = Gauge("cinesync_model_version", "Version of the serving bundle in use")
 INDEX_ITEMS = Gauge("cinesync_index_items", "Items in each loaded retriever index", ["version", "member"])
-EXPOSURES = Counter("cinesync_exposures_total", "Answers served, by experiment and variant", ["experiment", "variant"])
+EXPOSURES = Counter("cinesync_exposures_total", "Answers served, by experiment, variant (empty outside one) and "
+                    "the model version that retrieved them", ["experiment", "variant", "version"])
 FEEDBACK = Counter("cinesync_feedback_total", "Feedback received, by kind and whether its exposure was known "
                    "(true, false, unknown: Redis unreachable)", ["kind", "matched"])
+FEEDBACK_EVENTS = Counter(
+    "cinesync_feedback_events_total", "Feedback whose answer is known, by kind and by that answer's experiment, "
+    "variant and model version (a variant's watch rate: its watch events over its exposures)",
+    ["kind", "experiment", "variant", "version"],
+)
 HISTORY_UNKNOWN_ITEMS = Counter(
     "cinesync_history_unknown_items_total", "History items not in the served catalog, ignored, by where the "
     "history came from (request, live)", ["source"],
@@ -48,7 +54,7 @@ class FederatedRunsCollector:
     """Federated runs and their rounds, read from the runs' status files at each scrape (Flower exposes
     no metrics; the ServerApp writes a status file after every round): counters per run of rounds,
     round seconds, clients by outcome, rejected replies by reason and bytes by direction; gauges of the
-    last round's validation NDCG@10 and the epsilon spent. The newest ``keep`` runs are reported."""
+    last round's validation NDCG@10, the epsilon spent and the run's epsilon budget. The newest ``keep`` runs are reported."""
 
     def __init__(self, home: Path, *, keep: int = 10) -> None:
         self.home = home
@@ -70,6 +76,10 @@ class FederatedRunsCollector:
         ndcg = GaugeMetricFamily("cinesync_federated_validation_ndcg_at_10", "The last round's federated validation NDCG@10",
                                  labels=["run"])
         epsilon = GaugeMetricFamily("cinesync_federated_epsilon", "Epsilon spent so far (DP runs)", labels=["run"])
+        open_runs = GaugeMetricFamily("cinesync_federated_run_open", "1 while the run is starting or running",
+                                      labels=["run"])
+        budget = GaugeMetricFamily("cinesync_federated_epsilon_budget", "The run's epsilon budget (dp_max_epsilon; "
+                                   "runs with one)", labels=["run"])
         for status in statuses:
             run, history = str(status.get("run_id", "")), status.get("rounds", [])
             rounds.add_metric([run], len(history))
@@ -84,4 +94,7 @@ class FederatedRunsCollector:
                 ndcg.add_metric([run], history[-1].get("validation", {}).get("ndcg@10", 0.0))
             if status.get("epsilon") is not None:
                 epsilon.add_metric([run], status["epsilon"])
-        yield from (by_state, rounds, seconds, clients, rejected, traffic, ndcg, epsilon)
+            open_runs.add_metric([run], float(status.get("state") in (State.STARTING, State.RUNNING)))
+            if (status.get("config") or {}).get("dp_max_epsilon"):
+                budget.add_metric([run], status["config"]["dp_max_epsilon"])
+        yield from (by_state, open_runs, rounds, seconds, clients, rejected, traffic, ndcg, epsilon, budget)

@@ -20,6 +20,7 @@ from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from control_plane.admin import ADMIN_SERVICE, AdminAuth, AdminService
+from control_plane.bundle import ServingBundle
 from control_plane.encoder_cache import EncoderCache
 from control_plane.experiments.router import ExperimentRouter
 from control_plane.experiments.store import ExperimentStore
@@ -28,6 +29,7 @@ from control_plane.history import HistoryStore
 from control_plane.jobs import JobRegistry
 from control_plane.metrics import JOB_QUEUE_DEPTH, FederatedRunsCollector
 from control_plane.model_state import ModelState
+from control_plane.quality import QualityCollector, QualityWindow
 from control_plane.ranking import TritonRanker
 from control_plane.service import RecommendationService
 
@@ -56,6 +58,12 @@ async def _track_job_queue(redis: aioredis.Redis, queue: str, interval: float) -
         await asyncio.sleep(interval)
 
 
+def _bundle_of(models: ModelState, version: int) -> ServingBundle | None:
+    """The loaded bundle of ``version`` (None once unloaded), read from the metrics thread."""
+    state = models.states.get(version)
+    return state.bundle if state is not None else None
+
+
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
     histories = HistoryStore(settings.redis_url, settings.redis_namespace, keep=settings.history_keep)
@@ -77,12 +85,13 @@ async def serve(settings: Settings) -> None:
                     ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_s * 1000))]
                    if settings.max_connection_age_s else [])],
     )
+    quality = QualityWindow(settings.quality_window)
     pb_grpc.add_RecommendationServiceServicer_to_server(
         RecommendationService(
             models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
             router=router, histories=histories,
             history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
-            encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries),
+            encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries), quality=quality,
         ),
         server,
     )
@@ -113,6 +122,7 @@ async def serve(settings: Settings) -> None:
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
     REGISTRY.register(FederatedRunsCollector(settings.home))
+    REGISTRY.register(QualityCollector(quality, lambda version: _bundle_of(models, version)))
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)

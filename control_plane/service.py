@@ -29,6 +29,7 @@ from control_plane.metrics import (
     ERRORS,
     EXPOSURES,
     FEEDBACK,
+    FEEDBACK_EVENTS,
     HISTORY_UNKNOWN_ITEMS,
     HISTORY_WRITES,
     LATENCY,
@@ -37,6 +38,7 @@ from control_plane.metrics import (
     STAGE_LATENCY,
 )
 from control_plane.model_state import ModelState, ServingState
+from control_plane.quality import QualityWindow, ServedAnswer
 from control_plane.ranking import RankingUnavailable, TritonRanker
 from control_plane.validation import (
     DOMAIN_VALUES,
@@ -92,9 +94,10 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
     def __init__(
         self, models: ModelState, *, candidates: int, ranking_timeout: float, router: ExperimentRouter | None = None,
         histories: HistoryStore | None = None, history_kinds: frozenset[str] = frozenset({"watch"}),
-        encoder_cache: EncoderCache | None = None,
+        encoder_cache: EncoderCache | None = None, quality: QualityWindow | None = None,
     ) -> None:
         self.models = models
+        self.quality = quality  # the last answers, for the online quality and drift gauges
         self.candidates = candidates
         self.ranking_timeout = ranking_timeout
         self.router = router
@@ -139,6 +142,15 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         if route is not None:
             response.experiment, response.variant = route.experiment, route.variant
         self._log_exposure(response, query, route, state.bundle.version, ranking_version)
+        if self.quality is not None:
+            self.quality.observe(ServedAnswer(
+                version=state.bundle.version,
+                items=np.array([state.bundle.item_index[item.item_id] for item in response.items], dtype=np.int64),
+                scores=(np.array([item.score for item in response.items], dtype=np.float32)
+                        if response.ranked_by == pb.RANKED_BY_TRITON else None),
+                history_length=min(len(history), state.bundle.history_length), cold_start=response.cold_start,
+                degraded=response.degraded,
+            ))
         outcome = "cold_start" if response.cold_start else "degraded" if response.degraded else (
             "triton" if response.ranked_by == pb.RANKED_BY_TRITON else "retrieval")
         REQUESTS.labels(outcome).inc()
@@ -182,9 +194,11 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
                 HISTORY_WRITES.labels("failed").inc()
                 log.warning("watch of %s by %s not added to the live history: %s", record.item_id, record.user_id,
                             error)
-        matched = await self.router.store.feedback(record)
-        FEEDBACK.labels(record.kind, "unknown" if matched is None else str(matched).lower()).inc()
-        return pb.FeedbackResponse(matched_exposure=bool(matched))
+        outcome = await self.router.store.feedback(record)
+        FEEDBACK.labels(record.kind, "unknown" if outcome.matched is None else str(outcome.matched).lower()).inc()
+        if outcome.matched:
+            FEEDBACK_EVENTS.labels(record.kind, outcome.experiment, outcome.variant, str(outcome.version)).inc()
+        return pb.FeedbackResponse(matched_exposure=bool(outcome.matched))
 
     async def RecommendGroup(
         self, request: pb.GroupRecommendRequest, context: grpc.aio.ServicerContext
@@ -295,7 +309,7 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
     def _log_exposure(
         self, response: pb.RecommendResponse, query: RecommendQuery, route: Route | None, retrieval: int, ranking: int
     ) -> None:
-        EXPOSURES.labels(response.experiment, response.variant).inc()
+        EXPOSURES.labels(response.experiment, response.variant, str(retrieval)).inc()
         if self.router is None:
             return
         self.router.store.expose(Exposure(

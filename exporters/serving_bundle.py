@@ -1,6 +1,6 @@
 """Writes the serving bundle (layout in cinesync.bundle): catalog, users, each user's published
 history (what the control plane seeds its live histories from), popularity, the history length the
-models read, and every retriever's index arrays. Making it current is the publisher's last step."""
+models read, the drift reference (exporters/drift_reference.py), and every retriever's index arrays. Making it current is the publisher's last step."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 from cinesync import bundle
 from cinesync.groups import DEFAULT_TILT
 from cinesync.indexes import index_class
+from exporters.drift_reference import drift_reference
 from recsys.features import recent
 from recsys.kinds.base import ScorerInput
 from recsys.run import TrainedRun
@@ -49,6 +50,7 @@ def write_bundle(
                  lengths=[len(s) for s in histories])
         (staging / bundle.ITEMS).write_text(json.dumps([it.to_json() for it in run.items]))
         (staging / bundle.USERS).write_text(json.dumps(run.user_ids))
+        (staging / bundle.DRIFT_REFERENCE).write_text(json.dumps(drift_reference(run).to_json()))
         retrievers = []
         item_domains = np.array([item.domain.value for item in run.items])
         rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cinesync.settings import Settings
 
@@ -147,9 +148,7 @@ def test_compose_wiring_matches_the_settings(compose: dict[str, Any]) -> None:
     assert shared["/models"] == {v["target"]: v["source"] for v in triton["volumes"]}["/models"]
 
 
-def test_prometheus_in_compose_scrapes_the_ports_the_services_listen_on() -> None:
-    import yaml
-
+def test_prometheus_in_compose_scrapes_the_ports_the_services_listen_on(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((DEPLOY / "prometheus-compose.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets == {"cinesync-control-plane": [f"control-plane:{_default('metrics_port')}"],
@@ -157,22 +156,58 @@ def test_prometheus_in_compose_scrapes_the_ports_the_services_listen_on() -> Non
                        "flower": [f"dashboard:{_default('flower_port')}"]}
     local = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     assert [job["job_name"] for job in local["scrape_configs"]] == list(targets)
+    # Both load the chart's rule file: compose mounts its folder where its configuration looks.
+    assert local["rule_files"] == [str(RULES.relative_to(DEPLOY))]
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert {(m["source"], m["target"]) for m in mounts if m["type"] == "bind"} >= {(str(RULES.parent), "/etc/prometheus/rules")}
 
 
-def test_the_grafana_dashboard_reads_metrics_the_control_plane_exports() -> None:
+def _exported_metric_names(home: Path) -> set[str]:
+    """Every series name the control plane exports: its registered metrics and its collectors'."""
     from prometheus_client import REGISTRY
 
-    import control_plane.metrics  # noqa: F401  # registers the metrics
+    from control_plane.metrics import FederatedRunsCollector
+    from control_plane.quality import QualityCollector, QualityWindow
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    exported = {metric.name + suffix for metric in REGISTRY.collect() for suffix in suffixes.get(metric.type, ())}
+    families = [*REGISTRY.collect(), *FederatedRunsCollector(home).collect(),
+                *QualityCollector(QualityWindow(1), lambda version: None).collect()]
+    return {family.name + suffix for family in families for suffix in suffixes.get(family.type, ())}
+
+
+def test_the_grafana_dashboard_reads_metrics_the_control_plane_exports(tmp_path: Path) -> None:
+    exported = _exported_metric_names(tmp_path)
     dashboard = json.loads((DEPLOY / "helm" / "cinesync" / "dashboards" / "cinesync.json").read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = {name for expr in expressions for name in re.findall(r"\bcinesync_\w+", expr)}
     assert used and used <= exported, used - exported
     for wanted in ("cinesync_stage_latency_seconds_bucket", "cinesync_exposures_total", "cinesync_job_queue_depth",
-                   "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"):
+                   "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "cinesync_drift_psi",
+                   "cinesync:watch_rate:ratio1h", "cinesync_quality_catalog_coverage"):
         assert any(wanted in expr for expr in expressions), wanted
+
+
+RULES = DEPLOY / "helm" / "cinesync" / "rules" / "cinesync.rules.yml"
+RULE_TESTS = DEPLOY.parent / "tests" / "prometheus"
+
+
+def test_alert_rules_pass_promtool_and_read_exported_metrics(tmp_path: Path) -> None:
+    """promtool checks the rules and both Prometheus configurations that load them, and runs the
+    rules' unit tests; every alert has a test where it fires; the rules read only exported series."""
+    promtool = _tool("promtool")
+    for command in (["check", "rules", str(RULES)], ["check", "config", str(DEPLOY / "prometheus.yml")],
+                    ["check", "config", str(DEPLOY / "prometheus-compose.yml")],
+                    ["test", "rules", *map(str, sorted(RULE_TESTS.glob("*.test.yml")))]):
+        result = subprocess.run([promtool, *command], check=False, capture_output=True, text=True)
+        assert result.returncode == 0, (command, result.stdout + result.stderr)
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    tested = [yaml.safe_load(path.read_text()) for path in RULE_TESTS.glob("*.test.yml")]
+    fired = {case["alertname"] for unit in tested for test in unit["tests"] for case in test.get("alert_rule_test", [])
+             if case["exp_alerts"]}
+    assert {rule["alert"] for rule in rules if "alert" in rule} == fired
+    used = {name for rule in rules for name in re.findall(r"\bcinesync_\w+", rule["expr"])}
+    assert used <= _exported_metric_names(tmp_path), used - _exported_metric_names(tmp_path)
 
 
 def test_deploy_yaml_passes_yamllint() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from cinesync.jobs import JobFailed, catalog_update
 from cinesync.settings import Settings
@@ -41,6 +43,7 @@ from workers.tasks import training_pipeline
 
 pytestmark = pytest.mark.slow
 DATA = str(SHARED_DATA / "ml-100k") if (SHARED_DATA / "ml-100k").is_dir() else SMALL_SYNTHETIC
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "cinesync" / "rules" / "cinesync.rules.yml"
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +238,10 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
                for name in ("control plane metrics", "triton metrics")}
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s"},
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "control-plane", "static_configs": [{"targets": [targets["control plane metrics"]]}]},
                            {"job_name": "triton", "static_configs": [{"targets": [targets["triton metrics"]]}]}],
+        "rule_files": [str(RULES)],
     }))
     port = free_port()
     prometheus = ManagedProcess(
@@ -249,7 +253,8 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
         prometheus.wait_ready(lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=1).status == 200, timeout=30)
         wait_for_version(stack.grpc_address, dataset.user_ids[2], result["version"], timeout=60)
         for _ in range(5):
-            recommend(stack.grpc_address, dataset.user_ids[2])
+            answer = recommend(stack.grpc_address, dataset.user_ids[2])
+        record_feedback(stack.grpc_address, answer.request_id, dataset.user_ids[2], answer.items[-1].item_id)
         deadline = time.monotonic() + 30
         wanted = {
             "ranked requests": 'cinesync_recommend_requests_total{outcome="triton"}',
@@ -259,6 +264,10 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
             "job queue depth": "cinesync_job_queue_depth",
             "ranker executions": 'nv_inference_exec_count{model=~"ranker_.*"}',
             "encoder cache lookups": 'cinesync_encoder_cache_lookups_total{source="live"}',
+            "exposures by version": f'cinesync_exposures_total{{version="{result["version"]}"}}',
+            "watches by version": f'cinesync_feedback_events_total{{kind="watch",version="{result["version"]}"}}',
+            "quality window": f'cinesync_quality_window_answers{{version="{result["version"]}"}}',
+            "answers (recorded rule)": "cinesync:answers:rate5m",
         }
         found: dict[str, list[dict[str, Any]]] = {}
         while time.monotonic() < deadline and len(found) < len(wanted):
@@ -267,8 +276,66 @@ def test_prometheus_scrapes_the_control_plane_and_triton(
         assert set(found) == set(wanted), f"missing: {set(wanted) - set(found)}"
         assert float(found["ranked requests"][0]["value"][1]) >= 5
         assert {s["metric"]["job"] for s in _prometheus_query(base, "up == 1")} == {"control-plane", "triton"}
+        with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as reply:
+            groups = {g["name"]: g for g in json.load(reply)["data"]["groups"]}
+        assert set(groups) == {"cinesync-recording", "cinesync-alerts"}
+        assert {r["health"] for g in groups.values() for r in g["rules"]} <= {"ok", "unknown"}
     finally:
         prometheus.stop()
+
+
+def _humanize(value: float) -> str:
+    """Prometheus' ``humanize`` template function for 0.001 <= value < 1000."""
+    return f"{value * 1000:.4g}m" if value < 1 else f"{value:.4g}"
+
+
+def _drift(metrics_url: str, version: int) -> dict[str, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return {sample.labels["feature"]: sample.value for family in text_string_to_metric_families(text)
+            if family.name == "cinesync_drift_psi" for sample in family.samples
+            if sample.labels["version"] == str(version)}
+
+
+def test_drift_stays_low_for_the_published_traffic_and_alerts_when_answers_shift(
+    served: tuple[Stack, dict[str, Any]], dataset: InteractionDataset, tmp_path: Path
+) -> None:
+    """Known users asking as usual keep every drift gauge low (below 0.2; 0.03 at most on ML-100k);
+    requests sending short histories of the least-watched titles shift what the models read (history
+    length, past 2 on ML-100k) and answer (score and popularity, about 0.2 there), and the alert rule
+    fires on the scraped figures in promtool's test."""
+    stack, result = served
+    version, metrics_url = result["version"], stack.addresses["control plane metrics"]
+    wait_for_version(stack.grpc_address, dataset.user_ids[0], version, timeout=60)
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        call = pb_grpc.RecommendationServiceStub(channel).Recommend
+        for user in dataset.user_ids[:400]:
+            call(pb.RecommendRequest(user_id=user, k=10), timeout=10)
+        usual = _drift(metrics_url, version)
+        counts = np.bincount(dataset.item_idx, minlength=dataset.n_items)
+        rare = [dataset.items[i].item_id for i in np.argsort(counts, kind="stable") if counts[i] > 0][:40]
+        for n in range(1200):  # the window then holds mostly these
+            call(pb.RecommendRequest(user_id=f"drift-{n}", k=10, history=rare[n % 38: n % 38 + 2]), timeout=10)
+        shifted = _drift(metrics_url, version)
+    print(f"drift of version {version}: usual traffic {usual}, shifted {shifted}")
+    assert set(usual) == {"score", "history_length", "popularity"} and max(usual.values()) < 0.2, usual
+    assert shifted["history_length"] > 0.2 and shifted["score"] > usual["score"], shifted
+    # The scraped gauges (to two decimals), held for 20 minutes, in a promtool test of the shipped rule.
+    held = {feature: round(value, 2) for feature, value in shifted.items()}
+    series = [{"series": f'cinesync_drift_psi{{version="{version}",feature="{feature}"}}', "values": f"{value}x20"}
+              for feature, value in held.items()]
+    firing = [{"exp_labels": {"severity": "warning", "version": str(version), "feature": feature},
+               "exp_annotations": {
+                   "summary": f"Version {version}'s served {feature} drifted from its publish-time reference",
+                   "description": f"Population stability index {_humanize(value)} (Evidently: above 0.2 is a "
+                                  "significant change)."}}
+              for feature, value in sorted(held.items()) if value > 0.2]
+    unit = tmp_path / "drift.test.yml"
+    unit.write_text(json.dumps({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"alertname": "CineSyncDriftSignificant", "eval_time": "15m", "exp_alerts": firing}],
+    }]}))
+    promtool = subprocess.run(["promtool", "test", "rules", str(unit)], capture_output=True, text=True, check=False)
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
 
 
 def test_admin_starts_a_training_job_and_streams_its_progress(served: tuple[Stack, dict[str, Any]]) -> None:

@@ -31,7 +31,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gpu": {**TOKENS, "triton": {"gpus": 2}},
     "s3": {**TOKENS, "modelRepository": {"uri": "s3://bucket/models", "credentialsSecret": "s3-credentials"}},
     "keda": {**TOKENS, "worker": {"keda": {"enabled": True, "maxReplicas": 6}}},
-    "monitoring": {**TOKENS, "serviceMonitor": {"enabled": True}, "controlPlane": {"autoscaling": {"enabled": False}},
+    "monitoring": {**TOKENS, "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                   "controlPlane": {"autoscaling": {"enabled": False}},
                    "superlink": {"enabled": False}},
     "external": {"adminTokens": {"existingSecret": "admin"}, "tls": {"secretName": "cinesync-tls"},
                  "redis": {"deploy": False, "url": "redis://redis.example:6379/0"},
@@ -63,6 +64,15 @@ CUSTOM_SCHEMAS: dict[str, dict[str, Any]] = {
                                         "type": "object", "required": ["port"],
                                         "properties": {"port": {"type": "string"},
                                                        "interval": {"type": "string"}}}}}}}},
+    "PrometheusRule": {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "spec": {"type": "object", "required": ["groups"], "additionalProperties": False,
+                     "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                         "type": "object", "required": ["name", "rules"],
+                         "properties": {"rules": {"type": "array", "items": {
+                             "type": "object", "required": ["expr"]}}}}}}}}},
 }
 
 
@@ -139,7 +149,7 @@ def test_every_rendered_object_is_valid(rendered: dict[str, list[dict[str, Any]]
             else:
                 kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     assert {"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret",
-            "PersistentVolumeClaim", "ConfigMap", "ScaledObject", "ServiceMonitor"} <= kinds
+            "PersistentVolumeClaim", "ConfigMap", "ScaledObject", "ServiceMonitor", "PrometheusRule"} <= kinds
 
 
 def test_selectors_match_the_labels_of_what_they_select(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -246,10 +256,14 @@ def test_secrets_tls_and_external_services_come_from_values(rendered: dict[str, 
     assert {"name": "home", "persistentVolumeClaim": {"claimName": "home"}} in volumes
 
 
-def test_the_chart_ships_the_grafana_dashboard_compose_provisions(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_the_chart_ships_the_grafana_dashboard_and_alert_rules_compose_provisions(rendered: dict[str, list[dict[str, Any]]]) -> None:
     config_map = _one(rendered["default"], "ConfigMap", "-grafana-dashboard")
     shipped = json.loads(config_map["data"]["cinesync.json"])
     assert shipped == json.loads((CHART / "dashboards" / "cinesync.json").read_text())
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     monitor = _one(rendered["monitoring"], "ServiceMonitor", "")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The chart's PrometheusRule carries the very rules `make run`'s and compose's Prometheus load.
+    rules = _one(rendered["monitoring"], "PrometheusRule", "")
+    assert rules["spec"] == yaml.safe_load((CHART / "rules" / "cinesync.rules.yml").read_text())
+    assert not [d for d in rendered["default"] if d["kind"] == "PrometheusRule"]

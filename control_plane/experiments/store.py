@@ -119,6 +119,20 @@ class Exposure:
 
 
 @dataclass(frozen=True)
+class FeedbackOutcome:
+    """Whether a feedback's answer was known (None: Redis away, the record waits in the queue) and,
+    when it was, that answer's experiment and variant (empty outside one) and serving version."""
+
+    matched: bool | None
+    experiment: str = ""
+    variant: str = ""
+    version: int = 0
+
+
+WAITING = FeedbackOutcome(None)
+
+
+@dataclass(frozen=True)
 class Feedback:
     request_id: str
     user_id: str
@@ -170,7 +184,8 @@ class ExperimentStore:
             pipe.xadd(self._key("exposures"), fields)
             # What feedback needs of its exposure, found by request id: one SET with its expiry.
             pipe.set(self._key("exposed", record.request_id),
-                     json.dumps([record.experiment, record.variant, record.user_id]), ex=EXPOSURE_TTL_S)
+                     json.dumps([record.experiment, record.variant, record.user_id, record.retrieval_version]),
+                     ex=EXPOSURE_TTL_S)
             if record.experiment:
                 arm = (record.experiment, record.variant)
                 await self._expose_script(  # queued in the pipeline
@@ -179,8 +194,8 @@ class ExperimentStore:
                     args=[record.request_id, record.user_id, repr(record.time), repr(record.covariate_window_s)],
                     client=pipe)
 
-    async def _write_feedback(self, record: Feedback) -> bool:
-        """Append ``record`` and count it; False when no exposure has its request id."""
+    async def _write_feedback(self, record: Feedback) -> FeedbackOutcome:
+        """Append ``record`` and count it; what its exposure was (matched False when none has its request id)."""
         fields: dict[FieldT, FieldT] = {k: str(v) for k, v in asdict(record).items()}
         exposure = await self.redis.get(self._key("exposed", record.request_id))
         matched = exposure is not None
@@ -191,8 +206,9 @@ class ExperimentStore:
             pipe.zadd(watched, {record.request_id: record.time})
             pipe.zremrangebyrank(watched, 0, -MAX_WATCH_TIMES - 1)
             pipe.expire(watched, WATCH_TIMES_TTL_S)
-        # An exposure's experiment, variant and user (written before 2026-12: without the user).
-        experiment, variant, user = (json.loads(exposure) + [record.user_id])[:3] if exposure else ("", "", "")
+        # An exposure's experiment, variant, user and version (before 2026-12: only the first two).
+        found: list[Any] = [*json.loads(exposure), record.user_id, 0][:4] if exposure else ["", "", "", 0]
+        experiment, variant, user, version = str(found[0]), str(found[1]), str(found[2]), int(found[3])
         if not matched:
             pipe.incr(self._key("unmatched"))
         elif record.kind in EVENTS and experiment:
@@ -201,7 +217,7 @@ class ExperimentStore:
                 keys=[self._key("exp", *arm, record.kind), self._key("exp", *arm, "per-user"), self._key("exp", *arm, "sums")],
                 args=[record.request_id, user, EVENTS[record.kind]], client=pipe)
         await pipe.execute()
-        return matched
+        return FeedbackOutcome(matched, experiment, variant, version)
 
     def _queue(self, record: Exposure | Feedback) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -226,23 +242,23 @@ class ExperimentStore:
         await asyncio.sleep(BATCH_DELAY_S)
         await self.flush()
 
-    async def feedback(self, record: Feedback) -> bool | None:
+    async def feedback(self, record: Feedback) -> FeedbackOutcome:
         """Store ``record`` after every queued exposure (so its own is found); whether its exposure is
-        known, None when Redis is away (then it waits in the queue)."""
+        known and what it was (WAITING when Redis is away: then it waits in the queue)."""
         if not self.away:
             await self.flush()
         if self.away or self.pending:
             self._queue(record)
-            return None
+            return WAITING
         try:
             return await self._write_feedback(record)
         except UNREACHABLE as error:
             self._queue(record)
             self._went_away(error)
-            return None
+            return WAITING
         except RedisError:
             self._refused([record])
-            return None
+            return WAITING
 
     def _refused(self, records: list[Exposure] | list[Feedback]) -> None:
         self.dropped += len(records)

@@ -48,8 +48,9 @@ def test_counts_survive_an_outage_without_duplicates(tmp_path: Path) -> None:
         for n in range(20):
             store.expose(_exposure(n, "a"))
         # Feedback right after its answer finds the exposure: queued exposures are written first.
-        assert await store.feedback(Feedback(f"{3:032x}", "u3", "i", "click", 0, time.time())) is True
-        assert await store.feedback(Feedback(f"{999:032x}", "x", "i", "click", 0, time.time())) is False
+        found = await store.feedback(Feedback(f"{3:032x}", "u3", "i", "click", 0, time.time()))
+        assert (found.matched, found.experiment, found.variant, found.version) == (True, "exp", "a", 1)
+        assert (await store.feedback(Feedback(f"{999:032x}", "x", "i", "click", 0, time.time()))).matched is False
         redis_process.stop()
         started = time.monotonic()
         store.expose(_exposure(100, "b"))
@@ -85,7 +86,7 @@ async def main():
         store.expose(Exposure(f"{n:032x}", f"u{n}", "exp", "a", 1, 1, time.time()))
         await store.flush()
     assert store.away
-    assert await store.feedback(Feedback(f"{999:032x}", "x", "i", "click", 0, time.time())) is None
+    assert (await store.feedback(Feedback(f"{999:032x}", "x", "i", "click", 0, time.time()))).matched is None
     os.kill(os.getpid(), signal.SIGKILL)
 
 asyncio.run(main())
@@ -124,7 +125,7 @@ def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) ->
     async def scenario() -> None:
         store = ExperimentStore(url, "test")
         await store.redis.hset(f"test:exposed:{1:032x}", "x", "1")  # a key of another type: GET fails
-        assert await store.feedback(Feedback(f"{1:032x}", "u1", "i", "click", 0, time.time())) is None
+        assert (await store.feedback(Feedback(f"{1:032x}", "u1", "i", "click", 0, time.time()))).matched is None
         store.expose(_exposure(2, "a"))
         await store.flush()
         assert store.dropped == 1 and not store.away and not store.pending
