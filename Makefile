@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml setup.py $(PROTO)
 	@command -v prometheus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null ; } \
 	  || echo "note: no prometheus binary; the test that scrapes the stack with Prometheus will be skipped"
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null ; } \
+	  || echo "note: no chromium/chromedriver; the console's browser test will fail until Debian's chromium is installed"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'  # byte-compiled here: PYTHONDONTWRITEBYTECODE may be set

@@ -65,6 +65,25 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the servers CineSync starts listen on.")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="Control plane gRPC port (0: any free).")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Control plane Prometheus port.")
+    console_port: int = Field(default=8090, ge=0, le=65535, description="Operator console HTTP port (0: any free).")
+    console_session_s: int = Field(
+        default=8 * 3600, ge=60, description="How long an operator console login lasts before the token is asked again.",
+    )
+    console_secret: str = Field(
+        default="", description="Key signing the console's session cookies (share it between console replicas); "
+        "empty: a random key per process, so a restart logs everyone out.",
+    )
+    console_control_plane: str = Field(
+        default="", description="The control plane the console calls, host:port (empty: <host>:<grpc_port>).",
+    )
+    control_plane_metrics_url: str = Field(
+        default="", description="Where the console reads the control plane's own figures (empty: "
+        "http://<host>:<metrics_port>/metrics).",
+    )
+    prometheus_url: str = Field(
+        default="", description="Prometheus HTTP API the console's monitoring page reads (empty: the control "
+        "plane's own figures only).",
+    )
     flower_port: int = Field(default=5555, ge=0, le=65535, description="Flower dashboard port.")
     superlink_address: str | None = Field(
         default=None,

@@ -111,7 +111,8 @@ def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], 
             raise click.ClickException(str(late))  # exit 1: the answer shown is not the one asked for
         if keep_serving:
             say(f"\nServing on {stack.grpc_address}; try `cinesync recommend {user_id} --address "
-                f"{stack.grpc_address}`. Ctrl-C stops everything started here.")
+                f"{stack.grpc_address}`. Operator console: {stack.addresses['console']}. "
+                "Ctrl-C stops everything started here.")
             _supervise_until_stopped(stack)
 
 
@@ -180,8 +181,8 @@ def serve(replicas: int) -> None:
     settings = get_settings()
     with Stack(settings, say=click.echo) as stack:
         stack.start_all(replicas=replicas)
-        stack.say(f"Serving on {stack.grpc_address} (version {current_version(settings.serving_dir) or 'none yet'}). "
-                  "Ctrl-C stops everything started here.")
+        stack.say(f"Serving on {stack.grpc_address} (version {current_version(settings.serving_dir) or 'none yet'}); "
+                  f"operator console {stack.addresses['console']}. Ctrl-C stops everything started here.")
         _supervise_until_stopped(stack)
 
 

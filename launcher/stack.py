@@ -246,6 +246,21 @@ class Stack:
         self.grpc_address = (self.replica_addresses[0] if len(self.replica_addresses) == 1
                              else "ipv4:" + ",".join(self.replica_addresses))
 
+    def start_console(self) -> None:
+        """The operator console, talking to the first control-plane replica (start those first)."""
+        host = self.settings.host
+        port = pick_port(host, self.settings.console_port)
+        metrics = self.replica_metrics[0]
+        process = ManagedProcess(
+            "console", [sys.executable, "-m", "console"], log_path=self.settings.logs_dir / "console.log",
+            env={**self.child_env(), "CINESYNC_HOST": host, "CINESYNC_CONSOLE_PORT": str(port),
+                 "CINESYNC_CONSOLE_CONTROL_PLANE": self.replica_addresses[0], "CINESYNC_CONTROL_PLANE_METRICS_URL": metrics,
+                 "CINESYNC_PROMETHEUS_URL": self.settings.prometheus_url},
+        )
+        process.wait_ready(functools.partial(port_open, host, port), timeout=60)
+        self._started(process, "console", f"http://{host}:{port}")
+        self.say(f"  {'':<14} log in with the token in {self.settings.admin_token_file} or one of CINESYNC_ADMIN_TOKENS")
+
     def stop_control_planes(self) -> None:
         """Stop every control-plane replica started here (the rest keeps running)."""
         for process in [p for p in self.started if p.name.startswith("control plane")]:
@@ -264,6 +279,7 @@ class Stack:
         self.start_flower()
         self.ensure_superlink()
         self.start_control_plane(replicas)
+        self.start_console()
 
     def stop(self) -> None:
         """Stop every started process, newest first. SIGINT, SIGTERM or SIGHUP during the stop (a

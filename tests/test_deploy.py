@@ -81,11 +81,12 @@ def test_the_dockerfile_passes_hadolint() -> None:
 
 def test_each_role_image_installs_its_own_extra_runs_as_a_user_and_checks_its_health() -> None:
     stages = _stages()
-    assert {"control-plane", "worker", "dashboard", "superlink"} <= set(stages)
+    assert {"control-plane", "worker", "dashboard", "superlink", "console"} <= set(stages)
+    assert '.whl[console]"' in stages["console"] and "[train]" not in stages["console"]
     assert '.whl[serve]"' in stages["control-plane"] and "[train]" not in stages["control-plane"]
     assert '.whl[train]"' in stages["worker"]
     assert '.whl[train,federated]"' in stages["superlink"]  # its ServerApps run the federated kinds
-    for role in ("control-plane", "worker", "dashboard", "superlink"):
+    for role in ("control-plane", "worker", "dashboard", "superlink", "console"):
         assert "USER 10001:10001" in stages[role] and "HEALTHCHECK" in stages[role], role
     assert "control_plane.healthcheck" in stages["control-plane"]
     superlink = stages["superlink"]
@@ -133,6 +134,10 @@ def test_compose_wiring_matches_the_settings(compose: dict[str, Any]) -> None:
     assert control["environment"]["CINESYNC_GRPC_PORT"] == str(_default("grpc_port"))
     assert control["environment"]["CINESYNC_METRICS_PORT"] == str(_default("metrics_port"))
     assert {(int(p["target"]), int(p["published"])) for p in control["ports"]} == {(_default("grpc_port"),) * 2}
+    console = services["console"]["environment"]
+    assert console["CINESYNC_CONSOLE_CONTROL_PLANE"] == f"control-plane:{_default('grpc_port')}"
+    assert console["CINESYNC_CONTROL_PLANE_METRICS_URL"] == f"http://control-plane:{_default('metrics_port')}/metrics"
+    assert {int(p["target"]) for p in services["console"]["ports"]} == {_default("console_port")}
     assert control["environment"]["TRITON_URL"] == f"triton:{_default('triton_grpc_port')}"
     superlink = services["superlink"]
     assert control["environment"]["CINESYNC_SUPERLINK_ADDRESS"] == f"superlink:{_default('superlink_port')}"

@@ -267,3 +267,19 @@ def test_the_chart_ships_the_grafana_dashboard_and_alert_rules_compose_provision
     rules = _one(rendered["monitoring"], "PrometheusRule", "")
     assert rules["spec"] == yaml.safe_load((CHART / "rules" / "cinesync.rules.yml").read_text())
     assert not [d for d in rendered["default"] if d["kind"] == "PrometheusRule"]
+
+
+def test_the_console_reaches_the_control_plane_service_and_signs_sessions_with_a_secret(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["default"]
+    console = _container(_one(docs, "Deployment", "-console"))
+    env = _env(console)
+    service = _one(docs, "Service", "-control-plane")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert env["CINESYNC_CONSOLE_CONTROL_PLANE"] == f"dns:///{service['metadata']['name']}:{ports['grpc']}"
+    assert env["CINESYNC_CONTROL_PLANE_METRICS_URL"] == f"http://{service['metadata']['name']}:{ports['metrics']}/metrics"
+    assert "secretKeyRef" in env["CINESYNC_CONSOLE_SECRET"] and console["image"].split("/")[-1].startswith("console:")
+    assert int(env["CINESYNC_CONSOLE_PORT"]) == _default("console_port")
+    assert console["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert _one(docs, "Service", "-console")["spec"]["ports"][0]["port"] == _default("console_port")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROLES = ("recsys", "workers", "exporters", "control_plane", "launcher", "federated")
+ROLES = ("recsys", "workers", "exporters", "control_plane", "launcher", "federated", "console")
 
 
 def imported_after(module: str) -> set[str]:
@@ -18,15 +18,18 @@ def imported_after(module: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("module", ["control_plane.server", "launcher.cli", "workers.tasks", "exporters.lifecycle"])
+@pytest.mark.parametrize("module", ["control_plane.server", "launcher.cli", "workers.tasks", "exporters.lifecycle",
+                                    "console.app"])
 def test_serving_cli_task_definitions_and_lifecycle_import_no_torch(module: str) -> None:
     assert "torch" not in imported_after(module)
 
 
-def test_the_control_plane_imports_no_other_role() -> None:
-    assert not imported_after("control_plane.server") & {*ROLES} - {"control_plane"}
+@pytest.mark.parametrize("role", ["control_plane.server", "console.app"])
+def test_a_serving_role_imports_no_other_role(role: str) -> None:
+    assert not imported_after(role) & {*ROLES} - {role.split(".")[0]}
 
 
-@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle", "cinesync.versions", "cinesync.federation"])
+@pytest.mark.parametrize("module", ["cinesync.settings", "cinesync.triton", "cinesync.bundle", "cinesync.versions",
+                                    "cinesync.federation", "cinesync.drift"])
 def test_contracts_import_no_role(module: str) -> None:
     assert not imported_after(module) & {*ROLES, "torch"}
