@@ -78,8 +78,28 @@ def _sample_user(settings: Settings, version: int) -> str:
     return str(users[0])
 
 
+DEMO_EXPERIMENT = "ranked-vs-retrieval"
+
+
+def _start_demo_experiment(stack: Stack, version: int) -> None:
+    """An experiment on ``version``, Triton ranking against retrieval order, unless one exists: what
+    the console's experiment pages show from the start."""
+    from cinesync.v1 import admin_pb2 as admin
+    from launcher.client import admin_call
+
+    token = stack.settings.admin_token_list()[0]
+    if admin_call(stack.grpc_address, "ListExperiments", admin.ListExperimentsRequest(), token=token).experiments:
+        return
+    admin_call(stack.grpc_address, "CreateExperiment", admin.Experiment(name=DEMO_EXPERIMENT, variants=[
+        admin.Variant(name="ranked", weight=0.5, retrieval_version=version, ranking_version=version),
+        admin.Variant(name="retrieval", weight=0.5, retrieval_version=version, ranking_version=0)]), token=token)
+    stack.say(f"Experiment {DEMO_EXPERIMENT} started (Triton ranking against retrieval order, half the users "
+              f"each); `cinesync experiment report {DEMO_EXPERIMENT}` or the console; `cinesync experiment stop "
+              f"{DEMO_EXPERIMENT}` ends it.")
+
+
 def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], user: str | None,
-                    as_json: bool, keep_serving: bool, replicas: int = 1) -> None:
+                    as_json: bool, keep_serving: bool, replicas: int = 1, demo_experiment: bool = False) -> None:
     from launcher.client import VersionTimeout, format_table, recommend, record_feedback, wait_for_version
     from launcher.client import as_json as response_json
     from launcher.stack import Stack
@@ -110,6 +130,8 @@ def _serve_and_show(data: str | None, split: str, assignments: tuple[str, ...], 
         if late is not None and not keep_serving:
             raise click.ClickException(str(late))  # exit 1: the answer shown is not the one asked for
         if keep_serving:
+            if demo_experiment and late is None:
+                _start_demo_experiment(stack, version)
             say(f"\nServing on {stack.grpc_address}; try `cinesync recommend {user_id} --address "
                 f"{stack.grpc_address}`. Operator console: {stack.addresses['console']}. "
                 "Ctrl-C stops everything started here.")
@@ -190,9 +212,13 @@ def serve(replicas: int) -> None:
 @_training_options
 @_user
 @_replicas
-def up(data: str | None, split: str, assignments: tuple[str, ...], user: str | None, replicas: int) -> None:
+@click.option("--demo-experiment/--no-demo-experiment", default=True, show_default=True,
+              help=f"Start experiment {DEMO_EXPERIMENT!r} on the new version when none exists.")
+def up(data: str | None, split: str, assignments: tuple[str, ...], user: str | None, replicas: int,
+       demo_experiment: bool) -> None:
     """Start what is missing, train, export, serve, show a recommendation, and serve until Ctrl-C."""
-    _serve_and_show(data, split, assignments, user, as_json=False, keep_serving=True, replicas=replicas)
+    _serve_and_show(data, split, assignments, user, as_json=False, keep_serving=True, replicas=replicas,
+                    demo_experiment=demo_experiment)
 
 
 @main.command()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-from click.testing import CliRunner
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cinesync.settings import Settings
@@ -27,7 +29,6 @@ from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from exporters.publish import publish
 from exporters.test_lifecycle import clone_run
-from launcher import cli
 from launcher.client import wait_for_version
 from launcher.services.process import free_port
 from launcher.services.redis_server import ensure_redis
@@ -158,14 +159,15 @@ def test_experiment_routes_logs_and_reports_across_restarts(
             _admin(address, "StopExperiment", admin.ExperimentRequest(name="cascade-vs-retrieval"), token)
             planted = _visit_and_report(address, token, "planted", users[:200], {"a": 0.1, "b": 0.35}, first)
             a_a = _visit_and_report(address, token, "same", users[:200], {"a": 0.2, "b": 0.2}, first)
-            table = CliRunner().invoke(cli.main, ["experiment", "report", "planted", "--address", address],
-                                       env={"CINESYNC_HOME": str(settings.home)})
+            table = subprocess.run([sys.executable, "-m", "launcher.cli", "experiment", "report", "planted",
+                                    "--address", address], env={**os.environ, "CINESYNC_HOME": str(settings.home)},
+                                   capture_output=True, text=True, check=False, timeout=120)
     finally:
         redis_process.stop()
     assert planted.significant and planted.difference > 0 and planted.low > 0, planted
     assert not a_a.significant and a_a.low < 0 < a_a.high, a_a
-    assert table.exit_code == 0, table.output
-    assert "watch_rate (against a; users are the unit)" in table.output and "*" in table.output
+    assert table.returncode == 0, table.stderr
+    assert "watch_rate (against a; users are the unit)" in table.stdout and "*" in table.stdout
 
 
 def _visit_and_report(address: str, token: str, name: str, users: list[str], watch_rate: dict[str, float],
