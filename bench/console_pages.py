@@ -9,7 +9,7 @@ Server-Timing header (from the request reaching the console to the page rendered
 calls, statistics, plots), its wall time what the client waited. Everything runs on loopback and
 every process is stopped at the end.
 
-    .venv/bin/python bench/console_pages.py --data ../shared/data/ml-100k
+    .venv/bin/python -m bench.console_pages --data ../shared/data/ml-100k
 
 Writes docs/bench/console-pages.json.
 """

@@ -55,7 +55,8 @@ class Console:
             metrics_url=settings.control_plane_metrics_url or f"http://{settings.host}:{settings.metrics_port}/metrics",
             prometheus_url=settings.prometheus_url)
         self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.filters["pct"] = lambda value: "-" if value is None else f"{100 * value:.2f} %"
+        self.templates.env.filters["pct"] = lambda value: "-" if value is None or (
+            isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f} %"
         self.templates.env.filters["num"] = lambda value, digits=4: "-" if value is None or (
             isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -225,7 +226,7 @@ class Console:
         except (httpx.HTTPError, KeyError, ValueError) as error:  # the page still shows the report
             over_time, flags = {}, [*flags, f"rates over time unavailable: Prometheus did not answer ({error})"]
         trend = line_chart(f"{METRIC_NAMES[metric]}, hourly rate", over_time, x_label="hours from now",
-                           y_label=metric, x_limits=(-TREND_HOURS, 0)) if over_time else ""
+                           y_label=metric, x_limits=(-TREND_HOURS, 0.5)) if over_time else ""
         return self.page(request, "experiment.html", report=report, definition=definition, metric=metric,
                          metrics=METRIC_NAMES, rows=rows, plot=plot, cuped=show_cuped, flags=flags, trend=trend,
                          prometheus=bool(self.settings.prometheus_url))

@@ -4,6 +4,7 @@ else from the control plane's own /metrics (the same gauges, and rates since it 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -76,30 +77,34 @@ class Monitoring:
         series = {}
         for result in reply.json()["data"]["result"]:
             name = ", ".join(f"{v}" for k, v in sorted(result["metric"].items()) if k != "__name__") or query
-            points = [(float(t), float(v)) for t, v in result["values"]]
-            series[name] = ([(t - end) / 3600 for t, _ in points], [v for _, v in points])
+            points = [(float(t), float(v)) for t, v in result["values"] if v not in ("NaN", "+Inf", "-Inf")]
+            if points:
+                series[name] = ([(t - end) / 3600 for t, _ in points], [v for _, v in points])
         return series
 
     async def _from_prometheus(self) -> Figures:
         figures = Figures(source=f"Prometheus at {self.prometheus_url}")
+        rates = {"exposures per second": "cinesync:exposures:rate1h", "watch rate": "cinesync:watch_rate:ratio1h",
+                 "click rate": "cinesync:click_rate:ratio1h"}
+        queries = [*QUALITY, DRIFT, *rates.values(), 'ALERTS{alertstate="firing"}']
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            for name, label in QUALITY.items():
-                for sample in await self._query(client, name):
-                    figures.quality.setdefault(sample["metric"]["version"], {})[label] = float(sample["value"][1])
-            for sample in await self._query(client, DRIFT):
+            answers = dict(zip(queries, await asyncio.gather(*(self._query(client, q) for q in queries)), strict=True))
+        for name, label in QUALITY.items():
+            for sample in answers[name]:
+                figures.quality.setdefault(sample["metric"]["version"], {})[label] = float(sample["value"][1])
+        for sample in answers[DRIFT]:
+            metric = sample["metric"]
+            figures.drift.setdefault(metric["version"], {})[metric["feature"]] = float(sample["value"][1])
+        by_arm: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+        for key, query in rates.items():
+            for sample in answers[query]:
                 metric = sample["metric"]
-                figures.drift.setdefault(metric["version"], {})[metric["feature"]] = float(sample["value"][1])
-            by_arm: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
-            for key, query in (("exposures per second", "cinesync:exposures:rate1h"),
-                               ("watch rate", "cinesync:watch_rate:ratio1h"), ("click rate", "cinesync:click_rate:ratio1h")):
-                for sample in await self._query(client, query):
-                    metric = sample["metric"]
-                    by_arm[(metric.get("experiment", ""), metric.get("variant", ""))][key] = float(sample["value"][1])
-            figures.rates = [{"experiment": e, "variant": v, **values} for (e, v), values in sorted(by_arm.items())]
-            figures.alerts = [{"name": s["metric"]["alertname"], "severity": s["metric"].get("severity", ""),
-                               "labels": ", ".join(f"{k}={v}" for k, v in sorted(s["metric"].items())
-                                                   if k not in ("__name__", "alertname", "alertstate", "severity"))}
-                              for s in await self._query(client, 'ALERTS{alertstate="firing"}')]
+                by_arm[(metric.get("experiment", ""), metric.get("variant", ""))][key] = float(sample["value"][1])
+        figures.rates = [{"experiment": e, "variant": v, **values} for (e, v), values in sorted(by_arm.items())]
+        figures.alerts = [{"name": s["metric"]["alertname"], "severity": s["metric"].get("severity", ""),
+                           "labels": ", ".join(f"{k}={v}" for k, v in sorted(s["metric"].items())
+                                               if k not in ("__name__", "alertname", "alertstate", "severity"))}
+                          for s in answers['ALERTS{alertstate="firing"}']]
         return figures
 
     async def _from_control_plane(self) -> Figures:

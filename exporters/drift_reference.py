@@ -17,8 +17,9 @@ ANSWER_LENGTH = 10  # the default k of a Recommend call
 
 
 def drift_reference(run: TrainedRun, *, users: int = REFERENCE_USERS, k: int = ANSWER_LENGTH) -> DriftReference:
-    """Histograms of the fusion's scores of the top ``k`` answers, the history lengths the models
-    read, and log(1 + training count) of the answered items, over ``users`` validation users."""
+    """Histograms of the fusion's scores of the top ``k`` answers to ``users`` validation requests,
+    log(1 + training count) of the answered items, and the lengths of those users' published
+    histories as the models read them."""
     split = run.protocol.validation.sampled(users, seed=run.spec.seed + 7)
     retrievers = run.spec.retrieving(run.members)
     lists = candidate_lists(run.members, retrievers, run.tables, split, depth=run.spec.depth)
@@ -26,7 +27,9 @@ def drift_reference(run: TrainedRun, *, users: int = REFERENCE_USERS, k: int = A
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     chosen = np.take_along_axis(scores, top, axis=1)
     answered = np.take_along_axis(lists.items, top, axis=1)[np.isfinite(chosen)]
-    lengths = [len(h) for h in recent([split.train_sequences[u] for u in lists.users], run.spec.history_length)]
+    # The history each sampled user is served from (the published one), which holds their validation
+    # items too: what the control plane reads for them when nothing has drifted.
+    lengths = [len(h) for h in recent([run.history.train_sequences[u] for u in lists.users], run.spec.history_length)]
     counts = run.history.item_counts()
     assert not (answered == PAD).any()
     return DriftReference.of({"score": chosen[np.isfinite(chosen)], "history_length": lengths,

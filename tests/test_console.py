@@ -31,13 +31,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
-from exporters.publish import publish
-from exporters.test_lifecycle import clone_run
 from launcher.client import wait_for_version
 from launcher.services.process import ManagedProcess, free_port
-from launcher.services.redis_server import ensure_redis
-from launcher.stack import Stack
-from recsys.run import load_run
+from tests.published import two_versions
 
 pytestmark = pytest.mark.slow
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "cinesync" / "rules" / "cinesync.rules.yml"
@@ -89,6 +85,12 @@ def _wait_until_routed(address: str, user: str, experiment: str, timeout: float 
             time.sleep(0.2)
 
 
+def rows_of(driver: WebDriver, table: str) -> dict[str, list[str]]:
+    """The cells of each row of table ``table``, by its header cell."""
+    return {row.find_element(By.TAG_NAME, "th").text: [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")}
+
+
 def _visits(address: str, users: list[str], watch_rate: dict[str, float]) -> None:
     """Each user visits three times and watches the first title with their arm's rate (seeded)."""
     rng = random.Random(3)
@@ -112,24 +114,18 @@ def test_the_console_in_a_browser(
     settings = Settings(home=tmp_path / "home", model_repository=tmp_path / "repo", grpc_port=0, metrics_port=0,
                         console_port=0, bundle_poll_s=0.3, redis_url=redis_url,
                         prometheus_url=f"http://127.0.0.1:{prometheus_port}")
-    redis_process = ensure_redis(redis_url, logs_dir=tmp_path / "logs", data_dir=tmp_path / "redis")
-    assert redis_process is not None
-    prometheus: ManagedProcess | None = None
-    try:
-        with Stack(settings, say=print) as stack:
-            stack.ensure_triton()
-            publishing = settings.model_copy(update={"triton_url": stack.triton_url})
-            first = publish(load_run(small_run), exported_run, publishing)
-            second = publish(load_run(clone_run(small_run, tmp_path / "second")), exported_run, publishing)
-            stack.start_control_plane()
-            config = tmp_path / "prometheus.yml"
-            config.write_text(json.dumps({
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(RULES)],
-                "scrape_configs": [{"job_name": "control-plane", "static_configs": [{"targets": [
-                    stack.addresses["control plane metrics"].split("/")[2]]}]}]}))
-            prometheus = ManagedProcess("prometheus", [
-                "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}"], log_path=tmp_path / "prometheus.log")
+    with two_versions(small_run, exported_run, settings, tmp_path) as published:
+        stack, first, second = published.stack, published.first, published.second
+        stack.start_control_plane()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": "control-plane", "static_configs": [{"targets": [
+                stack.addresses["control plane metrics"].split("/")[2]]}]}]}))
+        prometheus = ManagedProcess("prometheus", [
+            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}"], log_path=tmp_path / "prometheus.log")
+        try:
             prometheus.wait_ready(lambda: urllib.request.urlopen(f"{settings.prometheus_url}/-/ready",
                                                                  timeout=1).status == 200, timeout=30)
             stack.start_console()
@@ -138,10 +134,8 @@ def test_the_console_in_a_browser(
             users = json.loads((settings.serving_dir / str(second) / "users.json").read_text())
             wait_for_version(address, users[0], second, timeout=60)
             _check_console(browser, console, address, token, users, first, second)
-    finally:
-        if prometheus is not None:
+        finally:
             prometheus.stop()
-        redis_process.stop()
 
 
 def _check_console(driver: WebDriver, console: str, address: str, token: str, users: list[str], first: int,
@@ -189,6 +183,15 @@ def _check_console(driver: WebDriver, console: str, address: str, token: str, us
     _go(driver, driver.find_element(By.CSS_SELECTOR, "form.inline button"))
     assert "CUPED difference" not in driver.find_element(By.ID, "results").text
 
+    # Monitoring, from Prometheus: the visits' version in the quality window, with its drift.
+    _go(driver, driver.find_element(By.LINK_TEXT, "Monitoring"))
+    assert "Prometheus at http://127.0.0.1" in driver.find_element(By.TAG_NAME, "main").text
+    for table in ("quality", "drift"):
+        assert str(first) in rows_of(driver, table), table
+    assert int(rows_of(driver, "quality")[str(first)][1]) >= 450  # three visits of 150 users
+    _shot(driver, "monitoring")
+    driver.get(f"{console}/experiments/console-ab")
+
     # Stop the experiment, then roll back to the first version and promote the second again: each
     # confirmed on its own page, each served.
     _go(driver, driver.find_element(By.LINK_TEXT, "Stop this experiment"))
@@ -211,14 +214,10 @@ def _check_console(driver: WebDriver, console: str, address: str, token: str, us
     forged = httpx.post(f"{console}/versions/rollback", cookies=cookie, data={"csrf": "guess"})
     assert forged.status_code == 403 and "CSRF" in forged.text
 
-    for page, heading, name in (("/jobs", "Training jobs", "jobs"), ("/federated", "Federated runs", "federated"),
-                                ("/monitoring", "Monitoring", "monitoring")):
+    for page, heading, name in (("/jobs", "Training jobs", "jobs"), ("/federated", "Federated runs", "federated")):
         driver.get(f"{console}{page}")
         assert driver.find_element(By.TAG_NAME, "h1").text == heading
         _shot(driver, name)
-    assert "Prometheus at http://127.0.0.1" in driver.find_element(By.TAG_NAME, "main").text
-    quality = driver.find_element(By.ID, "quality").text
-    assert str(first) in quality and "No answers served yet" not in quality
 
     # A phone's width: nothing wider than the screen but the tables' own scroll boxes.
     driver.set_window_size(390, 844)
