@@ -46,6 +46,16 @@ class FakeAdmin(AdminClient):
             return admin.VersionChange(previous=previous, current=request.version)
         if method == "GetExperimentReport":
             raise Refused(404, f"NOT_FOUND: no experiment {request.name!r}")
+        if method == "ListJobs":
+            return admin.ListJobsResponse(jobs=[admin.JobProgress(
+                job_id="0123456789abcdef", state="PROGRESS", step="train", stage="two_tower", percent=42.0,
+                message="train · two_tower · epoch 3/10 · loss 5.3868")])
+        if method == "GetFederatedRun":
+            return admin.FederatedRun(run_id=request.run_id, state="completed", best_round=2, rounds=[
+                admin.FederatedRound(round=r, sampled=3, replied=3 - (r == 2), failed=int(r == 2), rejected=int(r == 1),
+                                     rejected_reasons={"norm": 1} if r == 1 else {}, aggregated=True,
+                                     validation_ndcg_at_10=0.05 * r, epsilon=0.4 * r, seconds=12.5)
+                for r in (1, 2)])
         raise AssertionError(method)
 
 
@@ -121,3 +131,16 @@ def test_monitoring_says_when_prometheus_is_unreachable_and_shows_the_control_pl
     assert figures.source.startswith("the control plane") and figures.quality == {"3": {"catalog coverage": 0.25}}
     both_away = asyncio.run(Monitoring(metrics_url=f"{closed}/metrics", prometheus_url=closed, timeout_s=1).figures())
     assert "the control plane's metrics at" in both_away.problem and not both_away.quality
+
+
+def test_a_running_job_refreshes_and_a_federated_run_shows_its_rounds(app_and_admin: tuple[TestClient, FakeAdmin]) -> None:
+    client, _ = app_and_admin
+    _login(client)
+    jobs = client.get("/jobs")
+    assert jobs.status_code == 200 and 'http-equiv="refresh"' in jobs.text
+    assert "epoch 3/10" in jobs.text and 'value="42.0"' in jobs.text
+    run = client.get("/federated/run-1")
+    assert run.status_code == 200 and "<svg" in run.text and "norm: 1" in run.text
+    assert 'http-equiv="refresh"' not in run.text  # a completed run does not refresh
+    rows = re.findall(r"<tr>\s*<th scope=\"row\">(\d+)</th>", run.text)
+    assert rows == ["1", "2"]
