@@ -230,25 +230,116 @@ def demo(data: str | None, split: str, assignments: tuple[str, ...], user: str |
     _serve_and_show(data, split, assignments, user, as_json=as_json, keep_serving=False)
 
 
+def with_configuration(settings: Settings, name: str | None, pipeline: dict[str, Any]) -> dict[str, Any]:
+    """``pipeline`` over configuration ``name`` (a finished `cinesync tune` study's best trial): its
+    options, split and history length, unless the command line sets them; recorded in the manifest."""
+    if not name:
+        return pipeline
+    from cinesync.tuning import UnknownConfig, load_config
+
+    try:
+        config = load_config(settings, name)
+    except UnknownConfig as error:
+        raise click.BadParameter(str(error), param_hint="--config") from None
+    options = {kind: dict(values) for kind, values in config["options"].items()}
+    for kind, values in pipeline.get("options", {}).items():
+        options.setdefault(kind, {}).update(values)
+    target = config["target"]
+    defaults = {"split": target["split"]} if target["split"] != "auto" else {}
+    return {**defaults, "history_length": target["history_length"], **pipeline, "options": options,
+            "configuration": {"name": name, "study": config["study"], "trial": config["trial"],
+                              "validation": config["value"]}}
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", default=None, help="Data set: 'synthetic[:opts]' or a folder (MovieLens, anime).")
+@click.option("--split", type=click.Choice(SPLITS), default="auto", show_default=True, help="As for `train`.")
+@click.option("--kind", required=True, help="The member kind to tune (its Params declare the search space).")
+@click.option("--trials", type=int, default=30, show_default=True, help="The study's budget of trials.")
+@click.option("--space", "spaces", multiple=True, metavar="KIND.PARAM=LOW:HIGH[:log]|A|B",
+              help="Search this parameter over this range instead of the declared one (repeatable).")
+@click.option("--history-length", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=24 * 3600.0, help="Stop following after this many seconds.")
+def tune(name: str, data: str | None, split: str, kind: str, trials: int, spaces: tuple[str, ...],
+         history_length: int, seed: int, timeout_s: float) -> None:
+    """Tune KIND as Optuna study NAME: one Celery task per trial (every worker on the queue takes
+    them; one is started if none serves it), pruned on each epoch's validation NDCG@10; the best
+    trial becomes configuration NAME (`cinesync train --config NAME`). Running it again resumes."""
+    from cinesync.jobs import celery_app
+    from launcher.stack import Stack
+    from launcher.tuning import StudyRefused, create_or_resume, finish, follow, queue_trials
+    from recsys.kinds import UnknownOption
+    from recsys.kinds.space import from_text
+    from recsys.tuning import Target, checked_space
+
+    settings = _settings(data)
+    overrides = {}
+    for text in spaces:
+        key, _, value = text.partition("=")
+        owner, _, param = key.partition(".")
+        if owner != kind or not param or not value:
+            raise click.BadParameter(f"{text!r}: expected {kind}.PARAM=RANGE", param_hint="--space")
+        try:
+            overrides[param] = from_text(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--space") from None
+    try:
+        space = checked_space(kind, overrides)
+        target = Target(data=settings.data, kind=kind, split=split, history_length=history_length, seed=seed)
+        with Stack(settings, say=click.echo) as stack:
+            stack.ensure_redis()
+            remaining = create_or_resume(settings, name, target, space, trials)
+            stack.ensure_worker()
+            click.echo(f"Study {name}: {kind} on {settings.data} ({split}), {trials} trials, {remaining} to run, "
+                       f"over {', '.join(space)}")
+            queue_trials(celery_app(settings), name, remaining)
+            follow(settings, name, click.echo, timeout_s=timeout_s)
+            written = finish(settings, name)
+    except (UnknownOption, StudyRefused, TimeoutError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Best: trial {written['trial']}, validation ndcg@10 {written['value']:.4f}, "
+               f"{written['options'][kind]}")
+    click.echo(f"Configuration {name}: {written['config']} (`cinesync train --config {name}`); plots: "
+               f"{', '.join(written['plots'])}")
+
+
+@main.command(name="tune-dashboard")
+@click.option("--port", type=int, default=8091, show_default=True)
+def tune_dashboard(port: int) -> None:
+    """optuna-dashboard on every study, from the same storage (the stack's Redis) until Ctrl-C."""
+    from optuna_dashboard import run_server
+
+    from cinesync.tuning import storage
+
+    settings = get_settings()
+    click.echo(f"optuna-dashboard on http://{settings.host}:{port}")
+    run_server(storage(settings), host=settings.host, port=port)
+
+
 @main.command()
 @_training_options
+@click.option("--config", "config_name", default=None, help="A configuration `cinesync tune` wrote (its best trial).")
 @click.option("--publish/--no-publish", default=False, help="Also export and publish a new model version.")
 @click.option("--serve", type=click.Choice(["all", "train"]), default="all", show_default=True,
               help="Publish members refit on every interaction (all), or the evaluated fit (train), whose "
               "served answers `cinesync evaluate-served` can score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object, the last line.")
-def train(data: str | None, split: str, assignments: tuple[str, ...], publish: bool, serve: str, as_json: bool) -> None:
+def train(data: str | None, split: str, assignments: tuple[str, ...], config_name: str | None, publish: bool,
+          serve: str, as_json: bool) -> None:
     """Train and evaluate through a Celery worker (one is started if none serves the queue)."""
     from launcher.stack import Stack
 
     settings = _settings(data)
+    pipeline = with_configuration(settings, config_name, pipeline_options(assignments, split))
     say = _say_to(as_json)
     with Stack(settings, say=say) as stack:
         stack.ensure_redis()
         if publish:
             stack.ensure_triton()  # the worker checks the new version in it before making it current
         stack.ensure_worker()
-        result = _run_pipeline(settings, pipeline_options(assignments, split), say, publish=publish, serve=serve)
+        result = _run_pipeline(settings, pipeline, say, publish=publish, serve=serve)
         if publish:
             say(f"  published model version {result['version']}")
     if as_json:

@@ -47,6 +47,8 @@ class PipelineSpec:
     # Held-out users that validation choices, the fusion's training lists and test metrics read: a
     # seeded sample of this many where a split has more (0: all). Every shared data set has fewer.
     evaluation_users: int = 50_000
+    # The tuned configuration the options came from (`cinesync train --config`): name, study, trial.
+    configuration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         next_watch, cross_domain = self.split == "loo-time", self.split in CROSS_DOMAIN

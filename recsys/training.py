@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,12 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
 
 
+# A tuner's hook: each epoch's validation figure of every training loop in this context (stage,
+# epoch, value); it may raise to stop the loop (a pruned trial).
+EpochReport = Callable[[str, int, float], None]
+epoch_reports: ContextVar[EpochReport | None] = ContextVar("epoch_reports", default=None)
+
+
 def train_loop(
     module: torch.nn.Module,
     *,
@@ -198,6 +205,8 @@ def train_loop(
         result.values.append(value)
         if validate is not None:
             progress(stage, epoch, epochs, value, "validation ndcg@10")
+            if (report_epoch := epoch_reports.get()) is not None:
+                report_epoch(stage, epoch, value)
         if value > result.best_value:
             result.best_epoch, result.best_value = epoch, value
             best_state = _cpu_state(module)

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Task
 from celery.canvas import Signature
 
-from cinesync import jobs
+from cinesync import jobs, tuning
 from cinesync.jobs import PROGRESS
 from cinesync.settings import get_settings
 from workers.celery_app import app
@@ -125,6 +125,67 @@ def add_titles(self: Task, run_dir: str, titles_file: str, serve: str | None = N
     grown = grow(Path(run_dir), Path(titles_file), get_settings().runs_dir, _reporter(self, "add titles"))
     fitted_on = serve or ("all" if (grown / FITS["all"]).is_dir() else "train")
     return {"run_dir": str(grown), "parent_run_dir": run_dir, "fitted_on": fitted_on}
+
+
+@app.task(bind=True, name=tuning.TRIAL)
+def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
+    """One trial of study ``study_name`` (recsys.tuning): ask, fit the study's kind with the
+    suggested hyper-parameters on validation, report each epoch (pruning), tell. A trial that raises
+    is recorded failed with its error and the study goes on; a trial this same task left running when
+    its worker died (the task is delivered again) is recorded failed first. Nothing is done once the
+    study's budget of finished and running trials is reached."""
+    import itertools
+    import traceback
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from recsys.kinds.space import Choice, FloatRange, IntRange, suggest
+    from recsys.tuning import Target, validation_ndcg
+
+    _use_threads()
+    settings = get_settings()
+    study = tuning.load_study(settings, study_name)
+    task_id = self.request.id or ""
+    for left in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if task_id and left.user_attrs.get("task_id") == task_id:
+            study.tell(left.number, state=TrialState.FAIL)
+            study.set_user_attr(f"lost_trial_{left.number}", "its worker was lost mid-trial; the task ran again")
+    counted = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                                       TrialState.RUNNING))
+    if len(counted) >= int(study.user_attrs["budget"]):
+        return {"study": study_name, "trial": None, "state": "budget reached"}
+    target = Target(**study.user_attrs["target"])
+    kinds = {"FloatRange": FloatRange, "IntRange": IntRange, "Choice": Choice}
+    space = {name: kinds[found["type"]](**{k: tuple(v) if k == "options" else v for k, v in found.items() if k != "type"})
+             for name, found in study.user_attrs["space"].items()}
+    trial = study.ask()
+    trial.set_user_attr("task_id", task_id)
+    trial.set_user_attr("worker", self.request.hostname or "")
+    params = suggest(trial, target.kind, space)
+    steps = itertools.count(1)
+    report = _reporter(self, f"trial {trial.number}")
+
+    def on_epoch(stage: str, epoch: int, value: float) -> None:
+        trial.report(value, next(steps))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"{stage} epoch {epoch}: validation ndcg@10 {value:.4f} below the median")
+
+    try:
+        value = validation_ndcg(target, params, progress=report, on_epoch=on_epoch)
+    except optuna.TrialPruned as pruned:
+        trial.set_user_attr("pruned", str(pruned))
+        study.tell(trial, state=TrialState.PRUNED)
+        return {"study": study_name, "trial": trial.number, "state": "pruned", "params": params}
+    except Exception as error:  # noqa: BLE001  # recorded with the trial; the study goes on
+        trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+        return {"study": study_name, "trial": trial.number, "state": "failed", "error": str(error)}
+    try:
+        study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:  # another delivery of this task recorded it lost
+        return {"study": study_name, "trial": trial.number, "state": "lost", "value": value, "params": params}
+    return {"study": study_name, "trial": trial.number, "state": "complete", "value": value, "params": params}
 
 
 def training_pipeline(

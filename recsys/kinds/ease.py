@@ -25,6 +25,7 @@ from scipy import sparse
 from recsys.data.splits import Split
 from recsys.kinds.base import Catalog, MemberKind, Progress, Role, no_progress, number_grid
 from recsys.kinds.new_items import content_to_rows
+from recsys.kinds.space import FloatRange, searched
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
@@ -33,9 +34,10 @@ DENSE_SCORING_BYTES = 2**30  # the largest item x item float32 matrix scoring ke
 
 @dataclass
 class EaseParams:
-    l2_grid: str = "50,200,500,1000,3000"  # λ candidates, comma-separated; validation picks one
-    emphasis_grid: str = "0,0.25"  # EDLAE's c candidates (0: plain EASE)
-    popularity_tilt_grid: str = "0,0.1,0.2"  # β candidates (0: no tilt)
+    # λ candidates, comma-separated; validation picks one
+    l2_grid: str = searched("50,200,500,1000,3000", FloatRange(10.0, 20_000.0, log=True))
+    emphasis_grid: str = searched("0,0.25", FloatRange(0.0, 0.5))  # EDLAE's c candidates (0: plain EASE)
+    popularity_tilt_grid: str = searched("0,0.1,0.2", FloatRange(0.0, 0.4))  # β candidates (0: no tilt)
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
     # The most-watched titles fitted (0: all): items² float64 three times over in memory (1.5 GiB at
     # 8,000) and items³ time per grid point; the rest are left to the other members.

@@ -20,6 +20,7 @@ from recsys.candidates import CandidateLists, ndcg_per_list
 from recsys.data.splits import Split
 from recsys.feature_assembly import DenseFeatures, FeatureTables
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
+from recsys.kinds.space import Choice, FloatRange, IntRange, searched
 from recsys.metrics import K
 from recsys.models import DCN
 from recsys.training import minibatches, optimise, train_loop
@@ -32,11 +33,11 @@ MIN_SPREAD = 1e-6  # a feature spread less than this on the training lists is co
 class FusionParams:
     epochs: int = 40
     patience: int = 4
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
+    learning_rate: float = searched(2e-3, FloatRange(3e-4, 1e-2, log=True))
+    weight_decay: float = searched(1e-5, FloatRange(1e-7, 1e-3, log=True))
     lists_per_batch: int = 128
-    cross_layers: int = 2
-    hidden: int = 64
+    cross_layers: int = searched(2, IntRange(1, 4))
+    hidden: int = searched(64, Choice((32, 64, 128)))
     folds: int = 4  # cross-fitting folds of the validation lists
     early_stopping_share: float = 0.15  # of each fold's training lists, held out to stop its training
     # The network replaces the best member only if its out-of-fold gain over it is significant:

@@ -19,6 +19,7 @@ from recsys.data.splits import Split
 from recsys.kinds.base import Catalog, Progress, no_progress
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.kinds.new_items import content_to_rows
+from recsys.kinds.space import Choice, FloatRange, IntRange, searched
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models.sequence import SequenceConfig, SequenceEncoder, full_softmax_loss
 from recsys.training import adamw, autocast, optimise, train_loop, training_device
@@ -32,18 +33,18 @@ class SequentialParams:
 
     # The schedule decays to the cap: on ML-1M loo-time (validation) 60 epochs at 2e-3 peaked at epoch 35
     # (validation NDCG@10 0.179), where 150 at 1e-3 was still at 0.13 after 9 epochs.
-    epochs: int = 60
+    epochs: int = searched(60, IntRange(20, 200, log=True))
     patience: int = 10
     batch_size: int = 128
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0  # AdamW's, decoupled
+    learning_rate: float = searched(2e-3, FloatRange(2e-4, 1e-2, log=True))
+    weight_decay: float = searched(0.0, Choice((0.0, 1e-4, 1e-2)))  # AdamW's, decoupled
     schedule: str = "cosine"  # warm-up over warmup_share of the steps, then a half cosine to the epoch cap
     warmup_share: float = 0.02
-    max_length: int = 200  # the most recent items the encoder reads
-    dim: int = 64
-    heads: int = 2
-    layers: int = 2
-    dropout: float = 0.2
+    max_length: int = searched(200, Choice((50, 100, 200)))  # the most recent items the encoder reads
+    dim: int = searched(64, Choice((32, 64, 128, 256)))
+    heads: int = searched(2, Choice((1, 2, 4)))
+    layers: int = searched(2, IntRange(1, 4))
+    dropout: float = searched(0.2, FloatRange(0.0, 0.5))
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:

@@ -27,6 +27,7 @@ from recsys.data.splits import Split
 from recsys.kinds.base import Catalog, MemberKind, Progress, Role, no_progress, number_grid
 from recsys.kinds.ease import ease_weights, gram_of, history_matrix
 from recsys.kinds.new_items import content_to_rows
+from recsys.kinds.space import FloatRange, IntRange, searched
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "slist.npz"
@@ -34,10 +35,11 @@ STATE_FILE = "slist.npz"
 
 @dataclass
 class SlistParams:
-    window: int = 20  # past items a transition reads
-    l2_grid: str = "10,100,500"  # λ of both closed forms, comma-separated; validation picks one
-    decay_grid: str = "2,8"  # recency decay of the transition's inputs, in items
-    transition_weight_grid: str = "0.25,0.5,0.75,1"  # blend weight of the transition model
+    window: int = searched(20, IntRange(5, 100, log=True))  # past items a transition reads
+    # λ of both closed forms, comma-separated; validation picks one
+    l2_grid: str = searched("10,100,500", FloatRange(1.0, 10_000.0, log=True))
+    decay_grid: str = searched("2,8", FloatRange(1.0, 64.0, log=True))  # recency decay of the transition's inputs, in items
+    transition_weight_grid: str = searched("0.25,0.5,0.75,1", FloatRange(0.0, 1.0))  # blend weight of the transition model
 
     def __post_init__(self) -> None:
         _ = self.l2s, self.decays, self.blend_weights  # raise on a bad grid

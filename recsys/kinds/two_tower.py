@@ -28,6 +28,7 @@ from recsys.features import YEAR_BUCKETS, item_tower_inputs
 from recsys.kinds.base import Catalog, Progress, Role, no_progress
 from recsys.kinds.embedding import EmbeddingMember
 from recsys.kinds.new_items import content_to_rows, grown
+from recsys.kinds.space import Choice, FloatRange, IntRange, searched
 from recsys.metrics import K, evaluate_full_ranking
 from recsys.models import ItemTower, TwoTowerConfig, UserTower
 from recsys.training import adamw, minibatches, optimise, train_loop
@@ -38,17 +39,17 @@ TowerState = dict[str, dict[str, torch.Tensor]]
 
 @dataclass
 class TwoTowerParams:
-    epochs: int = 10
+    epochs: int = searched(10, IntRange(5, 40, log=True))
     patience: int = 2
     batch_size: int = 512
-    learning_rate: float = 3e-3
+    learning_rate: float = searched(3e-3, FloatRange(3e-4, 1e-2, log=True))
     weight_decay: float = 0.0  # AdamW's, decoupled
     schedule: str = "constant"  # or "cosine": warm-up over warmup_share of the steps, then a half cosine
     warmup_share: float = 0.05
-    history_length: int = 20
-    temperature: float = 0.05
-    dim: int = 64
-    hidden: int = 128
+    history_length: int = searched(20, Choice((10, 20, 50, 100)))
+    temperature: float = searched(0.05, FloatRange(0.02, 0.2, log=True))
+    dim: int = searched(64, Choice((32, 64, 128)))
+    hidden: int = searched(128, Choice((64, 128, 256)))
     uniform_negatives: int = 0
     hard_negatives: int = 0
     hard_pool: int = 1024
