@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,13 @@ class UnknownConfig(LookupError):
 
 def storage(settings: Settings) -> optuna.storages.BaseStorage:
     """The studies' storage: Optuna's journal on the settings' Redis, under the installation's namespace."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, journal
 
-    return JournalStorage(journal.JournalRedisBackend(settings.redis_url, prefix=f"{settings.redis_namespace}:optuna"))
+    with warnings.catch_warnings():  # the Redis journal is "experimental" since Optuna 3.1; said once here
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        backend = journal.JournalRedisBackend(settings.redis_url, prefix=f"{settings.redis_namespace}:optuna")
+    return JournalStorage(backend)
 
 
 def load_study(settings: Settings, name: str) -> optuna.Study:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SMALL_SYNTHETIC
 from recsys.kinds import UnknownOption, kind_class
-from recsys.kinds.space import Choice, FloatRange, IntRange, from_text, search_space, suggest, to_json
+from recsys.kinds.space import Choice, FloatRange, IntRange, Space, from_text, search_space, suggest, to_json
 from recsys.tuning import Target, checked_space, validation_ndcg
 
 
@@ -22,7 +22,7 @@ def test_kinds_declare_their_spaces_beside_their_defaults() -> None:
 
 def test_a_trial_suggests_one_value_per_field_within_its_range() -> None:
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
-    space = {"a": FloatRange(1.0, 100.0, log=True), "b": IntRange(2, 4), "c": Choice((32, 64))}
+    space: dict[str, Space] = {"a": FloatRange(1.0, 100.0, log=True), "b": IntRange(2, 4), "c": Choice((32, 64))}
     values = suggest(trial, "kind", space)
     assert 1 <= values["a"] <= 100 and values["b"] in (2, 3, 4) and values["c"] in (32, 64)
     assert set(trial.params) == {"kind.a", "kind.b", "kind.c"}
