@@ -27,8 +27,9 @@ from cinesync.jobs import celery_app
 from cinesync.settings import Settings
 from launcher.services.process import ManagedProcess
 from launcher.services.redis_server import ensure_redis
-from launcher.tuning import create_or_resume, follow, queue_trials
+from launcher.tuning import follow, queue_trials
 from recsys.kinds.space import FloatRange
+from recsys.studies import create_or_resume
 from recsys.tuning import Target, checked_space
 
 ONE_THREAD = {name: "1" for name in ("CINESYNC_TORCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",

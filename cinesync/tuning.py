@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     import optuna
 
 TRIAL = "cinesync.tune_trial"
+STUDY = "cinesync.tune_study"  # checks a study's target and space, creates or resumes it, queues its trials
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 STARTUP_TRIALS = 4  # trials the median pruner lets finish before it compares, and TPE samples at random
 WARMUP_EPOCHS = 2  # epochs of a trial before the pruner may stop it
@@ -75,3 +79,38 @@ def load_config(settings: Settings, name: str) -> dict[str, Any]:
         raise UnknownConfig(f"no configuration {name!r} in {configs_dir(settings)}; known: {', '.join(known) or 'none'}")
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
+
+
+def watch(settings: Settings, name: str, *, timeout_s: float, poll_s: float = 2.0) -> Iterator[dict[str, Any]]:
+    """Study ``name`` as its trials finish: first (when some had finished before) a summary with
+    trial None, then one event per newly finished trial: trial, state (complete, pruned, fail),
+    value, detail (error, pruning or loss), done, budget, best. Ends once the budget's trials have
+    all finished; TimeoutError after ``timeout_s``."""
+    import optuna
+
+    store = storage(settings)
+    deadline = time.monotonic() + timeout_s
+    seen: set[int] | None = None
+    while True:
+        study = optuna.load_study(study_name=name, storage=store)
+        budget = int(study.user_attrs["budget"])
+        trials = study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state.name in FINISHED]
+        complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        best = max(complete) if complete else None
+        if seen is None:
+            seen = {t.number for t in finished}
+            if seen:
+                yield {"trial": None, "done": len(finished), "budget": budget, "best": best}
+        for trial in sorted((t for t in finished if t.number not in seen), key=lambda t: t.number):
+            seen.add(trial.number)
+            detail = (trial.user_attrs.get("error") or trial.user_attrs.get("pruned")
+                      or study.user_attrs.get(f"lost_trial_{trial.number}", ""))
+            yield {"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value, "detail": detail,
+                   "done": len(finished), "budget": budget, "best": best}
+        if len(finished) >= budget:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"study {name!r} did not finish its {budget} trials in {timeout_s:.0f} s; "
+                               f"`cinesync tune {name} ...` again resumes it")
+        time.sleep(poll_s)

@@ -15,9 +15,10 @@ import grpc
 from celery import Celery
 
 from cinesync import bundle as layout
-from cinesync import jobs, versions
+from cinesync import jobs, tuning, versions
 from cinesync.bundle import current_version
 from cinesync.federation import FederatedRunConfig, InvalidRunConfig
+from cinesync.settings import Settings
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import admin_pb2_grpc as admin_grpc
 from control_plane.experiments.definition import NAME, Experiment, InvalidExperiment, check
@@ -28,6 +29,7 @@ from control_plane.jobs import JobRegistry
 from control_plane.validation import shorten
 
 ADMIN_SERVICE = admin.DESCRIPTOR.services_by_name["AdminService"].full_name
+STUDY_START_TIMEOUT_S = 300  # for a worker to take a new study's checks (and later its last trial's files)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -113,9 +115,10 @@ def federated_run(status: dict[str, Any]) -> admin.FederatedRun:
 class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # untyped generated base
     def __init__(
         self, *, repository: Path, serving_dir: Path, router: ExperimentRouter, celery: Celery | None = None,
-        registry: JobRegistry | None = None, federation: Federation | None = None,
+        registry: JobRegistry | None = None, federation: Federation | None = None, settings: Settings | None = None,
     ) -> None:
         self.federation = federation
+        self.settings = settings  # where tuning studies live
         self.repository = Path(repository)
         self.serving_dir = Path(serving_dir)
         self.router = router
@@ -150,6 +153,37 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
             if update is None:
                 return
             yield job_progress(job_id, update)
+
+    async def StartTuning(
+        self, request: admin.TuningRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin.TuningProgress]:
+        if self.celery is None or self.settings is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this control plane cannot reach Celery")
+        settings = self.settings
+        if not tuning.NAME.match(request.name) or not request.data or not request.kind or request.trials < 1:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         "a study needs a name of 1-64 characters of [A-Za-z0-9_.-], data, a kind and at least 1 trial")
+        target = {"data": request.data, "kind": request.kind, "split": request.split or "auto",
+                  "history_length": request.history_length or 200, "seed": request.seed,
+                  "options": dict(request.options)}
+        submitted = await asyncio.to_thread(self.celery.send_task, tuning.STUDY,
+                                            args=(request.name, target, dict(request.space), request.trials))
+        try:
+            await asyncio.to_thread(submitted.get, timeout=STUDY_START_TIMEOUT_S)
+        except Exception as error:  # noqa: BLE001  # the worker's refusal (unknown kind or field, another space …)
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"study {request.name!r} refused: {error}")
+        events = tuning.watch(settings, request.name, timeout_s=7 * 24 * 3600.0, poll_s=1.0)
+        while (event := await asyncio.to_thread(next, events, None)) is not None:
+            yield admin.TuningProgress(
+                study=request.name, done=event["done"], budget=event["budget"],
+                trial=-1 if event["trial"] is None else event["trial"], state=event.get("state", ""),
+                value=event.get("value") or 0.0, detail=event.get("detail", ""), best=event["best"] or 0.0)
+        config = tuning.configs_dir(settings) / f"{request.name}.json"
+        for _ in range(STUDY_START_TIMEOUT_S):  # the last trial's worker writes it
+            if config.is_file():
+                break
+            await asyncio.sleep(1.0)
+        yield admin.TuningProgress(study=request.name, trial=-1, config=str(config) if config.is_file() else "")
 
     async def ListJobs(self, request: admin.ListJobsRequest, context: grpc.aio.ServicerContext) -> Any:
         if self.celery is None or self.registry is None:

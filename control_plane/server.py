@@ -100,7 +100,7 @@ async def serve(settings: Settings) -> None:
         AdminService(
             repository=settings.model_repository.resolve(), serving_dir=settings.serving_dir, router=router,
             celery=celery, registry=JobRegistry(store.redis, settings.redis_namespace),
-            federation=Federation(settings, celery),
+            federation=Federation(settings, celery), settings=settings,
         ),
         server,
     )

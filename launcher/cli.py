@@ -269,9 +269,10 @@ def tune(name: str, data: str | None, split: str, kind: str, trials: int, spaces
     trial becomes configuration NAME (`cinesync train --config NAME`). Running it again resumes."""
     from cinesync.jobs import celery_app
     from launcher.stack import Stack
-    from launcher.tuning import StudyRefused, create_or_resume, finish, follow, queue_trials
+    from launcher.tuning import follow, queue_trials
     from recsys.kinds import UnknownOption
     from recsys.kinds.space import from_text
+    from recsys.studies import StudyRefused, create_or_resume, finish
     from recsys.tuning import Target, checked_space
 
     settings = _settings(data)

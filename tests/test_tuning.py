@@ -23,9 +23,10 @@ from conftest import SMALL_SYNTHETIC
 from launcher.cli import with_configuration
 from launcher.services.process import ManagedProcess
 from launcher.services.redis_server import ensure_redis
-from launcher.tuning import StudyRefused, create_or_resume, finish, follow, queue_trials
+from launcher.tuning import follow, queue_trials
 from recsys.kinds.space import IntRange
 from recsys.pipeline import PipelineSpec
+from recsys.studies import StudyRefused, create_or_resume, finish
 from recsys.tuning import Target, checked_space
 
 pytestmark = pytest.mark.slow
@@ -155,3 +156,36 @@ def test_a_study_whose_worker_is_killed_mid_trial_finishes_on_the_next(settings:
     assert "worker was lost" in study.user_attrs[f"lost_trial_{lost.number}"]
     assert second is not None and "Task cinesync.tune_trial[" in second.log_tail(400)
     assert written["value"] == max(t.value for t in trials if t.value is not None)
+
+
+def test_the_admin_api_starts_a_study_and_streams_its_trials(settings: Settings) -> None:
+    """AdminService.StartTuning on a real control plane: the worker checks and queues the study,
+    the stream says each trial and ends with the configuration file; a bad space is refused."""
+    import grpc
+
+    from cinesync.v1 import admin_pb2 as admin
+    from cinesync.v1 import admin_pb2_grpc as admin_grpc
+    from launcher.stack import Stack
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    worker = _worker("worker", settings)
+    try:
+        with Stack(settings.model_copy(update={"grpc_port": 0, "metrics_port": 0}), say=print) as stack:
+            stack.start_control_plane()
+            token = settings.admin_token_file.read_text().strip()
+            with grpc.insecure_channel(stack.grpc_address) as channel:
+                stub = admin_grpc.AdminServiceStub(channel)
+                metadata = (("authorization", f"Bearer {token}"),)
+                request = admin.TuningRequest(name="by-rpc", data=SMALL_SYNTHETIC, kind="ease", trials=3,
+                                              space={"l2_grid": "50:2000:log"})
+                stream = list(stub.StartTuning(request, metadata=metadata, timeout=300))
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(stub.StartTuning(admin.TuningRequest(name="bad", data=SMALL_SYNTHETIC, kind="ease", trials=2,
+                                                              space={"colour": "1:2"}), metadata=metadata, timeout=300))
+    finally:
+        worker.stop()
+    trials = [m for m in stream if m.trial >= 0]
+    assert [m.state for m in trials] == ["complete"] * 3 and trials[-1].done == 3 == trials[-1].budget
+    assert stream[-1].config.endswith("by-rpc.json") and Path(stream[-1].config).is_file()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown hyper-parameter(s) colour" in (refused.value.details() or "")

@@ -127,6 +127,23 @@ def add_titles(self: Task, run_dir: str, titles_file: str, serve: str | None = N
     return {"run_dir": str(grown), "parent_run_dir": run_dir, "fitted_on": fitted_on}
 
 
+@app.task(bind=True, name=tuning.STUDY)
+def tune_study(self: Task, name: str, target: dict[str, Any], space: dict[str, str], budget: int) -> dict[str, Any]:
+    """Check study ``name``'s target and space (``space``: field -> range text replacing the kind's
+    declared one), create or resume it, and queue one trial task per trial still to run; raises
+    (the caller's error) on an unknown kind or field, a bad budget, or a name used for another space."""
+    from recsys.kinds.space import from_text
+    from recsys.studies import create_or_resume
+    from recsys.tuning import Target, checked_space
+
+    wanted = Target(**target)
+    checked = checked_space(wanted.kind, {field: from_text(text) for field, text in space.items()})
+    remaining = create_or_resume(get_settings(), name, wanted, checked, budget)
+    for _ in range(remaining):
+        app.send_task(tuning.TRIAL, args=(name,))  # on this worker's queue
+    return {"study": name, "queued": remaining, "space": sorted(checked)}
+
+
 @app.task(bind=True, name=tuning.TRIAL)
 def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
     """One trial of study ``study_name`` (recsys.tuning): ask, fit the study's kind with the
@@ -185,7 +202,19 @@ def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
         study.tell(trial, value)
     except optuna.exceptions.UpdateFinishedTrialError:  # another delivery of this task recorded it lost
         return {"study": study_name, "trial": trial.number, "state": "lost", "value": value, "params": params}
+    _finish_when_done(settings, study_name)
     return {"study": study_name, "trial": trial.number, "state": "complete", "value": value, "params": params}
+
+
+def _finish_when_done(settings: Any, study_name: str) -> None:
+    """Once every trial of the budget has finished, write the configuration and plots (the last
+    trial's worker does; writing them twice writes the same)."""
+    from recsys.studies import finish
+
+    study = tuning.load_study(settings, study_name)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in tuning.FINISHED]
+    if len(finished) >= int(study.user_attrs["budget"]) and any(t.state.name == "COMPLETE" for t in finished):
+        finish(settings, study_name)
 
 
 def training_pipeline(
