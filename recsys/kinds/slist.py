@@ -35,7 +35,7 @@ STATE_FILE = "slist.npz"
 
 @dataclass
 class SlistParams:
-    window: int = searched(20, IntRange(5, 100, log=True))  # past items a transition reads
+    window: int = searched(20, IntRange(1, 100, log=True))  # past items a transition reads
     # λ of both closed forms, comma-separated; validation picks one
     l2_grid: str = searched("10,100,500", FloatRange(1.0, 10_000.0, log=True))
     decay_grid: str = searched("2,8", FloatRange(1.0, 64.0, log=True))  # recency decay of the transition's inputs, in items
