@@ -66,7 +66,10 @@ def test_two_replicas_agree_switch_together_and_survive_losing_one(
             admin.Variant(name="old", weight=0.5, retrieval_version=first, ranking_version=first),
             admin.Variant(name="new", weight=0.5, retrieval_version=second, ranking_version=second)])
         admin_call(replicas[0], "CreateExperiment", experiment, token=token)
-        _until(lambda: recommend(replicas[1], users[0]).experiment == "replicas", timeout=10)
+        # Each replica routes once it has loaded both arms' versions (a user of an arm not loaded yet
+        # is served outside the experiment meanwhile).
+        _until(lambda: all(recommend(address, user).experiment == "replicas"
+                           for address in replicas for user in users[:30]), timeout=20)
         variants = [{recommend(address, user).variant for address in replicas} for user in users[:30]]
         assert all(len(seen) == 1 for seen in variants), variants
         assert {seen.pop() for seen in variants} == {"old", "new"}
