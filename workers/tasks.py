@@ -157,7 +157,7 @@ def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from recsys.kinds.space import Choice, FloatRange, IntRange, suggest
+    from recsys.kinds.space import from_json, suggest
     from recsys.tuning import Target, validation_ndcg
 
     _use_threads()
@@ -173,9 +173,7 @@ def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
     if len(counted) >= int(study.user_attrs["budget"]):
         return {"study": study_name, "trial": None, "state": "budget reached"}
     target = Target(**study.user_attrs["target"])
-    kinds = {"FloatRange": FloatRange, "IntRange": IntRange, "Choice": Choice}
-    space = {name: kinds[found["type"]](**{k: tuple(v) if k == "options" else v for k, v in found.items() if k != "type"})
-             for name, found in study.user_attrs["space"].items()}
+    space = from_json(study.user_attrs["space"])
     trial = study.ask()
     trial.set_user_attr("task_id", task_id)
     trial.set_user_attr("worker", self.request.hostname or "")
@@ -188,22 +186,25 @@ def tune_trial(self: Task, study_name: str) -> dict[str, Any]:
         if trial.should_prune():
             raise optuna.TrialPruned(f"{stage} epoch {epoch}: validation ndcg@10 {value:.4f} below the median")
 
+    outcome: dict[str, Any] = {"study": study_name, "trial": trial.number, "params": params}
     try:
         value = validation_ndcg(target, params, progress=report, on_epoch=on_epoch)
     except optuna.TrialPruned as pruned:
         trial.set_user_attr("pruned", str(pruned))
         study.tell(trial, state=TrialState.PRUNED)
-        return {"study": study_name, "trial": trial.number, "state": "pruned", "params": params}
+        outcome["state"] = "pruned"
     except Exception as error:  # noqa: BLE001  # recorded with the trial; the study goes on
         trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[:2000])
         study.tell(trial, state=TrialState.FAIL)
-        return {"study": study_name, "trial": trial.number, "state": "failed", "error": str(error)}
-    try:
-        study.tell(trial, value)
-    except optuna.exceptions.UpdateFinishedTrialError:  # another delivery of this task recorded it lost
-        return {"study": study_name, "trial": trial.number, "state": "lost", "value": value, "params": params}
-    _finish_when_done(settings, study_name)
-    return {"study": study_name, "trial": trial.number, "state": "complete", "value": value, "params": params}
+        outcome.update(state="failed", error=str(error))
+    else:
+        try:
+            study.tell(trial, value)
+            outcome.update(state="complete", value=value)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another delivery of this task recorded it lost
+            return {**outcome, "state": "lost", "value": value}
+    _finish_when_done(settings, study_name)  # whichever way the budget's last trial ended
+    return outcome
 
 
 def _finish_when_done(settings: Any, study_name: str) -> None:

@@ -92,6 +92,13 @@ def to_json(space: Mapping[str, Space]) -> dict[str, Any]:
     return dict(json.loads(json.dumps(plain)))  # tuples as lists: equal to what a study stored
 
 
+def from_json(plain: Mapping[str, Any]) -> dict[str, Space]:
+    """What ``to_json`` wrote, as ranges again."""
+    types: dict[str, type[Any]] = {"FloatRange": FloatRange, "IntRange": IntRange, "Choice": Choice}
+    return {name: types[found["type"]](**{k: tuple(v) if k == "options" else v for k, v in found.items() if k != "type"})
+            for name, found in plain.items()}
+
+
 def from_text(text: str) -> Space:
     """A range from the command line: ``LOW:HIGH`` (floats if either has a point or an exponent),
     ``LOW:HIGH:log``, or ``A|B|C`` (a choice)."""

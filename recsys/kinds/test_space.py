@@ -8,7 +8,17 @@ import pytest
 
 from conftest import SMALL_SYNTHETIC
 from recsys.kinds import UnknownOption, kind_class
-from recsys.kinds.space import Choice, FloatRange, IntRange, Space, from_text, search_space, suggest, to_json
+from recsys.kinds.space import (
+    Choice,
+    FloatRange,
+    IntRange,
+    Space,
+    from_json,
+    from_text,
+    search_space,
+    suggest,
+    to_json,
+)
 from recsys.tuning import Target, checked_space, validation_ndcg
 
 
@@ -27,6 +37,7 @@ def test_a_trial_suggests_one_value_per_field_within_its_range() -> None:
     assert 1 <= values["a"] <= 100 and values["b"] in (2, 3, 4) and values["c"] in (32, 64)
     assert set(trial.params) == {"kind.a", "kind.b", "kind.c"}
     assert to_json(space)["c"] == {"type": "Choice", "options": [32, 64]}
+    assert from_json(to_json(space)) == space  # what a worker reads back from the study
 
 
 def test_ranges_from_the_command_line() -> None:
