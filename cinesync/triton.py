@@ -29,6 +29,7 @@ FUSION = "fusion"
 ENCODERS, RANKER = "encoders", "ranker"  # the composed stage models
 MAX_BATCH_SIZE = 64  # requests per Triton execution (each request carries its own candidates)
 MAX_CANDIDATES = 4096  # candidates of one request
+MAX_HISTORY = 10_000  # items of a request's history that count (the most recent): the longest HISTORY row
 
 # The ensembles' tensors.
 HISTORY, ITEMS, SCORE = "HISTORY", "ITEMS", "SCORE"

@@ -164,7 +164,7 @@ class AdminService(admin_grpc.AdminServiceServicer):  # type: ignore[misc]  # un
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                          "a study needs a name of 1-64 characters of [A-Za-z0-9_.-], data, a kind and at least 1 trial")
         target = {"data": request.data, "kind": request.kind, "split": request.split or "auto",
-                  "history_length": request.history_length or 200, "seed": request.seed,
+                  "history_length": request.history_length, "seed": request.seed,
                   "options": dict(request.options)}
         submitted = await asyncio.to_thread(self.celery.send_task, tuning.STUDY,
                                             args=(request.name, target, dict(request.space), request.trials))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from cinesync.groups import MAX_MEMBERS
+from cinesync.triton import MAX_HISTORY
 from cinesync.v1 import recommendation_pb2 as pb
 from control_plane.experiments.store import Feedback
 
@@ -16,7 +17,6 @@ MAX_K = 1000
 USER_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 ITEM_ID = USER_ID
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
-MAX_HISTORY = 10_000  # items of a sent history that count (the most recent); longer ones are cut, not refused
 FEEDBACK_KINDS = {value: pb.FeedbackKind.Name(value).removeprefix("FEEDBACK_KIND_").lower()
                   for value in pb.FeedbackKind.values() if value}
 # Proto enum value <-> catalog domain name ("any" for DOMAIN_ANY).

@@ -259,7 +259,9 @@ def with_configuration(settings: Settings, name: str | None, pipeline: dict[str,
 @click.option("--trials", type=int, default=30, show_default=True, help="The study's budget of trials.")
 @click.option("--space", "spaces", multiple=True, metavar="KIND.PARAM=LOW:HIGH[:log]|A|B",
               help="Search this parameter over this range instead of the declared one (repeatable).")
-@click.option("--history-length", type=int, default=200, show_default=True)
+@click.option("--history-length", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="The most recent history items the kind reads (0: 200 where histories are in time order, "
+              "the whole history where the data has none).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=24 * 3600.0, help="Stop following after this many seconds.")
 def tune(name: str, data: str | None, split: str, kind: str, trials: int, spaces: tuple[str, ...],

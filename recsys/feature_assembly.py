@@ -11,6 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# The candidate's scaled log training count is this many columns from the end of the dense features
+# (see DenseFeatures.forward): 0 for a title without training interactions, a cold one.
+POPULARITY_FROM_END = 4
+
 
 @dataclass
 class FeatureTables:

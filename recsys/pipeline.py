@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cinesync.splits import CROSS_DOMAIN
+from cinesync.triton import MAX_HISTORY
 from recsys.candidates import CandidateLists, evaluate_lists, rank_lists
 from recsys.cascade import candidate_lists
 from recsys.data import InteractionDataset, load_dataset
@@ -40,7 +43,9 @@ class PipelineSpec:
     retrievers: list[str] = field(default_factory=list)
     fusion: str = "dcn_fusion"
     depth: int = 100  # candidates each retriever proposes per user
-    history_length: int = DEFAULT_HISTORY_LENGTH  # the most recent items of a user's history that models see (and serving sends)
+    # The most recent items of a user's history that models see (and serving sends); 0: resolved by
+    # history_length_of when training starts (200 where histories are in time order, a set whole).
+    history_length: int = 0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind name -> hyper-parameters
     seed: int = 0
     split: str = "auto"  # recsys.data.splits.make_protocol's choices
@@ -100,20 +105,34 @@ class PipelineSpec:
             raise UnknownOption(f"depth must be at least 1, got {self.depth}")
         if self.split not in SPLITS:
             raise UnknownOption(f"unknown split {self.split!r}; valid: {', '.join(SPLITS)}")
-        if self.history_length < 1:
-            raise UnknownOption(f"history_length must be at least 1, got {self.history_length}")
+        if not 0 <= self.history_length <= MAX_HISTORY:
+            raise UnknownOption(f"history_length must be 0 (the data's default) or 1-{MAX_HISTORY}, "
+                                f"got {self.history_length}")
         if self.evaluation_users < 0:
             raise UnknownOption(f"evaluation_users must be 0 (all) or more, got {self.evaluation_users}")
 
 
-def catalog_of(dataset: InteractionDataset, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> Catalog:
+def history_length_of(dataset: InteractionDataset, requested: int = 0) -> int:
+    """The history length a run's kinds read and serving sends: ``requested`` when set; else, where
+    histories are in time order, their most recent DEFAULT_HISTORY_LENGTH items; where the data has no
+    time order a history is a set with no recent part, so all of it is read: the longest user's
+    (at most MAX_HISTORY, what a request's history may hold)."""
+    if requested:
+        return requested
+    if dataset.timestamps is not None:
+        return DEFAULT_HISTORY_LENGTH
+    longest = int(np.bincount(dataset.user_idx, minlength=1).max())
+    return max(1, min(longest, MAX_HISTORY))
+
+
+def catalog_of(dataset: InteractionDataset, *, history_length: int = 0) -> Catalog:
     return Catalog(
         n_users=dataset.n_users,
         n_items=dataset.n_items,
         items=tuple(dataset.items),
         item_features=build_item_features(dataset.items),
         ordered=dataset.timestamps is not None,
-        history_length=history_length,
+        history_length=history_length_of(dataset, history_length),
     )
 
 
@@ -131,6 +150,7 @@ def train(
     dataset = load_dataset(data_spec, timestamped=spec.split == "loo-time")
     refuse_beyond(spec.footprint(users=dataset.n_users, items=dataset.n_items, interactions=dataset.n_interactions),
                   limit=available_bytes(), what=f"training on {dataset.summary()}")
+    spec = replace(spec, history_length=history_length_of(dataset, spec.history_length))
     catalog = catalog_of(dataset, history_length=spec.history_length)
     protocol = make_protocol(dataset, split=spec.split).sampled(spec.evaluation_users, seed=spec.seed)
     checkpoints = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None

@@ -92,3 +92,30 @@ def test_a_run_without_the_refit_step_says_so(small_run: Path, tmp_path: Path) -
     shutil.copytree(small_run, copy, ignore=shutil.ignore_patterns("kinds-all"))
     with pytest.raises(FileNotFoundError, match="no members fitted on 'all'.*run its refit step"):
         load_run(copy, fitted_on="all")
+
+
+def test_histories_without_time_order_are_read_whole_in_training_export_and_serving(tmp_path: Path) -> None:
+    from conftest import SMALL_SYNTHETIC, small_pipeline
+    from exporters.onnx_export import export_run
+    from recsys.data import load_dataset
+    from recsys.features import recent
+    from recsys.pipeline import history_length_of
+
+    unordered = f"{SMALL_SYNTHETIC},timestamps=0"
+    dataset = load_dataset(unordered)
+    longest = int(np.bincount(dataset.user_idx).max())
+    assert dataset.timestamps is None and longest > 30
+    assert history_length_of(load_dataset(SMALL_SYNTHETIC)) == 200  # in time order: the most recent 200
+    assert history_length_of(dataset) == longest and history_length_of(dataset, 12) == 12  # a set: whole
+    run = load_run(train(unordered, tmp_path, small_pipeline(options={"ease": {"l2_grid": "30"}})))
+    assert run.spec.history_length == longest == run.catalog.history_length == run.tables.history_length
+    split = run.protocol.test
+    user = max(split.test_users(), key=lambda u: len(split.train_sequences[u]))
+    history = split.train_sequences[user]
+    assert len(history) > 20
+    ease = next(m for m in run.members if m.name == "ease")
+    whole, last_ten = (ease.score(recent([history], length))[0] for length in (run.spec.history_length, 10))
+    assert np.allclose(ease.user_scores(split)(np.array([user]))[0], whole)  # evaluation reads all of it
+    assert not np.allclose(whole, last_ten)
+    exported = export_run(run, tmp_path / "onnx")  # the parity gate: ONNX on whole histories = numpy
+    assert {(model.role, model.member) for model in exported} >= {("scorer", "ease"), ("fusion", "")}

@@ -12,7 +12,7 @@ from typing import Any
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import MemberKind, UnknownOption, create, kind_class
-from recsys.kinds.base import DEFAULT_HISTORY_LENGTH, Progress, no_progress, parse_params
+from recsys.kinds.base import Progress, no_progress, parse_params
 from recsys.kinds.space import Space, search_space
 from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
@@ -28,7 +28,7 @@ class Target:
     data: str
     kind: str
     split: str = "auto"
-    history_length: int = DEFAULT_HISTORY_LENGTH
+    history_length: int = 0  # 0: recsys.pipeline.history_length_of's default for the data
     evaluation_users: int = 50_000
     seed: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)  # fixed hyper-parameters besides the searched ones

@@ -30,6 +30,7 @@ class SyntheticSpec:
     tv_share: float = 0.35
     popularity_exponent: float = 1.1
     seed: int = 7
+    timestamps: int = 1  # 0: no time order (histories are sets, as in the ML-1M fixed split and anime)
 
 
 def generate(spec: SyntheticSpec = SyntheticSpec()) -> InteractionDataset:
@@ -63,7 +64,7 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> InteractionDataset:
         times = start + np.sort(rng.exponential(86400.0, count)).cumsum()
         for item, timestamp in zip(chosen, times, strict=True):
             builder.add(f"u{user}", f"i{item}", float(timestamp))
-    return builder.build(has_timestamps=True)
+    return builder.build(has_timestamps=bool(spec.timestamps))
 
 
 def parse_spec(text: str) -> SyntheticSpec:

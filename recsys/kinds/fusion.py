@@ -5,6 +5,12 @@ with a listwise softmax loss, early-stopped on a held-out share of those users. 
 best member alone (the anchor) plus a learned correction that starts at zero. It is the last
 step of the Triton ranking ensemble: one input per member score, plus the request's history and
 candidates, from which it computes the dense features itself.
+
+Cold titles (no training interactions: a popularity feature of 0) can be routed past the network:
+their score is then one member's score, scaled and offset, so among themselves they rank exactly as
+that member ranks them (the content kind, which was built for them), and the offset places them among
+the warm titles. The member, scale and offset are chosen on validation lists, and the route is kept
+only where it ranks those lists significantly better out of fold (see DcnFusion.fit).
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.candidates import CandidateLists, ndcg_per_list
+from recsys.candidates import PAD, CandidateLists, ndcg_per_list, rank_lists
 from recsys.data.splits import Split
-from recsys.feature_assembly import DenseFeatures, FeatureTables
+from recsys.feature_assembly import POPULARITY_FROM_END, DenseFeatures, FeatureTables
 from recsys.kinds.base import ModelKind, Progress, Role, no_progress
 from recsys.kinds.space import Choice, FloatRange, IntRange, searched
-from recsys.metrics import K
+from recsys.metrics import K, per_user_metrics
 from recsys.models import DCN
 from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "fusion.pt"
 MIN_SPREAD = 1e-6  # a feature spread less than this on the training lists is constant
+NO_ROUTE = (-1.0, 1.0, 0.0)  # (member index, scale, offset) of the cold route; -1: cold titles are not routed
+ROUTE_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)  # where a cold title's typical score may sit
+ROUTE_SCALES = (0.5, 1.0, 2.0)  # the routed member's spread relative to the ranked score's
 
 
 @dataclass
@@ -78,6 +87,7 @@ class FusionNetwork(torch.nn.Module):
         # -1: the network ranks; i >= 0: feature i (a member's score) passes through unchanged.
         self.register_buffer("passthrough", torch.tensor(-1))
         self.register_buffer("anchor", torch.tensor([anchor]))
+        self.register_buffer("cold_route", torch.tensor(NO_ROUTE))  # see route_cold
         self.anchor_weight = torch.nn.Parameter(torch.ones(()))
         self.dcn = DCN(n_features, cross_layers=params.cross_layers, hidden=params.hidden)
         torch.nn.init.zeros_(self.dcn.head.weight)
@@ -89,6 +99,13 @@ class FusionNetwork(torch.nn.Module):
         return self.anchor_weight * base + self.dcn(standard).squeeze(-1)
 
 
+def route_cold(scores: torch.Tensor, member_score: torch.Tensor, cold: torch.Tensor,
+               route: tuple[float, float, float]) -> torch.Tensor:
+    """``scores`` with each cold candidate's replaced by ``scale * member_score + offset``."""
+    _, scale, offset = route
+    return torch.where(cold, member_score * scale + offset, scores)
+
+
 class FusionServing(torch.nn.Module):
     """The exported form: ``(score_<member> [B, W] ..., history [B, L], items [B, W]) -> score [B, W]``;
     the dense features are computed inside, from the run's item tables."""
@@ -98,13 +115,19 @@ class FusionServing(torch.nn.Module):
         self.network = network
         self.dense = DenseFeatures(tables)
         self.passthrough = int(network.passthrough)
+        member, scale, offset = (float(value) for value in network.cold_route)
+        self.route = (int(member), scale, offset)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *scores, history, items = inputs
         if self.passthrough >= 0:
-            return scores[self.passthrough] + 0.0
-        features = torch.cat([*(score.unsqueeze(2) for score in scores), self.dense(history, items)], dim=2)
-        return self.network(features)
+            ranked = scores[self.passthrough] + 0.0
+        else:
+            ranked = self.network(torch.cat([*(s.unsqueeze(2) for s in scores), self.dense(history, items)], dim=2))
+        if self.route[0] < 0:
+            return ranked
+        cold = torch.index_select(self.dense.item_log_popularity, 0, items.reshape(-1)).reshape(items.shape) <= 0
+        return route_cold(ranked, scores[self.route[0]], cold, self.route)
 
 
 def paired_gain_p_value(differences: np.ndarray) -> float:
@@ -167,9 +190,65 @@ class DcnFusion(ModelKind):
             self.network = FusionNetwork(lists.features.shape[2], p)  # never ranks: the member passes through
             self.network.passthrough.fill_(member_names.index(best))
             self.chosen["passthrough"] = best
+            ranked = lists.features[:, :, member_names.index(best)]
         else:
             self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion",
                                           members=len(member_names))
+            ranked = out_of_fold
+        self._choose_cold_route(lists, ranked, split_for_metrics, member_names, fold_of)
+
+    def _choose_cold_route(self, lists: CandidateLists, ranked: np.ndarray, split: Split, member_names: list[str],
+                           fold_of: np.ndarray) -> None:
+        """Route cold candidates through the member that ranks the lists' cold held-out titles best among
+        the cold candidates, with the scale and offset that rank whole lists best; kept only if, chosen on
+        the other folds, it ranks each fold's lists better than ``ranked`` alone (paired test, as above)."""
+        if lists.features.shape[2] - len(member_names) < POPULARITY_FROM_END:
+            return  # lists of member scores alone: nothing tells which titles are cold
+        cold = (lists.features[:, :, -POPULARITY_FROM_END] <= 0) & lists.mask
+        relevant = [split.test_items[u] for u in lists.users]
+        cold_relevant = [held[np.isin(held, row[flags])] for held, row, flags in zip(relevant, lists.items, cold,
+                                                                                     strict=True)]
+        with_cold = np.flatnonzero([len(held) > 0 for held in cold_relevant])
+        self.chosen["cold_route"] = {"lists_with_cold_titles_held_out": len(with_cold)}
+        if not len(with_cold):
+            return
+        among_cold = np.where(cold, lists.items, PAD)[with_cold]
+        cold_ndcg = {name: float(per_user_metrics(rank_lists(among_cold, lists.features[with_cold, :, index]),
+                                                  [cold_relevant[r] for r in with_cold], K)[f"ndcg@{K}"].mean())
+                     for index, name in enumerate(member_names)}
+        member = max(range(len(member_names)), key=lambda index: cold_ndcg[member_names[index]])
+        scores = lists.features[:, :, member]
+
+        def best_route(rows: np.ndarray) -> tuple[float, float, float]:
+            warm, routed = ranked[rows][lists.mask[rows] & ~cold[rows]], scores[rows][cold[rows]]
+            if not len(warm) or not len(routed):
+                return NO_ROUTE
+            spread = max(float(warm.std()), MIN_SPREAD) / max(float(routed.std()), MIN_SPREAD)
+            candidates = [(float(member), spread * factor, float(np.quantile(warm, q)) - spread * factor *
+                           float(np.median(routed))) for factor in ROUTE_SCALES for q in ROUTE_QUANTILES]
+            part = lists.take(rows)
+            return max(candidates, key=lambda route: float(ndcg_per_list(part, self._routed(
+                ranked[rows], scores[rows], cold[rows], route), split).mean()))
+
+        out_of_fold = ranked.copy()
+        for fold in range(self.params.folds):
+            held = np.flatnonzero(fold_of == fold)
+            route = best_route(np.flatnonzero(fold_of != fold))
+            out_of_fold[held] = self._routed(ranked[held], scores[held], cold[held], route)
+        gain = ndcg_per_list(lists, out_of_fold, split) - ndcg_per_list(lists, ranked, split)
+        p_value = paired_gain_p_value(gain)
+        self.chosen["cold_route"].update({"member": member_names[member], "cold_titles_ndcg@10": cold_ndcg,
+                                          "out_of_fold_gain": float(gain.mean()), "gain_p_value": p_value})
+        if p_value < self.params.max_gain_p_value:
+            route = best_route(np.arange(len(lists.users)))
+            self.network.cold_route.copy_(torch.tensor(route))
+            self.chosen["cold_route"].update({"scale": route[1], "offset": route[2]})
+
+    @staticmethod
+    def _routed(ranked: np.ndarray, scores: np.ndarray, cold: np.ndarray, route: tuple[float, float, float]) -> np.ndarray:
+        if route[0] < 0:
+            return ranked
+        return route_cold(torch.from_numpy(ranked), torch.from_numpy(scores), torch.from_numpy(cold), route).numpy()
 
     def pass_through(self, member: str, members: list[str], n_features: int) -> None:
         """Rank by ``member``'s score alone (of ``members``, whose scores lead ``n_features``), with
@@ -230,9 +309,12 @@ class DcnFusion(ModelKind):
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Scores ``[..., W]`` of pair features ``[..., W, F]`` (member scores, then dense)."""
         passthrough = int(self.network.passthrough)
-        if passthrough >= 0:
-            return features[..., passthrough]
-        return self.network(torch.from_numpy(features)).numpy()
+        member, scale, offset = (float(value) for value in self.network.cold_route)
+        ranked = features[..., passthrough] if passthrough >= 0 else self.network(torch.from_numpy(features)).numpy()
+        if member < 0:
+            return ranked
+        cold = features[..., -POPULARITY_FROM_END] <= 0
+        return self._routed(ranked, features[..., int(member)], cold, (member, scale, offset))
 
     def serving_module(self, tables: FeatureTables) -> torch.nn.Module:
         """The module the exporter writes as the fusion's ONNX model, with ``tables``' features inside."""
@@ -245,6 +327,7 @@ class DcnFusion(ModelKind):
     def load_state(self, folder: Path) -> None:
         saved = torch.load(folder / WEIGHTS_FILE, weights_only=True)
         self.network = FusionNetwork(saved["n_features"], self.params)
-        self.network.load_state_dict(saved["state"])
+        # Runs saved before cold routing have no route.
+        self.network.load_state_dict({"cold_route": torch.tensor(NO_ROUTE), **saved["state"]})
         self.network.scale.copy_(bounded_scale(self.network.scale))  # runs saved before the bound
         self.network.eval()

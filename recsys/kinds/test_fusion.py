@@ -77,3 +77,42 @@ def test_a_feature_constant_in_training_stays_at_its_own_size_when_a_candidate_h
     unseen[:, :, 2] = 1.0  # the first candidates that have it
     # Bounded: the network moves by about its weights' size, not by a million-fold outlier.
     assert np.abs(model.score_features(unseen) - seen).max() < 100 * (np.abs(seen).max() + 1)
+
+
+def test_cold_titles_are_routed_through_the_member_that_ranks_them_in_training_and_serving() -> None:
+    import torch
+
+    from recsys.feature_assembly import FeatureTables, assemble_dense
+    from recsys.kinds.fusion import FusionServing
+
+    rng = np.random.default_rng(1)
+    n_lists, width, n_items, n_cold = 800, 20, 40, 10
+    popularity = np.concatenate([[0.0], rng.uniform(0.2, 1.0, n_items - n_cold), np.zeros(n_cold)])  # row 0: pad
+    tables = FeatureTables(item_genres=np.zeros((n_items + 1, 1), np.float32),
+                           item_log_popularity=popularity.astype(np.float32),
+                           item_year=np.full(n_items + 1, 0.5, np.float32),
+                           item_is_tv=np.zeros(n_items + 1, np.float32), history_length=5)
+    items = np.stack([rng.permutation(n_items)[:width] for _ in range(n_lists)])
+    cold = items >= n_items - n_cold
+    warm_member = np.where(cold, -3.0, rng.normal(size=items.shape))  # knows nothing of cold titles
+    content_member = rng.normal(size=items.shape)  # knows cold titles (and is noise on warm ones)
+    # Half the lists hold out the warm member's best warm title, half the content member's best cold one.
+    relevant = [np.array([row[np.argmax(np.where(c, -np.inf, w) if i % 2 else np.where(c, t, -np.inf))]])
+                for i, (row, c, w, t) in enumerate(zip(items, cold, warm_member, content_member, strict=True))]
+    history = np.zeros((n_lists, 5), dtype=np.int64)
+    features = np.concatenate([warm_member[:, :, None], content_member[:, :, None],
+                               assemble_dense(tables, history, items + 1)], axis=2).astype(np.float32)
+    lists = CandidateLists(np.arange(n_lists), items, features, relevant)
+    split = Split(n_lists, n_items, [np.array([], dtype=np.int64)] * n_lists, relevant, "t")
+    model = fusion(n_items, epochs=1)  # a network that has not learnt the cold titles (as on real data)
+    model.fit(lists, split, ["warm", "content"])
+    route = model.chosen["cold_route"]
+    assert route["member"] == "content" and route["gain_p_value"] < 0.05 and "offset" in route, route
+    scores = model.score(lists)
+    for row in range(20):  # among cold candidates, the content member's order
+        flags = cold[row]
+        np.testing.assert_array_equal(np.argsort(-scores[row][flags]), np.argsort(-content_member[row][flags]))
+    served = FusionServing(model.network, tables)(  # the exported form: the same scores
+        torch.from_numpy(warm_member.astype(np.float32)), torch.from_numpy(content_member.astype(np.float32)),
+        torch.from_numpy(history), torch.from_numpy(items + 1)).detach().numpy()
+    np.testing.assert_allclose(served, scores, rtol=1e-5, atol=1e-5)
