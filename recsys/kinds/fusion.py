@@ -219,30 +219,38 @@ class DcnFusion(ModelKind):
         member = max(range(len(member_names)), key=lambda index: cold_ndcg[member_names[index]])
         scores = lists.features[:, :, member]
 
-        def best_route(rows: np.ndarray) -> tuple[float, float, float]:
-            warm, routed = ranked[rows][lists.mask[rows] & ~cold[rows]], scores[rows][cold[rows]]
+        def route(scored: np.ndarray, rows: np.ndarray, placement: tuple[float, float]) -> tuple[float, float, float]:
+            """(member, scale, offset) that give the routed scores the ranked warm scores' spread times
+            ``placement[0]``, a typical cold title sitting at their quantile ``placement[1]``."""
+            warm, routed = scored[rows][lists.mask[rows] & ~cold[rows]], scores[rows][cold[rows]]
             if not len(warm) or not len(routed):
                 return NO_ROUTE
-            spread = max(float(warm.std()), MIN_SPREAD) / max(float(routed.std()), MIN_SPREAD)
-            candidates = [(float(member), spread * factor, float(np.quantile(warm, q)) - spread * factor *
-                           float(np.median(routed))) for factor in ROUTE_SCALES for q in ROUTE_QUANTILES]
+            scale = placement[0] * max(float(warm.std()), MIN_SPREAD) / max(float(routed.std()), MIN_SPREAD)
+            return float(member), scale, float(np.quantile(warm, placement[1])) - scale * float(np.median(routed))
+
+        def best_placement(rows: np.ndarray) -> tuple[float, float]:
             part = lists.take(rows)
-            return max(candidates, key=lambda route: float(ndcg_per_list(part, self._routed(
-                ranked[rows], scores[rows], cold[rows], route), split).mean()))
+            return max(((factor, q) for factor in ROUTE_SCALES for q in ROUTE_QUANTILES),
+                       key=lambda placement: float(ndcg_per_list(part, self._routed(
+                           ranked[rows], scores[rows], cold[rows], route(ranked, rows, placement)), split).mean()))
 
         out_of_fold = ranked.copy()
         for fold in range(self.params.folds):
-            held = np.flatnonzero(fold_of == fold)
-            route = best_route(np.flatnonzero(fold_of != fold))
-            out_of_fold[held] = self._routed(ranked[held], scores[held], cold[held], route)
+            held, others = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+            fold_route = route(ranked, others, best_placement(others))
+            out_of_fold[held] = self._routed(ranked[held], scores[held], cold[held], fold_route)
         gain = ndcg_per_list(lists, out_of_fold, split) - ndcg_per_list(lists, ranked, split)
         p_value = paired_gain_p_value(gain)
         self.chosen["cold_route"].update({"member": member_names[member], "cold_titles_ndcg@10": cold_ndcg,
                                           "out_of_fold_gain": float(gain.mean()), "gain_p_value": p_value})
         if p_value < self.params.max_gain_p_value:
-            route = best_route(np.arange(len(lists.users)))
-            self.network.cold_route.copy_(torch.tensor(route))
-            self.chosen["cold_route"].update({"scale": route[1], "offset": route[2]})
+            everything = np.arange(len(lists.users))
+            placement = best_placement(everything)
+            # Placed among what the final ranking scores (the final network's scale, not the folds').
+            final = route(self.score_features(lists.features), everything, placement)
+            self.network.cold_route.copy_(torch.tensor(final))
+            self.chosen["cold_route"].update({"spread": placement[0], "quantile": placement[1], "scale": final[1],
+                                              "offset": final[2]})
 
     @staticmethod
     def _routed(ranked: np.ndarray, scores: np.ndarray, cold: np.ndarray, route: tuple[float, float, float]) -> np.ndarray:
