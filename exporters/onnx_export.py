@@ -209,7 +209,8 @@ def _export_fusion(run: TrainedRun, example: Requests, check: Requests, folder: 
     file, error = export_module(
         run.fusion.serving_module(run.tables), name=triton.FUSION, inputs=inputs, output=output,
         example=fusion_feeds(run, scores(example), example), check=fusion_feeds(run, check_scores, check),
-        expected=run.fusion.score_features(fusion_features(run, check_scores, check)), folder=folder,
+        expected=run.fusion.score_features(fusion_features(run, check_scores, check), check.items != PAD),
+        folder=folder,
         compared=check.items != PAD,
     )
     return ExportedModel(triton.FUSION, FUSION_ROLE, "", file, inputs, output, error)

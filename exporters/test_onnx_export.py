@@ -69,7 +69,7 @@ def test_every_model_matches_the_kinds_at_any_batch_and_width(
     kinds_scores = {m.name: m.score_lists(requests.histories, requests.items) for m in run.members}
     (fused,) = ort_session(exported_run / f"{triton.FUSION}.onnx").run(
         None, onnx_export.fusion_feeds(run, kinds_scores, requests))
-    expected = run.fusion.score_features(onnx_export.fusion_features(run, kinds_scores, requests))
+    expected = run.fusion.score_features(onnx_export.fusion_features(run, kinds_scores, requests), valid)
     np.testing.assert_allclose(fused[valid], expected[valid], atol=PARITY_TOLERANCE)
 
 
@@ -101,9 +101,12 @@ def test_parity_beyond_tolerance_is_refused(small_run: Path, tmp_path: Path, mon
         onnx_export.export_run(load_run(small_run), tmp_path)
 
 
-def test_the_dcn_fusion_itself_exports_with_parity(small_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cold_member", [-1, 1])
+def test_the_dcn_fusion_itself_exports_with_parity(small_run: Path, tmp_path: Path, cold_member: int) -> None:
     run = load_run(small_run)
     run.fusion.network.passthrough.fill_(-1)  # rank with the network even where validation chose a member
+    run.fusion.network.cold_member.fill_(cold_member)  # and order cold titles' slots by a member (or not)
+    run.tables.item_log_popularity[1::3] = 0.0  # a third of the titles cold
     report = onnx_export.export_run(run, tmp_path)
     assert report[-1].name == triton.FUSION and report[-1].max_abs_error <= PARITY_TOLERANCE
 

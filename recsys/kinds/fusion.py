@@ -6,11 +6,12 @@ best member alone (the anchor) plus a learned correction that starts at zero. It
 step of the Triton ranking ensemble: one input per member score, plus the request's history and
 candidates, from which it computes the dense features itself.
 
-Cold titles (no training interactions: a popularity feature of 0) can be routed past the network:
-their score is then one member's score, scaled and offset, so among themselves they rank exactly as
-that member ranks them (the content kind, which was built for them), and the offset places them among
-the warm titles. The member, scale and offset are chosen on validation lists, and the route is kept
-only where it ranks those lists significantly better out of fold (see DcnFusion.fit).
+Cold titles (no training interactions: a popularity feature of 0) get slots: the ranking decides
+where in a list cold titles go (the set of scores it gives them), and one member decides which cold
+title takes which slot (its best cold candidate the highest one): the member that ranks validation's
+cold held-out titles among the cold candidates significantly better than the ranking itself (the
+content kind, built for them), else none. Warm titles keep their places, and among themselves cold
+titles rank exactly as that member ranks them.
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ from recsys.training import minibatches, optimise, train_loop
 
 WEIGHTS_FILE = "fusion.pt"
 MIN_SPREAD = 1e-6  # a feature spread less than this on the training lists is constant
-NO_ROUTE = (-1.0, 1.0, 0.0)  # (member index, scale, offset) of the cold route; -1: cold titles are not routed
-ROUTE_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)  # where a cold title's typical score may sit
-ROUTE_SCALES = (0.5, 1.0, 2.0)  # the routed member's spread relative to the ranked score's
+NO_COLD_MEMBER = -1  # the cold_member buffer when no member orders the cold titles' slots
 
 
 @dataclass
@@ -87,7 +86,7 @@ class FusionNetwork(torch.nn.Module):
         # -1: the network ranks; i >= 0: feature i (a member's score) passes through unchanged.
         self.register_buffer("passthrough", torch.tensor(-1))
         self.register_buffer("anchor", torch.tensor([anchor]))
-        self.register_buffer("cold_route", torch.tensor(NO_ROUTE))  # see route_cold
+        self.register_buffer("cold_member", torch.tensor(NO_COLD_MEMBER))  # see slot_cold
         self.anchor_weight = torch.nn.Parameter(torch.ones(()))
         self.dcn = DCN(n_features, cross_layers=params.cross_layers, hidden=params.hidden)
         torch.nn.init.zeros_(self.dcn.head.weight)
@@ -99,11 +98,21 @@ class FusionNetwork(torch.nn.Module):
         return self.anchor_weight * base + self.dcn(standard).squeeze(-1)
 
 
-def route_cold(scores: torch.Tensor, member_score: torch.Tensor, cold: torch.Tensor,
-               route: tuple[float, float, float]) -> torch.Tensor:
-    """``scores`` with each cold candidate's replaced by ``scale * member_score + offset``."""
-    _, scale, offset = route
-    return torch.where(cold, member_score * scale + offset, scores)
+def cold_places(keys: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
+    """Each candidate's place (0: first) among its row's ``cold`` candidates by descending ``keys``
+    (``[B, W]``), ties by position; pairwise comparisons, which export to ONNX and agree everywhere."""
+    position = torch.arange(keys.shape[1], device=keys.device)
+    other, this = keys.unsqueeze(1), keys.unsqueeze(2)  # [B, 1, W] against [B, W, 1]
+    ahead = (other > this) | ((other == this) & (position.view(1, 1, -1) < position.view(1, -1, 1)))
+    return (ahead & cold.unsqueeze(1)).sum(dim=2)
+
+
+def slot_cold(ranked: torch.Tensor, member: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
+    """``ranked`` (``[B, W]``) with the scores of each row's ``cold`` candidates handed out again: the
+    candidate ``member`` scores highest among them takes the highest of them, and so on."""
+    wanted, held = cold_places(member.to(ranked.dtype), cold), cold_places(ranked, cold)
+    takes = (held.unsqueeze(1) == wanted.unsqueeze(2)) & cold.unsqueeze(1)  # [B, i, j]: i takes j's score
+    return torch.where(cold, (takes.to(ranked.dtype) * ranked.unsqueeze(1)).sum(dim=2), ranked)
 
 
 class FusionServing(torch.nn.Module):
@@ -115,8 +124,7 @@ class FusionServing(torch.nn.Module):
         self.network = network
         self.dense = DenseFeatures(tables)
         self.passthrough = int(network.passthrough)
-        member, scale, offset = (float(value) for value in network.cold_route)
-        self.route = (int(member), scale, offset)
+        self.cold_member = int(network.cold_member)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *scores, history, items = inputs
@@ -124,10 +132,10 @@ class FusionServing(torch.nn.Module):
             ranked = scores[self.passthrough] + 0.0
         else:
             ranked = self.network(torch.cat([*(s.unsqueeze(2) for s in scores), self.dense(history, items)], dim=2))
-        if self.route[0] < 0:
+        if self.cold_member < 0:
             return ranked
-        cold = torch.index_select(self.dense.item_log_popularity, 0, items.reshape(-1)).reshape(items.shape) <= 0
-        return route_cold(ranked, scores[self.route[0]], cold, self.route)
+        no_evidence = torch.index_select(self.dense.item_log_popularity, 0, items.reshape(-1)).reshape(items.shape) <= 0
+        return slot_cold(ranked, scores[self.cold_member], no_evidence & (items > 0))  # 0 pads the list
 
 
 def paired_gain_p_value(differences: np.ndarray) -> float:
@@ -195,68 +203,50 @@ class DcnFusion(ModelKind):
             self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion",
                                           members=len(member_names))
             ranked = out_of_fold
-        self._choose_cold_route(lists, ranked, split_for_metrics, member_names, fold_of)
+        self._choose_cold_member(lists, ranked, split_for_metrics, member_names)
 
-    def _choose_cold_route(self, lists: CandidateLists, ranked: np.ndarray, split: Split, member_names: list[str],
-                           fold_of: np.ndarray) -> None:
-        """Route cold candidates through the member that ranks the lists' cold held-out titles best among
-        the cold candidates, with the scale and offset that rank whole lists best; kept only if, chosen on
-        the other folds, it ranks each fold's lists better than ``ranked`` alone (paired test, as above)."""
+    def _choose_cold_member(self, lists: CandidateLists, ranked: np.ndarray, split: Split,
+                            member_names: list[str]) -> None:
+        """The member whose order of the cold candidates ranks the lists' cold held-out titles best among
+        them, kept to order the cold slots if it does so significantly better than ``ranked`` (the
+        out-of-fold ranking; a one-sided paired test over the lists with a cold title held out)."""
         if lists.features.shape[2] - len(member_names) < POPULARITY_FROM_END:
             return  # lists of member scores alone: nothing tells which titles are cold
         cold = (lists.features[:, :, -POPULARITY_FROM_END] <= 0) & lists.mask
         relevant = [split.test_items[u] for u in lists.users]
         cold_relevant = [held[np.isin(held, row[flags])] for held, row, flags in zip(relevant, lists.items, cold,
                                                                                      strict=True)]
-        with_cold = np.flatnonzero([len(held) > 0 for held in cold_relevant])
-        self.chosen["cold_route"] = {"lists_with_cold_titles_held_out": len(with_cold)}
-        if not len(with_cold):
+        rows = np.flatnonzero([len(held) > 0 for held in cold_relevant])
+        self.chosen["cold_titles"] = {"lists_with_cold_titles_held_out": len(rows)}
+        if not len(rows):
             return
-        among_cold = np.where(cold, lists.items, PAD)[with_cold]
-        cold_ndcg = {name: float(per_user_metrics(rank_lists(among_cold, lists.features[with_cold, :, index]),
-                                                  [cold_relevant[r] for r in with_cold], K)[f"ndcg@{K}"].mean())
-                     for index, name in enumerate(member_names)}
-        member = max(range(len(member_names)), key=lambda index: cold_ndcg[member_names[index]])
-        scores = lists.features[:, :, member]
+        among_cold = np.where(cold, lists.items, PAD)[rows]
 
-        def route(scored: np.ndarray, rows: np.ndarray, placement: tuple[float, float]) -> tuple[float, float, float]:
-            """(member, scale, offset) that give the routed scores the ranked warm scores' spread times
-            ``placement[0]``, a typical cold title sitting at their quantile ``placement[1]``."""
-            warm, routed = scored[rows][lists.mask[rows] & ~cold[rows]], scores[rows][cold[rows]]
-            if not len(warm) or not len(routed):
-                return NO_ROUTE
-            scale = placement[0] * max(float(warm.std()), MIN_SPREAD) / max(float(routed.std()), MIN_SPREAD)
-            return float(member), scale, float(np.quantile(warm, placement[1])) - scale * float(np.median(routed))
+        def cold_ndcg(scores: np.ndarray) -> np.ndarray:
+            return per_user_metrics(rank_lists(among_cold, scores[rows]), [cold_relevant[r] for r in rows],
+                                    K)[f"ndcg@{K}"]
 
-        def best_placement(rows: np.ndarray) -> tuple[float, float]:
-            part = lists.take(rows)
-            return max(((factor, q) for factor in ROUTE_SCALES for q in ROUTE_QUANTILES),
-                       key=lambda placement: float(ndcg_per_list(part, self._routed(
-                           ranked[rows], scores[rows], cold[rows], route(ranked, rows, placement)), split).mean()))
-
-        out_of_fold = ranked.copy()
-        for fold in range(self.params.folds):
-            held, others = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
-            fold_route = route(ranked, others, best_placement(others))
-            out_of_fold[held] = self._routed(ranked[held], scores[held], cold[held], fold_route)
-        gain = ndcg_per_list(lists, out_of_fold, split) - ndcg_per_list(lists, ranked, split)
-        p_value = paired_gain_p_value(gain)
-        self.chosen["cold_route"].update({"member": member_names[member], "cold_titles_ndcg@10": cold_ndcg,
-                                          "out_of_fold_gain": float(gain.mean()), "gain_p_value": p_value})
+        alone = {name: cold_ndcg(lists.features[:, :, index]) for index, name in enumerate(member_names)}
+        best = max(alone, key=lambda name: float(alone[name].mean()))
+        by_ranking = cold_ndcg(ranked)
+        p_value = paired_gain_p_value(alone[best] - by_ranking)
+        slotted = self._slotted(ranked, lists.features[:, :, member_names.index(best)], cold)
+        self.chosen["cold_titles"].update({
+            f"ranking_ndcg@{K}": float(by_ranking.mean()), f"members_ndcg@{K}": {n: float(v.mean()) for n, v in
+                                                                               alone.items()},
+            "gain_p_value": p_value,
+            f"slotted_all_titles_ndcg@{K}_gain": float((ndcg_per_list(lists, slotted, split)
+                                                       - ndcg_per_list(lists, ranked, split)).mean())})
         if p_value < self.params.max_gain_p_value:
-            everything = np.arange(len(lists.users))
-            placement = best_placement(everything)
-            # Placed among what the final ranking scores (the final network's scale, not the folds').
-            final = route(self.score_features(lists.features), everything, placement)
-            self.network.cold_route.copy_(torch.tensor(final))
-            self.chosen["cold_route"].update({"spread": placement[0], "quantile": placement[1], "scale": final[1],
-                                              "offset": final[2]})
+            self.network.cold_member.fill_(member_names.index(best))
+            self.chosen["cold_titles"]["ordered_by"] = best
 
     @staticmethod
-    def _routed(ranked: np.ndarray, scores: np.ndarray, cold: np.ndarray, route: tuple[float, float, float]) -> np.ndarray:
-        if route[0] < 0:
-            return ranked
-        return route_cold(torch.from_numpy(ranked), torch.from_numpy(scores), torch.from_numpy(cold), route).numpy()
+    def _slotted(ranked: np.ndarray, member: np.ndarray, cold: np.ndarray, *, rows: int = 256) -> np.ndarray:
+        """slot_cold over ``[L, W]`` arrays, ``rows`` lists at a time (its comparisons are W² per list)."""
+        parts = [slot_cold(*(torch.from_numpy(np.ascontiguousarray(a[start : start + rows]))
+                             for a in (ranked, member, cold))).numpy() for start in range(0, len(ranked), rows)]
+        return np.concatenate(parts) if parts else ranked
 
     def pass_through(self, member: str, members: list[str], n_features: int) -> None:
         """Rank by ``member``'s score alone (of ``members``, whose scores lead ``n_features``), with
@@ -311,18 +301,23 @@ class DcnFusion(ModelKind):
 
     def score(self, lists: CandidateLists) -> np.ndarray:
         """Scores ``[L, W]`` of the candidate lists (pads get some value; rank_lists ignores them)."""
-        return self.score_features(lists.features)
+        return self.score_features(lists.features, lists.mask)
 
     @torch.no_grad()
-    def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Scores ``[..., W]`` of pair features ``[..., W, F]`` (member scores, then dense)."""
+    def score_features(self, features: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``[..., W]`` of pair features ``[..., W, F]`` (member scores, then dense); ``mask``
+        (``[..., W]``) marks the real candidates where some pad the lists."""
         passthrough = int(self.network.passthrough)
-        member, scale, offset = (float(value) for value in self.network.cold_route)
         ranked = features[..., passthrough] if passthrough >= 0 else self.network(torch.from_numpy(features)).numpy()
+        member = int(self.network.cold_member)
         if member < 0:
             return ranked
         cold = features[..., -POPULARITY_FROM_END] <= 0
-        return self._routed(ranked, features[..., int(member)], cold, (member, scale, offset))
+        if mask is not None:
+            cold &= mask
+        width = features.shape[-2]
+        flat = (a.reshape(-1, width) for a in (ranked, features[..., member], cold))
+        return self._slotted(*flat).reshape(ranked.shape)
 
     def serving_module(self, tables: FeatureTables) -> torch.nn.Module:
         """The module the exporter writes as the fusion's ONNX model, with ``tables``' features inside."""
@@ -335,7 +330,7 @@ class DcnFusion(ModelKind):
     def load_state(self, folder: Path) -> None:
         saved = torch.load(folder / WEIGHTS_FILE, weights_only=True)
         self.network = FusionNetwork(saved["n_features"], self.params)
-        # Runs saved before cold routing have no route.
-        self.network.load_state_dict({"cold_route": torch.tensor(NO_ROUTE), **saved["state"]})
+        # Runs saved before cold slots order them by the ranking.
+        self.network.load_state_dict({"cold_member": torch.tensor(NO_COLD_MEMBER), **saved["state"]})
         self.network.scale.copy_(bounded_scale(self.network.scale))  # runs saved before the bound
         self.network.eval()
