@@ -169,7 +169,10 @@ def train(
     fusion = create(spec.fusion, catalog, spec.options.get(spec.fusion), seed=spec.seed)
     assert isinstance(fusion, DcnFusion)
     fusion.checkpoints = checkpoints
-    fusion.fit(lists, protocol.validation, [m.name for m in members], progress)
+    views = protocol.validation_views()  # a cold-item split: its cold titles ranked among themselves
+    cold_lists = (candidate_lists(members, spec.retrieving(members), validation_tables, views["cold"],
+                                  depth=spec.depth), views["cold"]) if "cold" in views else None
+    fusion.fit(lists, protocol.validation, [m.name for m in members], progress, cold_lists=cold_lists)
     # The group rule's tilt, while the members are the ones fitted without the validation items.
     groups = choose_tilt(GroupRanker(members=members, retrievers=spec.retrieving(members), fusion=fusion,
                                      tables=validation_tables, split=protocol.validation, depth=spec.depth))

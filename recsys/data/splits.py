@@ -126,6 +126,7 @@ class Protocol:
     by_time: bool
     target_domain: str | None = None  # the domain a cross-domain split ranks
     cold_items: np.ndarray | None = None  # a cold-item split's test cold items (no training interaction)
+    validation_cold_items: np.ndarray | None = None  # and its validation cold items
 
     def summary(self) -> dict[str, object]:
         return {
@@ -146,20 +147,28 @@ class Protocol:
         """The test split as evaluated: "all"; and for a cold-item split also "cold" (its cold items
         ranked among themselves, against each user's cold test items) and "warm" (the other items,
         against each user's held-out warm items)."""
-        if self.cold_items is None:
-            return {"all": self.test}
-        cold = np.zeros(self.test.n_items, dtype=bool)
-        cold[self.cold_items] = True
-        base = self.test.target if self.test.target is not None else np.ones(self.test.n_items, dtype=bool)
+        return cold_views(self.test, self.cold_items)
 
-        def view(mask: np.ndarray, name: str) -> Split:
-            held = [items[mask[items]] for items in self.test.test_items]
-            evaluated = None if self.test.evaluated is None else \
-                self.test.evaluated[[len(held[u]) > 0 for u in self.test.evaluated]]
-            return Split(self.test.n_users, self.test.n_items, self.test.train_sequences, held,
-                         f"{self.test.kind}: {name} items", mask, evaluated)
+    def validation_views(self) -> dict[str, Split]:
+        """The validation split's views, as ``views`` (the validation cold items for "cold")."""
+        return cold_views(self.validation, self.validation_cold_items)
 
-        return {"cold": view(cold, "cold"), "warm": view(base & ~cold, "warm"), "all": self.test}
+
+def cold_views(split: Split, cold_items: np.ndarray | None) -> dict[str, Split]:
+    """``split`` as "all", and where it has ``cold_items`` also "cold" and "warm" (Protocol.views)."""
+    if cold_items is None:
+        return {"all": split}
+    cold = np.zeros(split.n_items, dtype=bool)
+    cold[cold_items] = True
+    base = split.target if split.target is not None else np.ones(split.n_items, dtype=bool)
+
+    def view(mask: np.ndarray, name: str) -> Split:
+        held = [items[mask[items]] for items in split.test_items]
+        evaluated = None if split.evaluated is None else split.evaluated[[len(held[u]) > 0 for u in split.evaluated]]
+        return Split(split.n_users, split.n_items, split.train_sequences, held, f"{split.kind}: {name} items", mask,
+                     evaluated)
+
+    return {"cold": view(cold, "cold"), "warm": view(base & ~cold, "warm"), "all": split}
 
 
 def _ordered(dataset: InteractionDataset, mask: np.ndarray) -> list[np.ndarray]:
@@ -316,7 +325,8 @@ def cold_item_protocol(dataset: InteractionDataset, *, seed: int = HOLDOUT_SEED)
 
     test = with_cold(warm, cold_test, cold_validation, describe)
     validation = with_cold(warm_validation, cold_validation, cold_test, "validation: " + describe)
-    return Protocol(test=test, validation=validation, by_time=by_time, cold_items=cold_test)
+    return Protocol(test=test, validation=validation, by_time=by_time, cold_items=cold_test,
+                    validation_cold_items=cold_validation)
 
 
 def make_protocol(dataset: InteractionDataset, *, split: str = "auto") -> Protocol:

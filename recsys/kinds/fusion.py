@@ -158,7 +158,8 @@ class DcnFusion(ModelKind):
     network: FusionNetwork
 
     def fit(
-        self, lists: CandidateLists, split_for_metrics: Split, member_names: list[str], progress: Progress = no_progress
+        self, lists: CandidateLists, split_for_metrics: Split, member_names: list[str], progress: Progress = no_progress,
+        *, cold_lists: tuple[CandidateLists, Split] | None = None,
     ) -> None:
         """Learn from ``lists`` (labels: their held-out items in ``split_for_metrics``); the first
         ``len(member_names)`` features are those members' scores.
@@ -169,6 +170,9 @@ class DcnFusion(ModelKind):
         lists, significantly (a one-sided paired z-test over the lists, p < max_gain_p_value), that
         member's score passes through; else the final network learns from every list for the
         folds' mean best epoch count.
+
+        ``cold_lists``: validation lists of cold titles alone with their labels (a cold-item split's
+        validation cold view), on which the member that orders cold slots is chosen; else ``lists``.
         """
         p = self.params
         rng = np.random.default_rng(self.seed)
@@ -198,20 +202,18 @@ class DcnFusion(ModelKind):
             self.network = FusionNetwork(lists.features.shape[2], p)  # never ranks: the member passes through
             self.network.passthrough.fill_(member_names.index(best))
             self.chosen["passthrough"] = best
-            ranked = lists.features[:, :, member_names.index(best)]
         else:
             self.network, _ = self._train(lists, None, split_for_metrics, epochs, progress, stage="fusion",
                                           members=len(member_names))
-            ranked = out_of_fold
-        self._choose_cold_member(lists, ranked, split_for_metrics, member_names)
+        self._choose_cold_member(*(cold_lists or (lists, split_for_metrics)), member_names)
 
-    def _choose_cold_member(self, lists: CandidateLists, ranked: np.ndarray, split: Split,
-                            member_names: list[str]) -> None:
+    def _choose_cold_member(self, lists: CandidateLists, split: Split, member_names: list[str]) -> None:
         """The member whose order of the cold candidates ranks the lists' cold held-out titles best among
-        them, kept to order the cold slots if it does so significantly better than ``ranked`` (the
-        out-of-fold ranking; a one-sided paired test over the lists with a cold title held out)."""
+        them, kept to order the cold slots if it does so significantly better than the fitted ranking
+        (a one-sided paired test over the lists with a cold title held out)."""
         if lists.features.shape[2] - len(member_names) < POPULARITY_FROM_END:
             return  # lists of member scores alone: nothing tells which titles are cold
+        ranked = self.score_features(lists.features, lists.mask)  # no member orders cold slots yet
         cold = (lists.features[:, :, -POPULARITY_FROM_END] <= 0) & lists.mask
         relevant = [split.test_items[u] for u in lists.users]
         cold_relevant = [held[np.isin(held, row[flags])] for held, row, flags in zip(relevant, lists.items, cold,
@@ -235,7 +237,7 @@ class DcnFusion(ModelKind):
             f"ranking_ndcg@{K}": float(by_ranking.mean()), f"members_ndcg@{K}": {n: float(v.mean()) for n, v in
                                                                                alone.items()},
             "gain_p_value": p_value,
-            f"slotted_all_titles_ndcg@{K}_gain": float((ndcg_per_list(lists, slotted, split)
+            f"slotted_ndcg@{K}_gain": float((ndcg_per_list(lists, slotted, split)
                                                        - ndcg_per_list(lists, ranked, split)).mean())})
         if p_value < self.params.max_gain_p_value:
             self.network.cold_member.fill_(member_names.index(best))
