@@ -78,6 +78,7 @@ class FusionNetwork(torch.nn.Module):
     scale: torch.Tensor
     passthrough: torch.Tensor
     anchor: torch.Tensor
+    cold_member: torch.Tensor
 
     def __init__(self, n_features: int, params: FusionParams, *, anchor: int = 0) -> None:
         super().__init__()
