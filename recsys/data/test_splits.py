@@ -153,6 +153,13 @@ def test_cold_item_split_keeps_cold_items_out_of_training_and_views_them_apart()
     assert all(len(warm_view.test_items[u]) == 1 for u in users)
     again = make_protocol(two_domain_data(n_users=60), split="cold-items").cold_items
     assert again is not None and np.array_equal(again, cold)
+    # Validation has the same views over its own cold items (where the fusion chooses how to order them).
+    checked = protocol.validation_views()
+    assert set(checked) == {"cold", "warm", "all"} and checked["all"] is validation
+    assert set(np.flatnonzero(checked["cold"].target)) == validation_cold
+    assert all(set(held) <= validation_cold for held in checked["cold"].test_items)
+    assert any(len(held) for held in checked["cold"].test_items)
+    assert set(make_protocol(two_domain_data(n_users=60)).validation_views()) == {"all"}
 
 
 def test_a_sampled_protocol_evaluates_a_seeded_sample_and_keeps_every_held_out_item() -> None:
