@@ -234,12 +234,11 @@ class DcnFusion(ModelKind):
         by_ranking = cold_ndcg(ranked)
         p_value = paired_gain_p_value(alone[best] - by_ranking)
         slotted = self._slotted(ranked, lists.features[:, :, member_names.index(best)], cold)
+        gain = ndcg_per_list(lists, slotted, split) - ndcg_per_list(lists, ranked, split)
         self.chosen["cold_titles"].update({
-            f"ranking_ndcg@{K}": float(by_ranking.mean()), f"members_ndcg@{K}": {n: float(v.mean()) for n, v in
-                                                                               alone.items()},
-            "gain_p_value": p_value,
-            f"slotted_ndcg@{K}_gain": float((ndcg_per_list(lists, slotted, split)
-                                                       - ndcg_per_list(lists, ranked, split)).mean())})
+            f"ranking_ndcg@{K}": float(by_ranking.mean()),
+            f"members_ndcg@{K}": {name: float(values.mean()) for name, values in alone.items()},
+            "gain_p_value": p_value, f"slotted_ndcg@{K}_gain": float(gain.mean())})
         if p_value < self.params.max_gain_p_value:
             self.network.cold_member.fill_(member_names.index(best))
             self.chosen["cold_titles"]["ordered_by"] = best
