@@ -156,7 +156,8 @@ def test_cold_item_split_keeps_cold_items_out_of_training_and_views_them_apart()
     # Validation has the same views over its own cold items (where the fusion chooses how to order them).
     checked = protocol.validation_views()
     assert set(checked) == {"cold", "warm", "all"} and checked["all"] is validation
-    assert set(np.flatnonzero(checked["cold"].target)) == validation_cold
+    cold_target = checked["cold"].target
+    assert cold_target is not None and set(np.flatnonzero(cold_target)) == validation_cold
     assert all(set(held) <= validation_cold for held in checked["cold"].test_items)
     assert any(len(held) for held in checked["cold"].test_items)
     assert set(make_protocol(two_domain_data(n_users=60)).validation_views()) == {"all"}
