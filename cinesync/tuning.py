@@ -81,6 +81,22 @@ def load_config(settings: Settings, name: str) -> dict[str, Any]:
     return loaded
 
 
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials that have ended: complete, pruned or failed."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED]
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials that ended with a value."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The best complete trial's value (None before any)."""
+    values = [t.value for t in complete_trials(study) if t.value is not None]
+    return max(values) if values else None
+
+
 def watch(settings: Settings, name: str, *, timeout_s: float, poll_s: float = 2.0) -> Iterator[dict[str, Any]]:
     """Study ``name`` as its trials finish: first (when some had finished before) a summary with
     trial None, then one event per newly finished trial: trial, state (complete, pruned, fail),
@@ -94,10 +110,7 @@ def watch(settings: Settings, name: str, *, timeout_s: float, poll_s: float = 2.
     while True:
         study = optuna.load_study(study_name=name, storage=store)
         budget = int(study.user_attrs["budget"])
-        trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state.name in FINISHED]
-        complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
-        best = max(complete) if complete else None
+        finished, best = finished_trials(study), best_value(study)
         if seen is None:
             seen = {t.number for t in finished}
             if seen:

@@ -40,13 +40,7 @@ def create_or_resume(settings: Settings, name: str, target: Target, space: Mappi
                 raise StudyRefused(f"study {name!r} exists with another {key}: {study.user_attrs[key]} "
                                    f"(asked: {value}); choose another name")
     study.set_user_attr("budget", budget)
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name in tuning.FINISHED]
-    return max(budget - len(done), 0)
-
-
-def _best_value(study: Any) -> float | None:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    return max(t.value for t in complete) if complete else None
+    return max(budget - len(tuning.finished_trials(study)), 0)
 
 
 def finish(settings: Settings, name: str) -> dict[str, Any]:
@@ -55,7 +49,7 @@ def finish(settings: Settings, name: str) -> dict[str, Any]:
 
     study = optuna.load_study(study_name=name, storage=tuning.storage(settings))
     target = study.user_attrs["target"]
-    if _best_value(study) is None:
+    if tuning.best_value(study) is None:
         raise StudyRefused(f"study {name!r} has no complete trial: every one failed or was pruned")
     best = study.best_trial
     prefix = f"{target['kind']}."
@@ -79,7 +73,7 @@ def plots(study: Any, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    complete = tuning.complete_trials(study)
     drawings: dict[str, Callable[[Any], Any]] = {"history": views.plot_optimization_history,
                                                  "parallel-coordinates": views.plot_parallel_coordinate}
     if len(complete) >= 2 and len({str(t.params) for t in complete}) >= 2:

@@ -213,8 +213,7 @@ def _finish_when_done(settings: Any, study_name: str) -> None:
     from recsys.studies import finish
 
     study = tuning.load_study(settings, study_name)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in tuning.FINISHED]
-    if len(finished) >= int(study.user_attrs["budget"]) and any(t.state.name == "COMPLETE" for t in finished):
+    if len(tuning.finished_trials(study)) >= int(study.user_attrs["budget"]) and tuning.best_value(study) is not None:
         finish(settings, study_name)
 
 
