@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     superlink_health_port: int = Field(
         default=9094, ge=0, le=65535, description="gRPC health port of the Flower SuperLink CineSync starts.",
     )
+    superlink_busy_timeout_ms: int = Field(
+        default=60_000, ge=0,
+        description="How long the SuperLink CineSync starts waits for its SQLite state's lock before a write "
+        "fails (Flower's own: 5,000 ms; a failed write answers HTTP 500 and a SuperNode drops its reply).",
+    )
+    supernode_push_attempts: int = Field(
+        default=6, ge=1,
+        description="Tries of a SuperNode CineSync starts at pushing a reply the SuperLink answered with a "
+        "server error (5xx), with exponential backoff from 1 s (Flower's own: one try on a 500).",
+    )
     triton_http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the Triton CineSync starts.")
     triton_grpc_port: int = Field(default=8001, ge=0, le=65535, description="gRPC port of the Triton CineSync starts.")
     triton_metrics_port: int = Field(

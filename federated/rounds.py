@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
-from flwr.serverapp import Grid, NeighboringRelation, PrivacyConfig, SamplingMethod
+from flwr.serverapp import NeighboringRelation, PrivacyConfig, SamplingMethod
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 
@@ -28,6 +28,7 @@ from federated.client_config import TEST, VALIDATION, ClientConfig
 from federated.global_run import write_global_run
 from federated.kinds import Arrays, federated_kind
 from federated.replies import METRICS_KEY, screen
+from federated.resilient_grid import ResilientGrid
 from federated.strategies import Sampling, strategy_kind
 from recsys.metrics import K
 from recsys.run import TrainedRun, load_run
@@ -65,9 +66,11 @@ def evaluation_mean(replies: Iterable[Message]) -> dict[str, float]:
 class FederatedRun:
     """A run of ``config`` on ``grid``; ``run()`` returns the final state."""
 
-    def __init__(self, *, config: FederatedRunConfig, settings: Settings, grid: Grid, flower_run_id: int) -> None:
+    def __init__(self, *, config: FederatedRunConfig, settings: Settings, grid: ResilientGrid,
+                 flower_run_id: int) -> None:
         config.check()
         self.config, self.settings, self.grid = config, settings, grid
+        self.reasked = 0  # messages of the current round sent again (train and evaluation)
         self.base: TrainedRun = load_run(Path(config.base_run))
         described = {kind["kind"]: kind for kind in self.base.manifest["kinds"]}
         base_member = next((m for m in self.base.members if m.name == config.kind), None)
@@ -119,8 +122,9 @@ class FederatedRun:
     def _evaluate(self, server_round: int, arrays: Arrays, split: str) -> tuple[dict[str, float], int]:
         config = dataclasses.replace(self.client_config, split=split).record()
         messages = list(self.strategy.configure_evaluate(server_round, record_of(arrays), config, self.grid))
-        replies = list(self.grid.send_and_receive(messages, timeout=self.config.round_timeout_s))
-        return evaluation_mean(replies), len(messages) * size_of(arrays)
+        exchange = self.grid.exchange(messages, timeout=self.config.round_timeout_s)
+        self.reasked += exchange.reasked
+        return evaluation_mean(exchange.replies), len(messages) * size_of(arrays)
 
     def run(self) -> str:
         config = self.config
@@ -135,7 +139,8 @@ class FederatedRun:
             except PrivacyBudgetExhausted as exhausted:
                 return self._finish(State.BUDGET_EXHAUSTED, str(exhausted), best, publish=config.publish_on_budget)
             self._save(detail=f"round {server_round}: training on {len(messages)} clients")
-            replies = list(self.grid.send_and_receive(messages, timeout=config.round_timeout_s))
+            exchange = self.grid.exchange(messages, timeout=config.round_timeout_s)
+            replies, self.reasked = exchange.replies, exchange.reasked
             screened = screen(replies, self.arrays, max_update_norm=config.max_update_norm)
             aggregated, train_metrics = self.strategy.aggregate_train(server_round, screened.accepted)
             if aggregated is not None:
@@ -146,7 +151,7 @@ class FederatedRun:
             self.status["rounds"].append({
                 "round": server_round, "seconds": round(time.monotonic() - started, 2),
                 "sampled": len(messages), "replied": len(replies) - screened.failed, "failed": screened.failed,
-                "missing": len(messages) - len(replies), "rejected": sum(screened.rejected.values()),
+                "missing": len(messages) - len(replies), "reasked": self.reasked, "rejected": sum(screened.rejected.values()),
                 "rejected_reasons": dict(screened.rejected), "aggregated": aggregated is not None,
                 "bytes_sent": len(messages) * size_of(self.arrays) + sent, "bytes_received": screened.bytes_received,
                 "train_loss": float(train_metrics["loss"]) if train_metrics and "loss" in train_metrics else None,  # type: ignore[arg-type]

@@ -108,6 +108,8 @@ class Stack:
             "CINESYNC_MODEL_REPOSITORY": str(self.repository),
             "CINESYNC_TRITON_TARGET": self.settings.triton_target,
             "CINESYNC_CELERY_QUEUE": self.settings.celery_queue,
+            "CINESYNC_SUPERLINK_BUSY_TIMEOUT_MS": str(self.settings.superlink_busy_timeout_ms),
+            "CINESYNC_SUPERNODE_PUSH_ATTEMPTS": str(self.settings.supernode_push_attempts),
             "PYTHONUNBUFFERED": "1",
         }
         if self.triton_url:

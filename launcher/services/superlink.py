@@ -1,5 +1,7 @@
 """Finds the Flower SuperLink at CINESYNC_SUPERLINK_ADDRESS, or starts one (federated rounds); starts
-SuperNodes (one per client site) for simulations.
+SuperNodes (one per client site) for simulations. Both are Flower's, started through
+federated.superlink and federated.supernode: a longer wait for the SuperLink state's lock, and a
+SuperNode push retried on a server error, so that load loses no reply.
 
 The SuperLink serves Flower's Control, Fleet and Runtime APIs on one HTTP port (its default, 8000,
 is Triton's: CineSync's settings move it) and a gRPC health service on another; its state lives in
@@ -9,8 +11,8 @@ update check and runtime dependency installation are off.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +34,12 @@ def flower_healthy(health_address: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def flower_installed() -> None:
+    """Raises StartupError unless Flower's SuperLink and SuperNode can be started by this Python."""
+    if importlib.util.find_spec("flwr") is None:
+        raise StartupError("Flower is not installed (pip install 'flwr[dp]==1.42.0'; `make setup` does)")
+
+
 def flower_environment(home: Path) -> dict[str, str]:
     """What every Flower process CineSync starts runs with: quiet, its config under ``home``, and
     this Python's scripts first on PATH (the SuperLink starts ``flower-superexec`` by name)."""
@@ -44,13 +52,11 @@ def start_superlink(*, host: str, port: int, health_port: int, home: Path, logs_
     """A SuperLink on ``host``: its HTTP APIs on ``port``, health on ``health_port``, state in
     ``home``/superlink.db; returns once its health service says SERVING. ``env`` reaches the
     ServerApps it starts (CineSync's settings: where runs and status files go, the job queue)."""
-    binary = shutil.which("flower-superlink", path=str(Path(sys.executable).parent)) or shutil.which("flower-superlink")
-    if binary is None:
-        raise StartupError("flower-superlink is not installed (pip install 'flwr[dp]==1.42.0'; `make setup` does)")
+    flower_installed()
     home.mkdir(parents=True, exist_ok=True)
     process = ManagedProcess(
         "superlink",
-        [binary, "--insecure", "--host", host, "--port", str(port), "--health-server-address", f"{host}:{health_port}",
+        [sys.executable, "-m", "federated.superlink", "--insecure", "--host", host, "--port", str(port), "--health-server-address", f"{host}:{health_port}",
          "--database", str((home / "superlink.db").resolve()), "--disable-runtime-dependency-installation"],
         log_path=logs_dir / "superlink.log",
         env={**(env or {}), **flower_environment(home.resolve())},
@@ -65,14 +71,12 @@ def start_supernode(*, name: str, superlink: str, host: str, port: int, health_p
     """A SuperNode connected to the SuperLink's Fleet API at ``superlink`` (host:port), its Runtime
     API on ``port``, running the ClientApp for each message with ``node_config``; returns once its
     health service says SERVING."""
-    binary = shutil.which("flower-supernode", path=str(Path(sys.executable).parent)) or shutil.which("flower-supernode")
-    if binary is None:
-        raise StartupError("flower-supernode is not installed (pip install 'flwr[dp]==1.42.0'; `make setup` does)")
+    flower_installed()
     config = " ".join(f"{key}={value}" if isinstance(value, (int, float)) else f'{key}="{value}"'
                       for key, value in node_config.items())
     process = ManagedProcess(
         name,
-        [binary, "--insecure", "--superlink", superlink, "--host", host, "--port", str(port),
+        [sys.executable, "-m", "federated.supernode", "--insecure", "--superlink", superlink, "--host", host, "--port", str(port),
          "--health-server-address", f"{host}:{health_port}", "--node-config", config],
         log_path=logs_dir / f"{name}.log",
         env={**(env or {}), **flower_environment(home.resolve())},
