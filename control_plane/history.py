@@ -1,11 +1,17 @@
-"""Each user's recent viewing history in Redis, bounded in length and in time per call."""
+"""Each user's recent viewing history in Redis, bounded in length and in time per call. A watch that
+comes while Redis is away waits in order (in memory, mirrored to a spool file in the home) and is
+appended once Redis answers again, before any later watch."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -13,7 +19,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from control_plane.spool import Spool
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+SPOOL_NAME = "history-spool"
+MAX_WAITING = 100_000
 
 # Pushes ARGV[first..] onto KEYS[1] in chunks: Lua's unpack() limits how many values it returns at once.
 PUSH_FROM = """
@@ -45,12 +56,22 @@ class HistoryUnavailable(RuntimeError):
     """Redis could not be read or written in time."""
 
 
+@dataclass
+class Watch:
+    """A watch the live history has not taken yet: Redis was away when it came."""
+
+    user_id: str
+    key: str  # the user's history key (the version's history scope)
+    item_id: str
+    published: list[str] = field(default_factory=list)  # the user's published history, for a first watch
+
+
 class HistoryStore:
     """Each user's recent history as a Redis list of item ids, oldest first, at most ``keep`` long."""
 
     def __init__(
         self, url: str, namespace: str, *, keep: int = 1000, timeout_s: float = 0.1, retry_after_s: float = 1.0,
-        seed_timeout_s: float = 30.0,
+        seed_timeout_s: float = 30.0, spool_dir: Path | None = None,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
@@ -69,6 +90,15 @@ class HistoryStore:
             url, socket_timeout=seed_timeout_s, socket_connect_timeout=timeout_s, decode_responses=True,
             retry=Retry(NoBackoff(), 0),
         )
+        self.waiting: deque[Watch] = deque()  # watches Redis has not taken yet, oldest first
+        self.dropped = 0  # watches refused because MAX_WAITING already waited
+        self._replaying = asyncio.Lock()
+        self.spool = Spool.claim(spool_dir, SPOOL_NAME, {"Watch": Watch}) if spool_dir is not None else None
+        if self.spool is not None:
+            self.waiting.extend(self.spool.load(MAX_WAITING))  # type: ignore[arg-type]
+            if self.waiting:
+                log.warning("%d watches of an earlier run read from %s; added when Redis answers",
+                            len(self.waiting), self.spool.path)
         self._seed_script = self.bulk.register_script(SEED_IF_ABSENT)
         self._append_script = self.redis.register_script(APPEND)
         self._down_until = 0.0  # monotonic time before which calls fail at once (the breaker is open)
@@ -111,6 +141,46 @@ class HistoryStore:
 
         await self._call("append", script)
 
+    async def record(self, watch: Watch) -> bool:
+        """Append ``watch`` now, or queue it (behind those waiting, in order) when Redis is away or
+        others wait still; whether it is in the live history now."""
+        if not self.waiting:
+            try:
+                await self.append(watch.key, watch.item_id, published=watch.published)
+                return True
+            except HistoryUnavailable as error:
+                log.warning("watch of %s by %s waits for Redis: %s", watch.item_id, watch.user_id, error)
+        if len(self.waiting) >= MAX_WAITING:
+            self.dropped += 1
+            log.error("watch of %s by %s dropped: %d watches already wait for Redis", watch.item_id, watch.user_id,
+                      MAX_WAITING)
+            return False
+        self.waiting.append(watch)
+        if self.spool is not None:
+            self.spool.append(watch)
+        return False
+
+    async def replay(self) -> list[str]:
+        """Append the waiting watches in order, stopping at the first that Redis does not take; the
+        users whose live history changed, in that order. A watch is taken off the queue only after
+        Redis took it (appending one twice leaves the list as once: it moves the item to the end)."""
+        replayed: list[str] = []
+        async with self._replaying:
+            while self.waiting:
+                watch = self.waiting[0]
+                try:
+                    await self.append(watch.key, watch.item_id, published=watch.published)
+                except HistoryUnavailable:
+                    break
+                self.waiting.popleft()
+                replayed.append(watch.user_id)
+            if replayed:
+                log.info("%d watches that waited for Redis added to the live history (%d wait still)",
+                         len(replayed), len(self.waiting))
+                if self.spool is not None:
+                    self.spool.rewrite(self.waiting)
+        return replayed
+
     async def seed(self, histories: Iterable[tuple[str, Sequence[str]]], *, source: str, batch: int = 100,
                    pause: float = 1.0) -> int:
         """Create the lists of users who have none, once per ``source``; how many were created.
@@ -149,3 +219,5 @@ class HistoryStore:
     async def close(self) -> None:
         await self.redis.aclose()
         await self.bulk.aclose()
+        if self.spool is not None:
+            self.spool.release()  # what still waits stays in the file for the next control plane

@@ -37,8 +37,9 @@ HISTORY_UNKNOWN_ITEMS = Counter(
     "cinesync_history_unknown_items_total", "History items not in the served catalog, ignored, by where the "
     "history came from (request, live)", ["source"],
 )
-HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the live history (stored) or "
-                         "lost to a Redis outage (failed)", ["outcome"])
+HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the live history at once (stored), "
+                         "queued while Redis is away (queued) or added from that queue once it answers (replayed)",
+                         ["outcome"])
 JOB_QUEUE_DEPTH = Gauge("cinesync_job_queue_depth", "Training jobs waiting in the Celery queue (the length of "
                         "its Redis list: what a queue-depth autoscaler reads)")
 HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")

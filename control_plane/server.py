@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,14 +39,16 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name
 
 
 async def _track_health(
-    models: ModelState, router: ExperimentRouter, health_servicer: health.aio.HealthServicer, interval: float
+    models: ModelState, refresh: Callable[[], Awaitable[None]], health_servicer: health.aio.HealthServicer,
+    interval: float,
 ) -> None:
-    """SERVING once a model version is loaded; the watcher keeps it and the experiments current."""
-    while not await models.refresh_all(router.refresh):
+    """SERVING once a model version is loaded; the watcher keeps it, the experiments and the records
+    waiting for Redis current (``refresh``)."""
+    while not await models.refresh_all(refresh):
         await asyncio.sleep(interval)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await models.watch(interval, before=router.refresh)
+    await models.watch(interval, before=refresh)
 
 
 async def _track_job_queue(redis: aioredis.Redis, queue: str, interval: float) -> None:
@@ -66,7 +69,8 @@ def _bundle_of(models: ModelState, version: int) -> ServingBundle | None:
 
 async def serve(settings: Settings) -> None:
     ranker = TritonRanker(settings.triton_url) if settings.triton_url else None
-    histories = HistoryStore(settings.redis_url, settings.redis_namespace, keep=settings.history_keep)
+    histories = HistoryStore(settings.redis_url, settings.redis_namespace, keep=settings.history_keep,
+                             spool_dir=settings.home / "spool")
     models = ModelState(settings.serving_dir, ranker, candidates=settings.retrieval_candidates, histories=histories)
     store = ExperimentStore(settings.redis_url, settings.redis_namespace, spool_dir=settings.home / "spool")
     router = ExperimentRouter(store, models)
@@ -86,15 +90,13 @@ async def serve(settings: Settings) -> None:
                    if settings.max_connection_age_s else [])],
     )
     quality = QualityWindow(settings.quality_window)
-    pb_grpc.add_RecommendationServiceServicer_to_server(
-        RecommendationService(
-            models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
-            router=router, histories=histories,
-            history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
-            encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries), quality=quality,
-        ),
-        server,
+    service = RecommendationService(
+        models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
+        router=router, histories=histories,
+        history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
+        encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries), quality=quality,
     )
+    pb_grpc.add_RecommendationServiceServicer_to_server(service, server)
     celery = celery_app(settings)
     admin_grpc.add_AdminServiceServicer_to_server(
         AdminService(
@@ -126,7 +128,11 @@ async def serve(settings: Settings) -> None:
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)
-    watcher = asyncio.create_task(_track_health(models, router, health_servicer, settings.bundle_poll_s))
+    async def refresh() -> None:  # what waited for Redis is sent on each round of the watcher
+        await router.refresh()
+        await service.replay_watches()
+
+    watcher = asyncio.create_task(_track_health(models, refresh, health_servicer, settings.bundle_poll_s))
     queue_depth = asyncio.create_task(_track_job_queue(store.redis, settings.job_queue, settings.bundle_poll_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,4 +149,5 @@ async def serve(settings: Settings) -> None:
         await ranker.close()
     await store.flush()
     await store.close()
+    await service.replay_watches()
     await histories.close()

@@ -24,7 +24,7 @@ from control_plane.bundle import ServingBundle
 from control_plane.encoder_cache import EncoderCache, Vectors
 from control_plane.experiments.router import ExperimentRouter, Route
 from control_plane.experiments.store import Exposure, now
-from control_plane.history import HistoryStore, HistoryUnavailable
+from control_plane.history import HistoryStore, HistoryUnavailable, Watch
 from control_plane.metrics import (
     ERRORS,
     EXPOSURES,
@@ -186,14 +186,12 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             bundle = current.bundle
             published = bundle.published_history(record.user_id)
             ids = [bundle.items[i].item_id for i in published] if published is not None else []
-            try:
-                await self.histories.append(bundle.history_key(record.user_id), record.item_id, published=ids)
+            watch = Watch(record.user_id, bundle.history_key(record.user_id), record.item_id, ids)
+            if await self.histories.record(watch):
                 HISTORY_WRITES.labels("stored").inc()
                 self._refresh_encoded(record.user_id, current)
-            except HistoryUnavailable as error:
-                HISTORY_WRITES.labels("failed").inc()
-                log.warning("watch of %s by %s not added to the live history: %s", record.item_id, record.user_id,
-                            error)
+            else:
+                HISTORY_WRITES.labels("queued").inc()
         outcome = await self.router.store.feedback(record)
         FEEDBACK.labels(record.kind, "unknown" if outcome.matched is None else str(outcome.matched).lower()).inc()
         if outcome.matched:
@@ -255,6 +253,19 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
         shown = items[: query.k]  # interleaved retrieval order: each member's best first
         return self._response(state, shown, 1.0 / np.arange(1, len(shown) + 1, dtype=np.float32),
                               ranked_by=pb.RANKED_BY_RETRIEVAL, degraded=True, degraded_reason=problem)
+
+    async def replay_watches(self) -> int:
+        """Add the watches that waited for Redis to the live histories, in order, and encode their
+        users' new histories; how many were added."""
+        if self.histories is None:
+            return 0
+        users = await self.histories.replay()
+        current = self.models.state
+        if current is not None:
+            for user_id in dict.fromkeys(users):
+                self._refresh_encoded(user_id, current)
+        HISTORY_WRITES.labels("replayed").inc(len(users))
+        return len(users)
 
     def _refresh_encoded(self, user_id: str, current: ServingState) -> None:
         """Encode the user's new live history for the version that retrieves for them, in the

@@ -1,5 +1,6 @@
-"""A local file that mirrors the exposures and feedback waiting for Redis, so a control plane that
-dies during a Redis outage loses none: the next one to start reads them back and sends them.
+"""A local file that mirrors the records waiting for Redis (exposures and feedback, live-history
+watches), so a control plane that dies during a Redis outage loses none: the next one to start reads
+them back and sends them.
 
 Replicas may share a home: each holds one spool slot (``<name>-<slot>.jsonl``) under a file lock
 for its lifetime, and a starting replica takes the first free slot, with what a dead replica left.
@@ -22,7 +23,7 @@ SLOTS = 64
 
 
 class Record(Protocol):
-    """A dataclass record (an exposure or a feedback) the spool can write by its fields."""
+    """A dataclass record (an exposure, a feedback, a watch) the spool can write by its fields."""
 
     __dataclass_fields__: ClassVar[dict[str, Any]]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from control_plane.experiments.test_store import needs_redis, own_redis
-from control_plane.history import HistoryStore, HistoryUnavailable
+from control_plane.history import HistoryStore, HistoryUnavailable, Watch
 from launcher.services.process import ManagedProcess, free_port
 from launcher.services.redis_server import redis_answers
 
@@ -114,6 +114,39 @@ def test_a_stopped_redis_fails_fast_and_heals(tmp_path: Path) -> None:
         assert await store.seed({"v": ["s"]}.items(), source="run") == 1
         assert await store.read("v") == ["s"]
         await store.close()
+
+    with own_redis(url, tmp_path) as redis_process:
+        asyncio.run(scenario(redis_process))
+
+
+@needs_redis
+def test_watches_during_an_outage_are_added_once_redis_is_back_in_order_once_even_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    spool = tmp_path / "spool"
+
+    async def scenario(redis_process: ManagedProcess) -> None:
+        store = HistoryStore(url, "test", keep=10, timeout_s=0.1, retry_after_s=0.2, spool_dir=spool)
+        assert await store.record(Watch("u", "test:u", "a")) and await store.read("test:u") == ["a"]
+        redis_process.stop()
+        assert not await store.record(Watch("u", "test:u", "b"))
+        assert not await store.record(Watch("v", "test:v", "y", ["x"]))  # first watch: from the published
+        assert await store.replay() == []  # Redis still away: nothing taken off the queue
+        await store.close()  # a control plane stopped during the outage: the spool keeps the watches
+
+        store = HistoryStore(url, "test", keep=10, timeout_s=0.1, retry_after_s=0.2, spool_dir=spool)
+        assert [w.item_id for w in store.waiting] == ["b", "y"]
+        redis_process.restart()
+        redis_process.wait_ready(lambda: redis_answers(url), timeout=15)
+        await asyncio.sleep(0.25)  # past retry_after_s
+        assert not await store.record(Watch("u", "test:u", "a"))  # behind those waiting: order kept
+        assert await store.replay() == ["u", "v", "u"] and not store.waiting
+        assert await store.read("test:u") == ["b", "a"] and await store.read("test:v") == ["x", "y"]
+        assert await store.replay() == []  # each watch added once
+        assert await store.record(Watch("u", "test:u", "c")) and await store.read("test:u") == ["b", "a", "c"]
+        await store.close()
+        assert not list(spool.glob("history-spool-*.jsonl"))  # nothing waits
 
     with own_redis(url, tmp_path) as redis_process:
         asyncio.run(scenario(redis_process))

@@ -6,7 +6,7 @@ queued in one pipelined round trip every 20 ms (and on shutdown). The Redis the 
 with append-only persistence (fsync every second), so a restarted Redis keeps them; the launcher
 warns when it finds a Redis without it. While Redis is unreachable the queue (bounded) holds the
 records and the watcher sends them when Redis answers again; the queue is then also mirrored to a
-spool file in the home (control_plane/experiments/spool.py), which the next control plane to start
+spool file in the home (control_plane/spool.py), which the next control plane to start
 reads back, so a crash during an outage loses nothing. Replayed records are sent at least once: the
 per-arm figures are kept per user and count a request id once (a record sent twice counts once);
 the streams and the unmatched-feedback counter may then hold it twice. A record Redis refuses (not an
@@ -41,8 +41,8 @@ from control_plane.experiments.definition import (
     MAX_COVARIATE_WINDOW_DAYS,
     Experiment,
 )
-from control_plane.experiments.spool import Record, Spool
 from control_plane.experiments.statistics import ArmSums
+from control_plane.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 EXPOSURE_TTL_S = 30 * 24 * 3600  # feedback can refer to an answer for this long
