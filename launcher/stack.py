@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -192,18 +192,25 @@ class Stack:
         self.superlink_address = f"{host}:{port}"
         self._started(process, "superlink", f"http://{self.superlink_address}, health grpc {host}:{health}")
 
-    def start_supernodes(self, node_configs: list[dict[str, str | int | float]]) -> None:
+    def start_supernodes(self, node_configs: list[dict[str, str | int | float]], *,
+                         through: Sequence[str | None] = (), push_attempts: Sequence[int | None] = ()) -> None:
         """One SuperNode per entry of ``node_configs`` (each a client site: its ``device`` folder and
-        partition), connected to this stack's SuperLink, supervised and stopped like the rest."""
+        partition), connected to this stack's SuperLink, supervised and stopped like the rest. Node i
+        reaches the SuperLink at ``through[i]`` when given (a proxy in front of it) and tries a push
+        ``push_attempts[i]`` times when given (else the settings')."""
         if not self.superlink_address:
             raise RuntimeError("no SuperLink: call ensure_superlink first")
         host = self.settings.host
         for index, node_config in enumerate(node_configs):
             port, health = free_port(host), free_port(host)
             name = f"supernode-{index}"
-            process = start_supernode(name=name, superlink=self.superlink_address, host=host, port=port,
+            address = (through[index] if index < len(through) else None) or self.superlink_address
+            env = self.child_env()
+            if index < len(push_attempts) and push_attempts[index]:
+                env["CINESYNC_SUPERNODE_PUSH_ATTEMPTS"] = str(push_attempts[index])
+            process = start_supernode(name=name, superlink=address, host=host, port=port,
                                       health_port=health, node_config=node_config, home=self.home / "flower",
-                                      logs_dir=self.settings.logs_dir, env=self.child_env())
+                                      logs_dir=self.settings.logs_dir, env=env)
             self._started(process, name, f"runtime {host}:{port}, health grpc {host}:{health}")
 
     def ensure_triton(self) -> None:

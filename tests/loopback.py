@@ -24,6 +24,7 @@ class Load:
     def __init__(self, address: str, users: list[str], *, pause: float = 0.0) -> None:
         self.address, self.users, self.pause = address, users, pause
         self.answers: list[tuple[float, str, int]] = []  # (time, model_version, ranked_by)
+        self.degraded: list[tuple[float, str]] = []  # (time, degraded_reason) of the degraded answers
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(CLIENTS)]
@@ -39,6 +40,8 @@ class Load:
                 try:
                     response = stub.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=5)
                     self.answers.append((time.monotonic(), response.model_version, response.ranked_by))
+                    if response.degraded:
+                        self.degraded.append((self.answers[-1][0], response.degraded_reason))
                 except grpc.RpcError as error:
                     self.failures.append(f"{error.code().name}: {error.details()}")
                 if self.pause:

@@ -1,8 +1,11 @@
 """Federated modes and faults with real processes: a SuperLink (supervised, so restarted when it dies)
-and two SuperNodes on loopback (each message starts a ClientApp process: two keep the rounds short). A SecAgg+ run trains on masked updates; a DP budget that allows one
-round stops the run after it and says so; a client killed mid-round leaves the round to the others
-after the round's timeout, and the SuperLink killed later in that run is restarted while the run ends
-marked (completed or failed), never half-published."""
+and two SuperNodes on loopback (each message starts a ClientApp process: two keep the rounds short),
+each reaching the SuperLink through a loopback proxy that can answer 500 to its next push. A push
+that meets a 500 loses no reply (node 0 pushes again; node 1, held to one try as Flower's own
+SuperNode is, drops it, and the ServerApp asks it again). A SecAgg+ run trains on masked updates; a
+DP budget that allows one round stops the run after it and says so; a client killed mid-round
+leaves the round to the others after the round's timeout, and the SuperLink killed later in that run
+is restarted while the run ends marked (completed or failed), never half-published."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from cinesync.settings import Settings
 from control_plane.federation import Federation
 from federated.devices import write_devices
 from launcher.stack import Stack
+from tests.fault_proxy import FaultyProxy
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +32,8 @@ pytestmark = pytest.mark.slow
 class Flower:
     """The module's stack: its SuperLink, SuperNodes and a control-plane Federation on them."""
 
-    def __init__(self, stack: Stack, federation: Federation, base_run: Path) -> None:
-        self.stack, self.federation, self.base_run = stack, federation, base_run
+    def __init__(self, stack: Stack, federation: Federation, base_run: Path, proxies: list[FaultyProxy]) -> None:
+        self.stack, self.federation, self.base_run, self.proxies = stack, federation, base_run, proxies
 
     def config(self, **changes: Any) -> FederatedRunConfig:
         """A run on the module's base run, not published, at the base kind's own minibatch (fewer
@@ -57,15 +61,37 @@ def flower(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stop = threading.Event()
     with Stack(settings, say=print) as stack:
         stack.ensure_superlink()
-        stack.start_supernodes([{"device": str(folder), "partition-id": i} for i, folder in enumerate(devices)])
-        supervisor = threading.Thread(target=stack.supervise, args=(stop,), kwargs={"interval": 0.2})
-        supervisor.start()
+        assert stack.superlink_address
+        proxies = [FaultyProxy(stack.superlink_address) for _ in devices]
         try:
-            yield Flower(stack, Federation(settings.model_copy(update={"superlink_address": stack.superlink_address})),
-                         small_run)
+            stack.start_supernodes([{"device": str(folder), "partition-id": i} for i, folder in enumerate(devices)],
+                                   through=[proxy.address for proxy in proxies], push_attempts=[0, 1])
+            supervisor = threading.Thread(target=stack.supervise, args=(stop,), kwargs={"interval": 0.2})
+            supervisor.start()
+            try:
+                yield Flower(stack, Federation(settings.model_copy(update={"superlink_address": stack.superlink_address})),
+                             small_run, proxies)
+            finally:
+                stop.set()
+                supervisor.join()
         finally:
-            stop.set()
-            supervisor.join()
+            for proxy in proxies:
+                proxy.close()
+
+
+def test_a_push_that_meets_a_server_error_loses_no_reply(flower: Flower) -> None:
+    for proxy in flower.proxies:
+        proxy.fail_next_push()  # each node's training reply meets a 500 ("database is locked")
+    pushed = [proxy.pushes for proxy in flower.proxies]
+    run_id = flower.federation.start(flower.config(rounds=1, min_clients=2, round_timeout_s=120))["run_id"]
+    status = flower.wait(run_id, lambda s: s["state"] not in State.OPEN, timeout=300)
+    assert status["state"] == State.COMPLETED, status
+    (only,) = status["rounds"]
+    assert [proxy.failed for proxy in flower.proxies] == [1, 1]
+    assert flower.proxies[0].pushes - pushed[0] >= 2 + 2  # training reply pushed again; validation, test
+    assert "Failed to send message" in flower.process("supernode-1").log_path.read_text()  # Flower's one try
+    assert only["sampled"] == 2 and only["replied"] == 2 and only["missing"] == 0, only
+    assert only["reasked"] >= 1 and only["aggregated"], only  # node 1 was asked again and answered
 
 
 def test_secagg_mode_trains_on_masked_updates(flower: Flower) -> None:
