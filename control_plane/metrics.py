@@ -22,6 +22,8 @@ STAGE_LATENCY = Histogram(
 ERRORS = Counter("cinesync_rpc_errors_total", "RPCs that ended with an error status", ["method", "code"])
 TRITON_LATENCY = Histogram("cinesync_triton_call_seconds", "Triton ensemble calls, successful or not", buckets=BUCKETS)
 RANKING_FAILURES = Counter("cinesync_ranking_failures_total", "Triton ranking calls that failed or timed out")
+MODEL_RELOADS = Counter("cinesync_triton_model_reloads_total", "Stage models reloaded because every call to them "
+                        "timed out for a while with Triton live (a python-backend stub gone)", ["model"])
 MODEL_VERSION = Gauge("cinesync_model_version", "Version of the serving bundle in use")
 INDEX_ITEMS = Gauge("cinesync_index_items", "Items in each loaded retriever index", ["version", "member"])
 EXPOSURES = Counter("cinesync_exposures_total", "Answers served, by experiment, variant (empty outside one) and "

@@ -1,10 +1,16 @@
 """Encodes a request's history and scores its candidates with a serving version's stage models in
 Triton (two calls at most: encode, then rank), within a time limit; loads and unloads the versions'
-ensembles, which pin the stage models' versions."""
+ensembles, which pin the stage models' versions. A stage model whose every call times out for
+STALL_S while Triton itself is live (its python-backend stub process died: Triton does not notice, and
+requests to it hang) is reloaded, which starts a new stub."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,9 +20,13 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, InferInput, InferRequestedO
 from tritonclient.utils import InferenceServerException
 
 from cinesync import triton
-from control_plane.metrics import TRITON_LATENCY
+from control_plane.metrics import MODEL_RELOADS, TRITON_LATENCY
 
+log = logging.getLogger(__name__)
 CANCEL_AFTER_S = 1.0  # beyond a call's own timeout, before a silent Triton's call is cancelled
+STALL_S = 3.0  # a model whose calls all time out this long, Triton live, is reloaded
+RELOAD_EVERY_S = 15.0  # at most this often per model
+RELOAD_PARAMETER = "cinesync_reloaded_at"  # set in the configuration a stalled model is reloaded with
 
 
 def _discard(call: asyncio.Future[object]) -> None:
@@ -47,6 +57,36 @@ class TritonRanker:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self._silent_since: dict[str, float] = {}  # model -> first timeout since its last answer
+        self._reloaded_at: dict[str, float] = {}
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    def _timed_out(self, model: str) -> None:
+        """Note a timeout of ``model``; past STALL_S of nothing but timeouts, reload it (in the background)."""
+        now = time.monotonic()
+        since = self._silent_since.setdefault(model, now)
+        if now - since >= STALL_S and now - self._reloaded_at.get(model, -math.inf) >= RELOAD_EVERY_S:
+            self._reloaded_at[model] = now
+            task = asyncio.create_task(self._reload(model, now - since))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, model: str, silent_s: float) -> None:
+        try:
+            if not await self.client.is_server_live(client_timeout=1.0):
+                return  # Triton itself is away: the launcher restarts it, which loads everything again
+            log.warning("%s has answered nothing for %.1f s while Triton is live (its stub process may be gone): "
+                        "reloading it", model, silent_s)
+            # Loading a loaded model whose configuration is unchanged keeps its instances (and the dead
+            # stub); its configuration with a parameter that names this reload is a change, so Triton
+            # starts new instances (new stubs), serves from them, then lets the old ones go.
+            config = (await self.client.get_model_config(model, as_json=True, client_timeout=1.0))["config"]
+            config.setdefault("parameters", {})[RELOAD_PARAMETER] = {"string_value": f"{time.time():.3f}"}
+            await self.client.load_model(model, config=json.dumps(config), client_timeout=60.0)
+            MODEL_RELOADS.labels(model).inc()
+            log.warning("%s reloaded", model)
+        except InferenceServerException as error:
+            log.warning("could not reload %s: %s", model, error.message() or error)
 
     @staticmethod
     def ensembles(version: int, *, encodes: bool) -> list[str]:
@@ -102,9 +142,11 @@ class TritonRanker:
             with TRITON_LATENCY.time():
                 result = await asyncio.wait_for(asyncio.shield(call), max(timeout, 0.0))
         except TimeoutError:
+            self._timed_out(model)
             raise RankingUnavailable(f"{model} did not answer within {timeout * 1000:.0f} ms") from None
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
+        self._silent_since.pop(model, None)
         found = {}
         for name in outputs:
             value = result.as_numpy(name)
