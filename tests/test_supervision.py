@@ -1,6 +1,8 @@
 """Supervision and recovery with real processes: Triton killed (SIGKILL) under load on loopback is
 restarted by the launcher on the same ports, the control plane answers every request meanwhile
-(degraded, in retrieval order) and ranks with Triton again once it is back; repeated stop signals to
+(degraded, in retrieval order) and ranks with Triton again once it is back; one of Triton's
+python-backend stubs killed leaves ranking to stall only until the control plane reloads its model;
+repeated stop signals to
 `make serve`'s process group, its stdout a closed pipe, stop every process it started."""
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from exporters.publish import publish
 from launcher.client import wait_for_version
-from launcher.services.process import alive
+from launcher.services.process import alive, command_line, descendants
 from launcher.stack import Stack
 from recsys.run import load_run
 from tests.loopback import Load
@@ -68,6 +70,13 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
                 ranked = load.first(lambda _, ranked_by: ranked_by == pb.RANKED_BY_TRITON, timeout=10)
                 time.sleep(2.0)
                 ended = time.monotonic()
+                # One python-backend stub SIGKILLed, Triton left up: requests to its model hang until
+                # the control plane reloads the model, which starts a new stub.
+                stubs = [pid for pid in descendants(triton.pid) if "triton_python_backend_stub" in command_line(pid)]
+                assert stubs, "no python-backend stub under Triton"
+                stub_killed = time.monotonic()
+                os.kill(stubs[0], signal.SIGKILL)
+                whole_again = _steadily_ranked(load, stub_killed, timeout=20)
         finally:
             stop.set()
             supervisor.join()
@@ -85,6 +94,25 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
           f"{sum(t > ranked for t, _, _ in load.answers)}; reasons {sorted(set(late))[:3]}")
     assert all("did not answer within" in reason for reason in late), late[:3]
     assert pb.RANKED_BY_TRITON in {r for t, _, r in load.answers if t > ended - 1.0}
+    print(f"stub SIGKILLed: ranked by Triton for good {whole_again - stub_killed:.1f} s later")
+    assert whole_again - stub_killed <= 10.0
+
+
+def _steadily_ranked(load: Load, since: float, *, timeout: float, steady_s: float = 2.0) -> float:
+    """The time of the first answer after ``since`` from which every answer for ``steady_s`` was
+    ranked by Triton (waits for it up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        start = None
+        for t, _, ranked_by in [a for a in list(load.answers) if a[0] > since]:
+            if ranked_by != pb.RANKED_BY_TRITON:
+                start = None
+            elif start is None:
+                start = t
+            elif t - start >= steady_s:
+                return start
+        time.sleep(0.2)
+    raise AssertionError(f"not ranked by Triton steadily within {timeout} s of {since}")
 
 
 def test_every_stop_signal_stops_like_ctrl_c_and_later_ones_are_held() -> None:
