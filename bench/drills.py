@@ -10,7 +10,7 @@ end, every write the traffic had acknowledged is looked for: each exposure (an a
 and each feedback in their Redis streams, each acknowledged WATCH in the user's live history in the
 order the watches were acknowledged, each version a job reported published as a whole version.
 
-    .venv/bin/python bench/drills.py [--data synthetic] [--rate 30] [--only triton,redis] [--out FILE]
+    .venv/bin/python -m bench.drills [--data synthetic] [--rate 30] [--only triton,redis] [--out FILE]
 
 Drills: triton (Triton SIGKILLed; the launcher restarts it), stub (one python-backend stub
 process SIGKILLed, Triton left up), redis (SIGKILLed and restarted by the launcher: watches,
@@ -30,7 +30,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -42,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any
 import grpc
 import redis
 
+from bench.machine import machine
 from cinesync import jobs, versions
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
@@ -181,25 +181,33 @@ class Traffic:
         with self._lock:
             return [a for a in self.answers if start <= a.at < end]
 
-    def ranked_again(self, fault: float, timeout: float, steady_s: float = 2.0) -> float | None:
-        """When answers were whole again for good after ``fault``: the scheduled time of the first answer
-        ranked by Triton and not degraded that is followed by ``steady_s`` of such answers only (waits
-        for it up to ``timeout``); None if that did not happen."""
+    def ranked_again(self, fault: float, timeout: float) -> float | None:
+        """When answers were whole again for good after ``fault``: steady_since over the Recommend
+        answers after it, ranked by Triton and not degraded (waits for it up to ``timeout``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                after = sorted((a.at, a.ranked_by_triton and not a.degraded) for a in self.answers
-                               if a.at > fault and a.kind == "recommend")
-            start = None
-            for at, ranked in after:
-                if not ranked:
-                    start = None
-                elif start is None:
-                    start = at
-                elif at - start >= steady_s:
-                    return start
+                after = [(a.at, a.ranked_by_triton and not a.degraded) for a in self.answers
+                         if a.at > fault and a.kind == "recommend"]
+            since = steady_since(after)
+            if since is not None:
+                return since
             time.sleep(0.2)
         return None
+
+
+def steady_since(events: Iterable[tuple[float, bool]], steady_s: float = 2.0) -> float | None:
+    """The time of the first good event (``(time, good)``) followed by ``steady_s`` of good events
+    only; None if there is no such stretch (yet)."""
+    start = None
+    for at, good in sorted(events):
+        if not good:
+            start = None
+        elif start is None:
+            start = at
+        elif at - start >= steady_s:
+            return start
+    return None
 
 
 @dataclass
@@ -275,11 +283,7 @@ class Drills:
 
     # -- Triton-side faults -------------------------------------------------------------------
     def drill_triton(self, row: Row) -> float:
-        triton = self.process("triton")
-        fault = time.monotonic()
-        triton.popen.kill()
-        row.passed = self._restarted(triton, fault)
-        return fault
+        return self._sigkill(row, self.process("triton"))
 
     def drill_stub(self, row: Row) -> float:
         triton = self.process("triton")
@@ -294,22 +298,15 @@ class Drills:
 
     # -- Redis ----------------------------------------------------------------------------------
     def drill_redis(self, row: Row) -> float:
-        redis_process = self.process("redis")
-        fault = time.monotonic()
-        redis_process.popen.kill()
-        row.passed = self._restarted(redis_process, fault)
         row.note = "watches, feedback and exposures wait in the control planes; checked at the end"
-        return fault
+        return self._sigkill(row, self.process("redis"))
 
     # -- the control plane -----------------------------------------------------------------------
     def drill_replica(self, row: Row) -> float:
         replica = next(p for p in self.stack.started if p.name.startswith("control plane"))
-        fault = time.monotonic()
-        replica.popen.kill()
-        row.passed = self._restarted(replica, fault)
         row.note = (f"{replica.name} SIGKILLed; calls in flight on it fail, the client retries Recommend on the "
                     "other replica (RecordFeedback is not retried)")
-        return fault
+        return self._sigkill(row, replica)
 
     # -- the worker -------------------------------------------------------------------------------
     def drill_worker_training(self, row: Row) -> None:
@@ -465,13 +462,16 @@ class Drills:
         row.note = (f"`cinesync serve` started {len(pids)} processes; SIGTERM then SIGINT twice to its group: "
                     f"{len(left)} left, stopped in {time.monotonic() - stopped:.1f} s")
 
-    def _restarted(self, process: ManagedProcess, fault: float) -> bool:
-        killed = process.pid
+    def _sigkill(self, row: Row, process: ManagedProcess) -> float:
+        """SIGKILL ``process``; the row passes if the launcher restarted it within RECOVERY_S. The fault's time."""
+        killed, fault = process.pid, time.monotonic()
+        process.popen.kill()
         while time.monotonic() - fault < RECOVERY_S:
             if process.pid != killed and process.running():
-                return True
+                row.passed = True
+                break
             time.sleep(0.1)
-        return False
+        return fault
 
 
 class Unavailable(RuntimeError):
@@ -618,8 +618,8 @@ def main() -> None:
         traffic.stop()
         found = acknowledged_found(stack.settings, traffic, drills.published, stack.repository)
     result = {
-        "command": " ".join(["bench/drills.py", *sys.argv[1:]]), "started": started,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(["python -m bench.drills", *sys.argv[1:]]), "started": started,
+        "machine": machine(),
         "rate": args.rate, "rows": [asdict(row) for row in rows], "acknowledged": found,
         "passed": all(row.passed for row in rows) and found["lost"] == 0,
     }

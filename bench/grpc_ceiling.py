@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 
 import grpc
 
-from bench.open_loop import RESULTS, cpu_model, open_loop
+from bench.machine import machine
+from bench.open_loop import RESULTS, open_loop
 from cinesync.v1 import recommendation_pb2 as pb
 from cinesync.v1 import recommendation_pb2_grpc as pb_grpc
 from launcher.services.process import free_port
@@ -69,7 +68,7 @@ def main() -> None:
         server.wait(timeout=10)
     served = [r["achieved_per_s"] for r in results if not r["failures"] and r["p99_ms"] < 1000]
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, generator on the same machine",
+              "machine": f"{machine()}, generator on the same machine",
               "open_loop": results, "saturation_per_s": max(served, default=0.0)}
     print(json.dumps(report, indent=2))
     (RESULTS / "grpc-ceiling.json").write_text(json.dumps(report, indent=2))

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import tempfile
 import time
 import urllib.request
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.machine import machine
 from cinesync import triton
 from cinesync.settings import Settings
 from cinesync.splits import SPLITS
@@ -212,22 +212,13 @@ def main() -> None:
         run["saturation_share_of_floor"] = round(float(run["saturation_per_s"]) / floor, 2)  # type: ignore[arg-type]
     report = {
         "data": args.data, "split": args.split, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, generator on the same machine",
+        "machine": f"{machine()}, generator on the same machine",
         "in_process_floor_per_s": round(floor, 1), "runs": runs,
     }
     print(json.dumps(report, indent=2))
     out = args.out or RESULTS / f"open-loop-{Path(args.data).name}-{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-
-
-def cpu_model() -> str:
-    """The processor's model name (/proc/cpuinfo), "" where unknown."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 if __name__ == "__main__":

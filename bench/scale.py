@@ -26,7 +26,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,8 @@ import numpy as np
 import redis
 import torch
 
-from bench.open_loop import RESULTS, cpu_model, open_loop
+from bench.machine import machine
+from bench.open_loop import RESULTS, open_loop
 from cinesync.bundle import MANIFEST
 from cinesync.settings import Settings
 from exporters.onnx_export import export_run
@@ -243,7 +243,7 @@ def main() -> None:
         return
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, "
+        "machine": f"{machine()}, "
                    f"{(available_bytes() or 0) / GIB:.1f} GiB available at start",
         "command": " ".join(["bench/scale.py", *sys.argv[1:]]),
         "mean_interactions": args.mean_interactions, "rate_per_s": args.rate, "points": [],

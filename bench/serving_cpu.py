@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.open_loop import open_loop, published
 from cinesync.settings import Settings
 from launcher.client import wait_for_version
+from launcher.services.process import descendants
 from recsys.pipeline import PipelineSpec
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -33,24 +34,6 @@ def cpu_seconds(stat_path: Path) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
 
 
 def role(pid: int) -> str:
@@ -77,7 +60,7 @@ def main() -> None:
         done.stack.start_control_plane()
         wait_for_version(done.stack.grpc_address, done.users[0], done.version)
         asyncio.run(open_loop(done.stack.grpc_address, done.users, 100, max(2.0, len(done.users) / 100)))
-        pids = [os.getpid(), *(p for process in done.stack.started for p in descendants(process.pid))]
+        pids = [os.getpid(), *(p for process in done.stack.started for p in (process.pid, *descendants(process.pid)))]
         control_plane = next(p for p in pids if role(p) == "control plane")
         threads = {t.name: t / "stat" for t in Path(f"/proc/{control_plane}/task").iterdir()}
         before = {p: cpu_seconds(Path(f"/proc/{p}/stat")) for p in pids}

@@ -11,12 +11,12 @@ import pytest
 
 from bench.drills import loopback
 
-RUNNER = Path(__file__).resolve().parent / "drills.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _drills(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([sys.executable, "-m", "bench.drills", *args], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=ROOT)
 
 
 def test_only_loopback_hosts_are_accepted() -> None:

@@ -96,7 +96,7 @@ class ForgetfulGrid(FlakyGrid):
     """Every message is answered at once except the first one to each node of ``losing`` (that reply
     was dropped on its way: the SuperNode's push failed) and every one to a node of ``dead``."""
 
-    def __init__(self, *, losing: set[int] = frozenset(), dead: set[int] = frozenset()) -> None:
+    def __init__(self, *, losing: frozenset[int] = frozenset(), dead: frozenset[int] = frozenset()) -> None:
         super().__init__(pulls=[], node_lists=[])
         self.losing, self.dead, self.sent = set(losing), set(dead), 0
         self.to: dict[str, int | None] = {}  # message id -> the node whose reply is waiting
@@ -126,7 +126,7 @@ def _train(node: int) -> Message:
 
 def test_a_missing_reply_is_asked_for_again_and_each_node_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resilient_grid, "MIN_REASK_S", 0.0)
-    grid = ForgetfulGrid(losing={2})
+    grid = ForgetfulGrid(losing=frozenset({2}))
     exchange = ResilientGrid(grid, pause_s=0).exchange([_train(1), _train(2), _train(3)], timeout=60)
     assert sorted(r.metadata.reply_to_message_id for r in exchange.replies) == ["m1", "m3", "m4"]
     assert exchange.reasked == 1 and grid.sent == 4
@@ -134,14 +134,14 @@ def test_a_missing_reply_is_asked_for_again_and_each_node_counted_once(monkeypat
 
 def test_flowers_send_and_receive_never_asks_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resilient_grid, "MIN_REASK_S", 0.0)
-    grid = ForgetfulGrid(losing={2})
+    grid = ForgetfulGrid(losing=frozenset({2}))
     replies = list(ResilientGrid(grid, pause_s=0).send_and_receive([_train(1), _train(2)], timeout=0.05))
     assert len(replies) == 1 and grid.sent == 2  # SecAgg+'s stages must not be repeated
 
 
 def test_a_node_that_never_answers_is_asked_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resilient_grid, "MIN_REASK_S", 0.0)
-    grid = ForgetfulGrid(dead={2})
+    grid = ForgetfulGrid(dead=frozenset({2}))
     exchange = ResilientGrid(grid, pause_s=0).exchange([_train(1), _train(2)], timeout=0.2)
     assert len(exchange.replies) == 1 and exchange.reasked == resilient_grid.REASKS
     assert grid.sent == 2 + resilient_grid.REASKS

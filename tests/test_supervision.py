@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as triton_grpc
 
+from bench.drills import steady_since
 from cinesync.settings import Settings
 from cinesync.v1 import recommendation_pb2 as pb
 from exporters.publish import publish
@@ -98,19 +99,14 @@ def test_killed_triton_is_restarted_and_ranking_resumes_without_a_failed_request
     assert whole_again - stub_killed <= 10.0
 
 
-def _steadily_ranked(load: Load, since: float, *, timeout: float, steady_s: float = 2.0) -> float:
-    """The time of the first answer after ``since`` from which every answer for ``steady_s`` was
-    ranked by Triton (waits for it up to ``timeout``)."""
+def _steadily_ranked(load: Load, since: float, *, timeout: float) -> float:
+    """When answers after ``since`` were ranked by Triton for good (bench.drills.steady_since)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        start = None
-        for t, _, ranked_by in [a for a in list(load.answers) if a[0] > since]:
-            if ranked_by != pb.RANKED_BY_TRITON:
-                start = None
-            elif start is None:
-                start = t
-            elif t - start >= steady_s:
-                return start
+        steady = steady_since([(t, ranked_by == pb.RANKED_BY_TRITON) for t, _, ranked_by in list(load.answers)
+                               if t > since])
+        if steady is not None:
+            return steady
         time.sleep(0.2)
     raise AssertionError(f"not ranked by Triton steadily within {timeout} s of {since}")
 
