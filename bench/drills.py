@@ -63,6 +63,7 @@ from launcher.stack import Stack
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 MAX_REQUESTS = 200_000  # a bound on the whole run, whatever --rate and the drills' durations
 RECOVERY_S = 60.0  # a drill whose stack is not ranking again by then is reported as such
+DEADLINE_S = 2.0  # of each request of the traffic
 SETTLE_S = 3.0
 DRILLS = ("triton", "stub", "redis", "replica", "worker-training", "worker-export", "worker-publish",
           "truncated", "disk-full", "superlink", "stop")
@@ -137,7 +138,7 @@ class Traffic:
                 self._recommend(scheduled, user)
 
     def _recommend(self, at: float, user: str) -> None:
-        call = self._stub.Recommend.future(pb.RecommendRequest(user_id=user, k=10), timeout=2.0)
+        call = self._stub.Recommend.future(pb.RecommendRequest(user_id=user, k=10), timeout=DEADLINE_S)
 
         def done(future: grpc.Future) -> None:
             try:
@@ -158,7 +159,7 @@ class Traffic:
             self._last.pop(user, None)  # one watch per answer
         request = pb.FeedbackRequest(request_id=last.request_id, user_id=user, item_id=item,
                                      kind=pb.FEEDBACK_KIND_WATCH)
-        call = self._stub.RecordFeedback.future(request, timeout=2.0)
+        call = self._stub.RecordFeedback.future(request, timeout=DEADLINE_S)
 
         def done(future: grpc.Future) -> None:
             try:
@@ -186,9 +187,10 @@ class Traffic:
         answers after it, ranked by Triton and not degraded (waits for it up to ``timeout``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            settled = time.monotonic() - DEADLINE_S - 0.5  # every request sent before this has ended
             with self._lock:
                 after = [(a.at, a.ranked_by_triton and not a.degraded) for a in self.answers
-                         if a.at > fault and a.kind == "recommend"]
+                         if fault < a.at < settled and a.kind == "recommend"]
             since = steady_since(after)
             if since is not None:
                 return since
@@ -265,6 +267,7 @@ class Drills:
         except Unavailable as reason:
             row.ran, row.note = False, f"cannot run here: {reason}"
             fault = None
+        ranked = None
         if fault is not None:
             ranked = self.traffic.ranked_again(fault, RECOVERY_S)
             row.ranked_again_s = None if ranked is None else round(max(0.0, ranked - fault), 2)
@@ -277,8 +280,13 @@ class Drills:
         for answer in answers:
             if not answer.ok:
                 row.failures[answer.error] = row.failures.get(answer.error, 0) + 1
-        if fault is not None:  # a fault on the serving path: ranked again for good within 10 s
-            row.passed = row.passed and row.ranked_again_s is not None and row.ranked_again_s <= 10.0
+        if fault is not None:  # a fault on the serving path: ranked again within 10 s, and for good
+            relapsed = ranked is not None and any(a.kind == "recommend" and (a.degraded or not a.ranked_by_triton)
+                                                  for a in answers if a.at >= ranked)
+            if relapsed:
+                row.note += "; degraded again after it was ranked again"
+            row.passed = (row.passed and row.ranked_again_s is not None and row.ranked_again_s <= 10.0
+                          and not relapsed)
         return row
 
     # -- Triton-side faults -------------------------------------------------------------------
@@ -292,8 +300,12 @@ class Drills:
             raise Unavailable("no python-backend stub process under Triton")
         fault = time.monotonic()
         os.kill(stubs[0], signal.SIGKILL)
-        row.passed = triton.running()
-        row.note = f"stub pid {stubs[0]} of {len(stubs)}; Triton stayed up" if row.passed else "Triton died too"
+        time.sleep(DEADLINE_S + 0.5)
+        felt = any(a.degraded for a in self.traffic.between(fault, time.monotonic()))
+        row.passed = triton.running() and felt  # a stub the traffic does not use would test nothing
+        row.note = (f"stub {command_line(stubs[0]).split()[-2:-1]} (pid {stubs[0]}, one of {len(stubs)}); "
+                    f"Triton {'stayed up' if triton.running() else 'died too'}; "
+                    f"{'answers degraded until its model was reloaded' if felt else 'no answer was affected'}")
         return fault
 
     # -- Redis ----------------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 """Benchmark: a soak, hours of steady mixed traffic against a real stack on loopback, to see whether
 anything grows or drifts.
 
-Two runs of --data (seeds 0 and 1) are trained and exported first; a stack (Redis with its
-append-only file, Triton, the control plane) serves the first, with an experiment running on it
-(Triton ranking against retrieval order). The in-process floor of the served pipeline is measured on
+Two runs of --data (seeds 0 and 1) are trained and exported first; a stack (its own Redis with the
+append-only file, Triton, the control plane) serves them. The in-process floor of the served pipeline is measured on
 this machine (bench/open_loop.py's), and traffic leaves at --share of it, open loop, for --minutes:
 Recommend by user id (half), Recommend with a history sent in the request, WATCH and CLICK feedback
-about an earlier answer, RecommendGroup of three users; every --switch-minutes the current version
-changes (the second run published, then promotions back and forth). Every --sample-seconds the RSS
+about an earlier answer, RecommendGroup of three users; both runs are published from the start (an
+experiment between them) and every --switch-minutes the other one is made current. Every --sample-seconds the RSS
 and open file descriptors of every process the stack started (and their children: Triton's
 python-backend stubs) and Redis's used memory are sampled; latencies (from each request's scheduled
 send time) and errors are summed per --window-minutes.
@@ -99,6 +98,10 @@ async def traffic(address: str, users: list[str], items: list[str], rate: float,
                 ok = False
                 key = f"{kind}: {error.code().name}"
                 sent.errors[key] = sent.errors.get(key, 0) + 1
+            except Exception as error:  # noqa: BLE001 - an answer the traffic could not use is a failure too
+                ok = False
+                key = f"{kind}: {type(error).__name__}"
+                sent.errors[key] = sent.errors.get(key, 0) + 1
             sent.requests.append((scheduled - start, kind, time.perf_counter() - scheduled, ok))
 
         start = time.perf_counter() + 0.1
@@ -134,8 +137,8 @@ def process_sample(stack: Stack) -> dict[str, dict[str, float]]:
 def _short(command: str) -> str:
     """A child's name: a python-backend stub by its model, else its program."""
     words = command.split()
-    if words and words[0].endswith("triton_python_backend_stub") and len(words) > 1:
-        return Path(words[1]).parent.parent.name
+    if words and words[0].endswith("triton_python_backend_stub") and len(words) > 2:
+        return f"{Path(words[1]).parent.parent.name} v{Path(words[1]).parent.name} {words[-2]}"
     return Path(words[0]).name if words else "?"
 
 
@@ -188,6 +191,7 @@ def checks(sent: Sent, samples: list[dict[str, Any]], seconds: float) -> dict[st
         "fds_baseline_end": {name: [figures["fds"], end["processes"][name]["fds"]]
                              for name, figures in baseline["processes"].items() if name in end["processes"]},
         "p99_first_ms": p99_first, "p99_last_ms": p99_last, "p99_ratio": round(p99_last / p99_first, 3),
+        "p99_within_1_25": p99_last <= 1.25 * p99_first,
         "redis_used_mib_baseline_end": [baseline["redis_used_mib"], end["redis_used_mib"]],
     }
 
@@ -246,19 +250,23 @@ def main() -> None:
             stack.ensure_triton()
             serving = settings.model_copy(update={"triton_url": stack.triton_url})
             first = publish(runs[0], root / "onnx-0", serving)
+            second = publish(runs[1], root / "onnx-1", serving, make_current=False)
             floor = in_process_floor(settings.serving_dir, first, root / "onnx-0", 20.0)
             stack.start_control_plane()
             wait_for_version(stack.grpc_address, runs[0].user_ids[0], first)
             token = settings.admin_token_list()[0]
+            # Both versions serve from the start (the experiment's arms), so that switching the current
+            # one later loads nothing new: what grows after the first minutes is not by design.
             admin_call(stack.grpc_address, "CreateExperiment", admin.Experiment(name="soak", variants=[
-                admin.Variant(name="ranked", weight=0.5, retrieval_version=first, ranking_version=first),
-                admin.Variant(name="retrieval", weight=0.5, retrieval_version=first, ranking_version=0)]), token=token)
+                admin.Variant(name="first", weight=0.5, retrieval_version=first, ranking_version=first),
+                admin.Variant(name="second", weight=0.5, retrieval_version=second, ranking_version=second)]),
+                token=token)
             rate = round(args.share * floor, 1)
             seconds = args.minutes * 60
             sent, stop = Sent(), threading.Event()
             samples: list[dict[str, Any]] = []
             watcher = threading.Thread(target=sampler, args=(stack, settings.redis_url, args.sample_seconds, stop, samples))
-            switcher = threading.Thread(target=switch_versions, args=(runs, root, serving, first, args.switch_minutes, stop))
+            switcher = threading.Thread(target=switch_versions, args=(settings, [first, second], args.switch_minutes, stop))
             watcher.start()
             switcher.start()
             try:
@@ -285,15 +293,9 @@ def main() -> None:
     print(f"written {out} and {args.plot}")
 
 
-def switch_versions(runs: list[Any], root: Path, settings: Settings, first: int, minutes: float,
-                    stop: threading.Event) -> None:
-    """Every ``minutes`` the current version changes: the second run is published, then the two are
-    promoted in turn."""
-    published = [first]
+def switch_versions(settings: Settings, published: list[int], minutes: float, stop: threading.Event) -> None:
+    """Every ``minutes`` the other of the two ``published`` versions is made current."""
     while not stop.wait(minutes * 60):
-        if len(published) < len(runs):
-            published.append(publish(runs[len(published)], root / f"onnx-{len(published)}", settings))
-            continue
         current = versions.current_version(settings.serving_dir)
         other = next(v for v in published if v != current)
         versions.promote(settings.model_repository.resolve(), settings.serving_dir, other)

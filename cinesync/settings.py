@@ -98,9 +98,10 @@ class Settings(BaseSettings):
         default=9094, ge=0, le=65535, description="gRPC health port of the Flower SuperLink CineSync starts.",
     )
     superlink_busy_timeout_ms: int = Field(
-        default=60_000, ge=0,
+        default=25_000, ge=0,
         description="How long the SuperLink CineSync starts waits for its SQLite state's lock before a write "
-        "fails (Flower's own: 5,000 ms; a failed write answers HTTP 500 and a SuperNode drops its reply).",
+        "fails (Flower's own: 5,000 ms; a failed write answers HTTP 500 and a SuperNode drops its reply); below "
+        "the 30 s after which Flower's HTTP clients give up and send again, so waiting writers do not pile up.",
     )
     supernode_push_attempts: int = Field(
         default=6, ge=1,

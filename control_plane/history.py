@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from control_plane.spool import Spool
 
@@ -53,7 +53,13 @@ return 1
 
 
 class HistoryUnavailable(RuntimeError):
-    """Redis could not be read or written in time."""
+    """Redis could not be read or written in time, or refused the command (see ``refused``)."""
+
+
+def refused(error: HistoryUnavailable) -> bool:
+    """Whether Redis answered with a command error (WRONGTYPE, OOM, MISCONF...): not an outage, so
+    trying the same write again later does not help."""
+    return isinstance(error.__cause__, ResponseError)
 
 
 @dataclass
@@ -141,40 +147,51 @@ class HistoryStore:
 
         await self._call("append", script)
 
-    async def record(self, watch: Watch) -> bool:
-        """Append ``watch`` now, or queue it (behind those waiting, in order) when Redis is away or
-        others wait still; whether it is in the live history now."""
+    async def record(self, watch: Watch) -> str:
+        """Append ``watch`` now ("stored"), or queue it behind those waiting, in order, when Redis is
+        away or others wait still ("queued"); "dropped" when Redis refused it (a command error, not an
+        outage: logged) or MAX_WAITING already wait."""
+        watch.published = watch.published[-self.keep:]
         if not self.waiting:
             try:
                 await self.append(watch.key, watch.item_id, published=watch.published)
-                return True
+                return "stored"
             except HistoryUnavailable as error:
+                if refused(error):
+                    log.error("Redis refused the watch of %s by %s, dropped: %s", watch.item_id, watch.user_id,
+                              error.__cause__)
+                    return "dropped"
                 log.warning("watch of %s by %s waits for Redis: %s", watch.item_id, watch.user_id, error)
         if len(self.waiting) >= MAX_WAITING:
-            self.dropped += 1
             log.error("watch of %s by %s dropped: %d watches already wait for Redis", watch.item_id, watch.user_id,
                       MAX_WAITING)
-            return False
+            return "dropped"
         self.waiting.append(watch)
         if self.spool is not None:
             self.spool.append(watch)
-        return False
+        return "queued"
 
     async def replay(self) -> list[str]:
-        """Append the waiting watches in order, stopping at the first that Redis does not take; the
-        users whose live history changed, in that order. A watch is taken off the queue only after
-        Redis took it (appending one twice leaves the list as once: it moves the item to the end)."""
+        """Append the waiting watches in order, stopping at the first that Redis does not take while it
+        is away (one it refuses is logged and dropped); the users whose live history changed, in that
+        order. A watch leaves the queue only after Redis took or refused it (appending one twice leaves
+        the list as once: it moves the item to the end)."""
         replayed: list[str] = []
+        changed = False
         async with self._replaying:
             while self.waiting:
                 watch = self.waiting[0]
                 try:
                     await self.append(watch.key, watch.item_id, published=watch.published)
-                except HistoryUnavailable:
-                    break
+                    replayed.append(watch.user_id)
+                except HistoryUnavailable as error:
+                    if not refused(error):
+                        break
+                    log.error("Redis refused the waiting watch of %s by %s, dropped: %s", watch.item_id,
+                              watch.user_id, error.__cause__)
                 self.waiting.popleft()
-                replayed.append(watch.user_id)
-            if replayed:
+                changed = True
+            if changed:
                 log.info("%d watches that waited for Redis added to the live history (%d wait still)",
                          len(replayed), len(self.waiting))
                 if self.spool is not None:

@@ -40,8 +40,8 @@ HISTORY_UNKNOWN_ITEMS = Counter(
     "history came from (request, live)", ["source"],
 )
 HISTORY_WRITES = Counter("cinesync_history_writes_total", "Feedback added to the live history at once (stored), "
-                         "queued while Redis is away (queued) or added from that queue once it answers (replayed)",
-                         ["outcome"])
+                         "queued while Redis is away (queued), added from that queue once it answers (replayed), "
+                         "or dropped (Redis refused it, or the queue was full)", ["outcome"])
 JOB_QUEUE_DEPTH = Gauge("cinesync_job_queue_depth", "Training jobs waiting in the Celery queue (the length of "
                         "its Redis list: what a queue-depth autoscaler reads)")
 HISTORY_SEEDED = Counter("cinesync_history_seeded_users_total", "Users whose live history was seeded at publish")

@@ -1,8 +1,8 @@
 """Encodes a request's history and scores its candidates with a serving version's stage models in
 Triton (two calls at most: encode, then rank), within a time limit; loads and unloads the versions'
-ensembles, which pin the stage models' versions. A stage model whose every call times out for
-STALL_S while Triton itself is live (its python-backend stub process died: Triton does not notice, and
-requests to it hang) is reloaded, which starts a new stub."""
+ensembles, which pin the stage models' versions. A stage model version whose every call times out
+for STALL_S (STALL_TIMEOUTS calls at least) while Triton itself is live (its python-backend stub
+process died: Triton does not notice, and requests to it hang) is reloaded, which starts a new stub."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from control_plane.metrics import MODEL_RELOADS, TRITON_LATENCY
 
 log = logging.getLogger(__name__)
 CANCEL_AFTER_S = 1.0  # beyond a call's own timeout, before a silent Triton's call is cancelled
-STALL_S = 3.0  # a model whose calls all time out this long, Triton live, is reloaded
+STALL_S = 3.0  # a model whose calls all time out this long (STALL_TIMEOUTS of them at least), Triton live,
+STALL_TIMEOUTS = 3  # is reloaded
 RELOAD_EVERY_S = 15.0  # at most this often per model
 RELOAD_PARAMETER = "cinesync_reloaded_at"  # set in the configuration a stalled model is reloaded with
 
@@ -57,15 +58,20 @@ class TritonRanker:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
-        self._silent_since: dict[str, float] = {}  # model -> first timeout since its last answer
+        self._silent_since: dict[tuple[str, str], tuple[float, int]] = {}  # (model, version) -> first timeout since
+        # its last answer, timeouts since
         self._reloaded_at: dict[str, float] = {}
         self._reloads: set[asyncio.Task[None]] = set()
 
-    def _timed_out(self, model: str) -> None:
-        """Note a timeout of ``model``; past STALL_S of nothing but timeouts, reload it (in the background)."""
+    def _timed_out(self, target: tuple[str, str]) -> None:
+        """Note a timeout of ``target`` (model, version); after STALL_TIMEOUTS of them over STALL_S and
+        no answer, reload the model (in the background)."""
         now = time.monotonic()
-        since = self._silent_since.setdefault(model, now)
-        if now - since >= STALL_S and now - self._reloaded_at.get(model, -math.inf) >= RELOAD_EVERY_S:
+        since, count = self._silent_since.get(target, (now, 0))
+        self._silent_since[target] = (since, count + 1)
+        model = target[0]
+        if (now - since >= STALL_S and count + 1 >= STALL_TIMEOUTS
+                and now - self._reloaded_at.get(model, -math.inf) >= RELOAD_EVERY_S):
             self._reloaded_at[model] = now
             task = asyncio.create_task(self._reload(model, now - since))
             self._reloads.add(task)
@@ -142,11 +148,12 @@ class TritonRanker:
             with TRITON_LATENCY.time():
                 result = await asyncio.wait_for(asyncio.shield(call), max(timeout, 0.0))
         except TimeoutError:
-            self._timed_out(model)
+            if timeout > 0:  # a call given no time says nothing about the model
+                self._timed_out(target)
             raise RankingUnavailable(f"{model} did not answer within {timeout * 1000:.0f} ms") from None
         except InferenceServerException as error:
             raise RankingUnavailable(error.message() or str(error)) from error
-        self._silent_since.pop(model, None)
+        self._silent_since.pop(target, None)
         found = {}
         for name in outputs:
             value = result.as_numpy(name)

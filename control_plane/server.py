@@ -129,8 +129,10 @@ async def serve(settings: Settings) -> None:
     await server.start()
     log.info("control plane listening on %s:%d, metrics on :%d", settings.host, port, settings.metrics_port)
     async def refresh() -> None:  # what waited for Redis is sent on each round of the watcher
-        await router.refresh()
-        await service.replay_watches()
+        try:
+            await router.refresh()
+        finally:  # a failed experiments refresh (logged by the watcher) does not hold the watches back
+            await service.replay_watches()
 
     watcher = asyncio.create_task(_track_health(models, refresh, health_servicer, settings.bundle_poll_s))
     queue_depth = asyncio.create_task(_track_job_queue(store.redis, settings.job_queue, settings.bundle_poll_s))
@@ -145,9 +147,9 @@ async def serve(settings: Settings) -> None:
         await watcher
     await server.stop(grace=2.0)
     metrics_server.shutdown()
+    await service.replay_watches()  # while the ranker is open: replayed users are encoded again
     if ranker is not None:
         await ranker.close()
     await store.flush()
     await store.close()
-    await service.replay_watches()
     await histories.close()

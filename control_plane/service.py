@@ -187,11 +187,10 @@ class RecommendationService(pb_grpc.RecommendationServiceServicer):  # type: ign
             published = bundle.published_history(record.user_id)
             ids = [bundle.items[i].item_id for i in published] if published is not None else []
             watch = Watch(record.user_id, bundle.history_key(record.user_id), record.item_id, ids)
-            if await self.histories.record(watch):
-                HISTORY_WRITES.labels("stored").inc()
+            written = await self.histories.record(watch)
+            HISTORY_WRITES.labels(written).inc()
+            if written == "stored":
                 self._refresh_encoded(record.user_id, current)
-            else:
-                HISTORY_WRITES.labels("queued").inc()
         outcome = await self.router.store.feedback(record)
         FEEDBACK.labels(record.kind, "unknown" if outcome.matched is None else str(outcome.matched).lower()).inc()
         if outcome.matched:

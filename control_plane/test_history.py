@@ -128,10 +128,12 @@ def test_watches_during_an_outage_are_added_once_redis_is_back_in_order_once_eve
 
     async def scenario(redis_process: ManagedProcess) -> None:
         store = HistoryStore(url, "test", keep=10, timeout_s=0.1, retry_after_s=0.2, spool_dir=spool)
-        assert await store.record(Watch("u", "test:u", "a")) and await store.read("test:u") == ["a"]
+        assert await store.record(Watch("u", "test:u", "a")) == "stored" and await store.read("test:u") == ["a"]
+        await store.redis.set(store.key("test:w"), "not a list")
+        assert await store.record(Watch("w", "test:w", "z")) == "dropped"  # refused (WRONGTYPE), not queued
         redis_process.stop()
-        assert not await store.record(Watch("u", "test:u", "b"))
-        assert not await store.record(Watch("v", "test:v", "y", ["x"]))  # first watch: from the published
+        assert await store.record(Watch("u", "test:u", "b")) == "queued"
+        assert await store.record(Watch("v", "test:v", "y", ["x"])) == "queued"  # first watch: from the published
         assert await store.replay() == []  # Redis still away: nothing taken off the queue
         await store.close()  # a control plane stopped during the outage: the spool keeps the watches
 
@@ -140,11 +142,11 @@ def test_watches_during_an_outage_are_added_once_redis_is_back_in_order_once_eve
         redis_process.restart()
         redis_process.wait_ready(lambda: redis_answers(url), timeout=15)
         await asyncio.sleep(0.25)  # past retry_after_s
-        assert not await store.record(Watch("u", "test:u", "a"))  # behind those waiting: order kept
+        assert await store.record(Watch("u", "test:u", "a")) == "queued"  # behind those waiting: order kept
         assert await store.replay() == ["u", "v", "u"] and not store.waiting
         assert await store.read("test:u") == ["b", "a"] and await store.read("test:v") == ["x", "y"]
         assert await store.replay() == []  # each watch added once
-        assert await store.record(Watch("u", "test:u", "c")) and await store.read("test:u") == ["b", "a", "c"]
+        assert await store.record(Watch("u", "test:u", "c")) == "stored" and await store.read("test:u") == ["b", "a", "c"]
         await store.close()
         assert not list(spool.glob("history-spool-*.jsonl"))  # nothing waits
 

@@ -29,6 +29,8 @@ POLL_S = 1.0
 REASK_FACTOR = 2.0
 MIN_REASK_S = 10.0
 REASKS = 2
+MIN_TTL_S = 5.0  # a copy that would live shorter than this before the deadline is not sent
+TTL_MARGIN_S = 10.0  # a copy lives this much past the step's deadline
 
 
 @dataclass
@@ -101,7 +103,7 @@ class ResilientGrid(Grid):
         message_for: dict[int, Message] = {}
         asked_at: dict[int, float] = {}
         asks: dict[int, int] = {}
-        for message, message_id in zip(sent, self.push_messages(sent), strict=True):
+        for message, message_id in zip(sent, list(self.push_messages(sent))):  # none for a refused push
             if message_id:
                 node = message.metadata.dst_node_id
                 node_of[message_id], message_for[node], asked_at[node], asks[node] = node, message, started, 1
@@ -126,12 +128,12 @@ class ResilientGrid(Grid):
             if not node_of or (deadline is not None and now >= deadline):
                 break
             if reask:
-                result.reasked += self._reask(node_of, message_for, asked_at, asks, answered, now)
+                result.reasked += self._reask(node_of, message_for, asked_at, asks, answered, now, deadline)
             time.sleep(POLL_S)
         return result
 
     def _reask(self, node_of: dict[str, int], message_for: dict[int, Message], asked_at: dict[int, float],
-               asks: dict[int, int], answered: dict[int, float], now: float) -> int:
+               asks: dict[int, int], answered: dict[int, float], now: float, deadline: float | None) -> int:
         """Sends again to the late nodes whose turn it is; returns how many were sent."""
         if not answered or 2 * len(answered) < len(message_for):
             return 0
@@ -140,8 +142,14 @@ class ResilientGrid(Grid):
                        if asks[node] <= REASKS and now - asked_at[node] >= patience})
         if not late:
             return 0
+        # A copy lives only until just past the step's deadline: a node that was slow, not lost, must
+        # not find it queued behind its next steps' messages.
+        if deadline is not None and deadline - now < MIN_TTL_S:
+            return 0
+        # (A copy that expired would be answered with an error reply: it must outlive the last poll.)
+        ttl = None if deadline is None else deadline - now + TTL_MARGIN_S
         again = [Message(message_for[node].content, node, message_for[node].metadata.message_type,
-                         group_id=message_for[node].metadata.group_id) for node in late]
+                         group_id=message_for[node].metadata.group_id, ttl=ttl) for node in late]
         try:
             message_ids = list(self.push_messages(again))
         except httpx.HTTPStatusError as error:
@@ -150,7 +158,7 @@ class ResilientGrid(Grid):
             log.warning("SuperLink failed to take the re-sent messages (%s); trying again later",
                         error.response.status_code)
             return 0
-        for node, message_id in zip(late, message_ids, strict=True):
+        for node, message_id in zip(late, message_ids):
             asks[node] += 1
             asked_at[node] = now
             if message_id:

@@ -68,6 +68,7 @@ class FlakyGrid(Grid):
 @pytest.fixture(autouse=True)
 def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resilient_grid, "POLL_S", 0.0)
+    monkeypatch.setattr(resilient_grid, "MIN_TTL_S", 0.0)
     for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):  # as in a ServerApp's process:
         monkeypatch.setattr(TaskIdentity, name, value)  # a message names its run, sender and task
 
@@ -100,11 +101,13 @@ class ForgetfulGrid(FlakyGrid):
         super().__init__(pulls=[], node_lists=[])
         self.losing, self.dead, self.sent = set(losing), set(dead), 0
         self.to: dict[str, int | None] = {}  # message id -> the node whose reply is waiting
+        self.ttls: list[float | None] = []
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
             self.sent += 1
+            self.ttls.append(message.metadata.ttl)
             node = message.metadata.dst_node_id
             ids.append(f"m{self.sent}")
             self.to[ids[-1]] = None if node in self.losing | self.dead else node
@@ -130,6 +133,7 @@ def test_a_missing_reply_is_asked_for_again_and_each_node_counted_once(monkeypat
     exchange = ResilientGrid(grid, pause_s=0).exchange([_train(1), _train(2), _train(3)], timeout=60)
     assert sorted(r.metadata.reply_to_message_id for r in exchange.replies) == ["m1", "m3", "m4"]
     assert exchange.reasked == 1 and grid.sent == 4
+    assert grid.ttls[-1] is not None and 0 < grid.ttls[-1] <= 60 + resilient_grid.TTL_MARGIN_S  # not 12 hours
 
 
 def test_flowers_send_and_receive_never_asks_again(monkeypatch: pytest.MonkeyPatch) -> None:
