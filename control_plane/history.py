@@ -97,7 +97,6 @@ class HistoryStore:
             retry=Retry(NoBackoff(), 0),
         )
         self.waiting: deque[Watch] = deque()  # watches Redis has not taken yet, oldest first
-        self.dropped = 0  # watches refused because MAX_WAITING already waited
         self._replaying = asyncio.Lock()
         self.spool = Spool.claim(spool_dir, SPOOL_NAME, {"Watch": Watch}) if spool_dir is not None else None
         if self.spool is not None:
@@ -147,21 +146,28 @@ class HistoryStore:
 
         await self._call("append", script)
 
+    async def _send(self, watch: Watch) -> str:
+        """Append ``watch``: "stored", "refused" (a command error, logged: trying again does not help)
+        or "away" (Redis unreachable)."""
+        try:
+            await self.append(watch.key, watch.item_id, published=watch.published)
+            return "stored"
+        except HistoryUnavailable as error:
+            if not refused(error):
+                return "away"
+            log.error("Redis refused the watch of %s by %s, dropped: %s", watch.item_id, watch.user_id,
+                      error.__cause__)
+            return "refused"
+
     async def record(self, watch: Watch) -> str:
         """Append ``watch`` now ("stored"), or queue it behind those waiting, in order, when Redis is
-        away or others wait still ("queued"); "dropped" when Redis refused it (a command error, not an
-        outage: logged) or MAX_WAITING already wait."""
+        away or others wait still ("queued"); "dropped" when Redis refused it or MAX_WAITING already wait."""
         watch.published = watch.published[-self.keep:]
         if not self.waiting:
-            try:
-                await self.append(watch.key, watch.item_id, published=watch.published)
-                return "stored"
-            except HistoryUnavailable as error:
-                if refused(error):
-                    log.error("Redis refused the watch of %s by %s, dropped: %s", watch.item_id, watch.user_id,
-                              error.__cause__)
-                    return "dropped"
-                log.warning("watch of %s by %s waits for Redis: %s", watch.item_id, watch.user_id, error)
+            sent = await self._send(watch)
+            if sent != "away":
+                return "stored" if sent == "stored" else "dropped"
+            log.warning("watch of %s by %s waits for Redis", watch.item_id, watch.user_id)
         if len(self.waiting) >= MAX_WAITING:
             log.error("watch of %s by %s dropped: %d watches already wait for Redis", watch.item_id, watch.user_id,
                       MAX_WAITING)
@@ -173,25 +179,21 @@ class HistoryStore:
 
     async def replay(self) -> list[str]:
         """Append the waiting watches in order, stopping at the first that Redis does not take while it
-        is away (one it refuses is logged and dropped); the users whose live history changed, in that
-        order. A watch leaves the queue only after Redis took or refused it (appending one twice leaves
-        the list as once: it moves the item to the end)."""
+        is away (one it refuses is dropped); the users whose live history changed, in that order. A
+        watch leaves the queue only after Redis took or refused it (appending one twice leaves the list
+        as once: it moves the item to the end)."""
         replayed: list[str] = []
-        changed = False
+        taken = 0
         async with self._replaying:
             while self.waiting:
-                watch = self.waiting[0]
-                try:
-                    await self.append(watch.key, watch.item_id, published=watch.published)
+                sent = await self._send(self.waiting[0])
+                if sent == "away":
+                    break
+                watch = self.waiting.popleft()
+                taken += 1
+                if sent == "stored":
                     replayed.append(watch.user_id)
-                except HistoryUnavailable as error:
-                    if not refused(error):
-                        break
-                    log.error("Redis refused the waiting watch of %s by %s, dropped: %s", watch.item_id,
-                              watch.user_id, error.__cause__)
-                self.waiting.popleft()
-                changed = True
-            if changed:
+            if taken:
                 log.info("%d watches that waited for Redis added to the live history (%d wait still)",
                          len(replayed), len(self.waiting))
                 if self.spool is not None:
