@@ -18,7 +18,8 @@ feedback and exposures wait in the control planes meanwhile), replica (one of th
 planes SIGKILLed), worker-training, worker-export, worker-publish (the worker SIGKILLed while a
 training job is in that step; the launcher restarts it and the broker delivers the step again),
 truncated (a new version whose model file is cut short is published: refused before it serves),
-stop (`cinesync serve` stopped with three SIGTERMs in a row: no process left). A drill that cannot
+disk-full (a publish onto a small tmpfs filled first: refused whole, the current version serves on),
+superlink (the SuperLink SIGKILLed mid-round of a federated run), stop (`cinesync serve` stopped with three SIGTERMs in a row: no process left). A drill that cannot
 run here says so in its row and does not count as passed. Everything runs on loopback: the runner
 refuses any other host, sends a bounded number of requests, and stops every process it started.
 """

@@ -1,6 +1,6 @@
-"""A local file that mirrors the records waiting for Redis (exposures and feedback, live-history
-watches), so a control plane that dies during a Redis outage loses none: the next one to start reads
-them back and sends them.
+"""A local file that mirrors the records waiting for Redis (exposures and feedback from the moment
+they queue, live-history watches during an outage), so a control plane that dies before sending them
+loses none: the next one to start reads them back and sends them.
 
 Replicas may share a home: each holds one spool slot (``<name>-<slot>.jsonl``) under a file lock
 for its lifetime, and a starting replica takes the first free slot, with what a dead replica left.
@@ -29,7 +29,7 @@ class Record(Protocol):
 
 
 class Spool:
-    """One slot's file: records appended while Redis is away, rewritten whole when the queue changed
+    """One slot's file: records appended as they queue, rewritten whole when the queue changed
     otherwise, removed once everything is sent. Write errors are logged once and switch it off."""
 
     def __init__(self, path: Path, lock: FileLock, kinds: dict[str, type[Record]]) -> None:

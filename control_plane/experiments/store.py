@@ -5,9 +5,10 @@ per-variant counters, batched: answers queue their exposures and a background ta
 queued in one pipelined round trip every 20 ms (and on shutdown). The Redis the launcher starts runs
 with append-only persistence (fsync every second), so a restarted Redis keeps them; the launcher
 warns when it finds a Redis without it. While Redis is unreachable the queue (bounded) holds the
-records and the watcher sends them when Redis answers again; the queue is then also mirrored to a
-spool file in the home (control_plane/spool.py), which the next control plane to start
-reads back, so a crash during an outage loses nothing. Replayed records are sent at least once: the
+records and the watcher sends them when Redis answers again. Every queued record is also appended
+to a spool file in the home (control_plane/spool.py; one write, no fsync: the OS keeps it when the
+process dies), cleared whenever the queue empties; the next control plane to start reads it back, so
+a killed control plane loses no answered exposure, Redis up or away. Replayed records are sent at least once: the
 per-arm figures are kept per user and count a request id once (a record sent twice counts once);
 the streams and the unmatched-feedback counter may then hold it twice. A record Redis refuses (not an
 outage: a command error) is logged and dropped, so it never blocks the ones behind it.
@@ -157,7 +158,7 @@ class ExperimentStore:
         self._flusher: asyncio.Task[None] | None = None
         kinds: dict[str, type[Record]] = {"Exposure": Exposure, "Feedback": Feedback}
         self.spool = Spool.claim(spool_dir, SPOOL_NAME, kinds) if spool_dir is not None else None
-        self._mirrored = True  # the spool file holds exactly the queue (none: an empty queue)
+        self._mirrored = True  # the spool file holds exactly the queue (none: an empty queue), no sent record
         if self.spool is not None:
             self.pending.extend(self.spool.load(MAX_PENDING))  # type: ignore[arg-type]
             if self.pending:
@@ -226,10 +227,10 @@ class ExperimentStore:
                 log.error("%d records dropped: %d already wait for Redis", self.dropped, MAX_PENDING)
             return
         self.pending.append(record)
-        if self.away and self.spool is not None:
-            self.spool.append(record)  # mirrored still, if it was
-        else:
-            self._mirrored = False
+        if self.spool is not None:
+            # Every queued record, Redis up or away: a kill before the next flush loses none. The file
+            # then holds the queue plus what was sent since it was last cleared (at most sent again).
+            self.spool.append(record)
 
     def expose(self, record: Exposure) -> None:
         """Queue an exposure; a background task writes the queue in batches every BATCH_DELAY_S (one

@@ -118,6 +118,42 @@ def test_records_queued_during_an_outage_survive_a_killed_control_plane(tmp_path
         asyncio.run(after_restart())
 
 
+# A control plane with Redis up: two answers' exposures queue for the next batch, and it is killed first.
+DIES_BEFORE_THE_BATCH = """
+import asyncio, os, signal, sys, time
+from pathlib import Path
+from control_plane.experiments.store import ExperimentStore, Exposure
+
+async def main():
+    store = ExperimentStore(sys.argv[1], "test", spool_dir=Path(sys.argv[2]))
+    await store.redis.ping()
+    for n in (1, 2):
+        store.expose(Exposure(f"{n:032x}", f"u{n}", "exp", "a", 1, 1, time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+@needs_redis
+def test_exposures_queued_with_redis_up_survive_a_killed_control_plane(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    spool_dir = tmp_path / "home" / "spool"
+    with own_redis(url, tmp_path):
+        died = subprocess.run([sys.executable, "-c", DIES_BEFORE_THE_BATCH, url, str(spool_dir)], timeout=60, check=False)
+        assert died.returncode == -signal.SIGKILL
+
+        async def after_restart() -> None:
+            store = ExperimentStore(url, "test", spool_dir=spool_dir)
+            assert await store.redis.xlen("test:exposures") == 0 and len(store.pending) == 2
+            await store.flush()
+            assert (await store.sums("exp", "a")).m == 2 and await store.redis.xlen("test:exposures") == 2
+            assert store.spool is not None and not store.spool.path.exists()
+            await store.close()
+
+        asyncio.run(after_restart())
+
+
 @needs_redis
 def test_a_record_redis_refuses_is_dropped_and_blocks_nothing(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
