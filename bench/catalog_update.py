@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cold_start import K, baselines, say
+from bench.machine import machine
 from bench.pipeline_arguments import add_pipeline_arguments, kind_options
 from recsys.catalog_update import COLUMNS, add_titles
 from recsys.content import content_embeddings
@@ -94,7 +94,7 @@ def main() -> None:
         reference = baselines(cold_split, content_embeddings(run.items), run.catalog.item_features.genres)
     best_baseline = max(entry[f"ndcg@{K}"] for entry in reference.values())
     report = {
-        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
         "split": run.manifest["split"], "members": spec.members, "train_s": round(trained - started, 1),
         "titles_added": len(cold), "update_s": round(update_seconds, 1),
         f"cold_ndcg@{K}": kinds, "baselines": {name: {m: round(v, 4) for m, v in entry.items()}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import machine
 from bench.pipeline_arguments import add_pipeline_arguments, kind_options
 from recsys.content import content_embeddings
 from recsys.data.splits import COLD_ITEMS, Split
@@ -90,7 +90,7 @@ def main() -> None:
     cold = views["cold"]
     best_baseline = max(cold["content kNN"][f"ndcg@{K}"], cold["genre-matched popularity"][f"ndcg@{K}"])
     report = {
-        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
         "split": run.manifest["split"], "options": options, "members": spec.members, "retrievers": spec.retrievers,
         "train_s": round(trained - started, 1), "content_embeddings_s": round(embedding_seconds, 1),
         "chosen": {kind["kind"]: kind["chosen"] for kind in run.manifest["kinds"]},

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import re
 import tempfile
@@ -30,6 +29,7 @@ import grpc
 import httpx
 import numpy as np
 
+from bench.machine import machine
 from bench.open_loop import RESULTS, published
 from cinesync.v1 import admin_pb2 as admin
 from cinesync.v1 import recommendation_pb2 as pb
@@ -107,7 +107,7 @@ def main() -> None:
             assert login.status_code == 200, login.text[:300]
             result: dict[str, Any] = {page: _timings(client, page, args.repeats) for page in pages}
     report = {"data": args.data, "users": len(users), "answers": served, "arms": 5, "pages": result,
-              "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+              "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "console-pages.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{len(users)} users, {served} answers, 5 arms; server time per page (ms), {args.repeats} asks each:")

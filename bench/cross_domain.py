@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import machine
 from bench.pipeline_arguments import add_pipeline_arguments, kind_options
 from cinesync.splits import CROSS_DOMAIN
 from recsys.pipeline import CASCADE, PipelineSpec, evaluate, train
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     options = kind_options(args)
     report = {
-        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
+        "data": args.data, "date": time.strftime("%Y-%m-%d"), "machine": f"{machine()}, "
         f"{torch.get_num_threads()} threads", "options": options,
         "directions": {split: direction(args.data, split, args.runs_dir, options) for split in CROSS_DOMAIN},
     }

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.machine import machine
 from cinesync.federation import FederatedRunConfig, State
 from cinesync.settings import Settings
 from control_plane.federation import Federation
@@ -153,7 +153,7 @@ def main() -> None:
         for variant in args.variants.split(","):
             result = run_variant(variant, args=args, run_dir=run_dir, devices=devices, home=Path(scratch) / "home")
             results.setdefault("variants", {})[f"{variant}/{args.partition}/{args.clients}/r{args.rounds}"] = result
-            results.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            results.update(machine=machine(),
                            date=time.strftime("%Y-%m-%d"), data=args.data)
             out.write_text(json.dumps(results, indent=2))
             print(variant, result["state"], result["test"], "best round", result["best_round"], flush=True)

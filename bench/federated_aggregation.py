@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 import tracemalloc
@@ -30,6 +29,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.server.strategy.aggregate import aggregate, aggregate_krum, aggregate_median, aggregate_trimmed_avg
 
+from bench.machine import machine
 from federated.replies import screen
 from federated.strategies import REGISTRY, Sampling, strategy_kind
 
@@ -101,7 +101,7 @@ def main() -> None:
         "krum": partial_right(aggregate_krum, 10, 0)}
     results["array_functions"] = {name: measure(call, ndarrays, args.repeats) for name, call in legacy.items()}
     print("array functions", results["array_functions"], flush=True)
-    results.update(clients=args.clients, parameters=4 * quarter, machine=f"{platform.processor() or platform.machine()}, "
+    results.update(clients=args.clients, parameters=4 * quarter, machine=f"{machine()}, "
                    f"{os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"), flwr="1.42.0")
     (RESULTS / "federated-aggregation.json").write_text(json.dumps(results, indent=2))
 

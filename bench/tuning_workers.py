@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from bench.machine import machine
 from bench.open_loop import RESULTS
 from cinesync.jobs import celery_app
 from cinesync.settings import Settings
@@ -78,7 +78,7 @@ def main() -> None:
             if redis_process is not None:
                 redis_process.stop()
     result = {"data": args.data, "trials": args.trials, "epochs": args.epochs, "seconds": seconds,
-              "speedup": seconds[1] / seconds[2], "machine": platform.processor() or platform.machine(),
+              "speedup": seconds[1] / seconds[2], "machine": machine(),
               "date": time.strftime("%Y-%m-%d")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tuning-workers.json").write_text(json.dumps(result, indent=1) + "\n")
