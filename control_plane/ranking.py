@@ -2,11 +2,13 @@
 Triton (two calls at most: encode, then rank), within a time limit; loads and unloads the versions'
 ensembles, which pin the stage models' versions. A stage model version whose every call times out
 for STALL_S (STALL_TIMEOUTS calls at least) while Triton itself is live (its python-backend stub
-process died: Triton does not notice, and requests to it hang) is reloaded, which starts a new stub."""
+process died: Triton does not notice, and requests to it hang) is reloaded, which starts a new stub;
+a late answer (an overloaded machine) still shows the model alive."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -28,13 +30,7 @@ STALL_S = 3.0  # a model whose calls all time out this long (STALL_TIMEOUTS of t
 STALL_TIMEOUTS = 3  # is reloaded
 RELOAD_EVERY_S = 15.0  # at most this often per model
 RELOAD_PARAMETER = "cinesync_reloaded_at"  # set in the configuration a stalled model is reloaded with
-
-
-def _discard(call: asyncio.Future[object]) -> None:
-    """Retrieve a call's outcome, so that one abandoned past its deadline (answered degraded
-    already) or by a cancelled request logs nothing when it fails later."""
-    if not call.cancelled():
-        call.exception()
+CLIENT_DEADLINE = "StatusCode.DEADLINE_EXCEEDED"  # tritonclient's status of a call its client_timeout cut off
 
 
 class RankingUnavailable(RuntimeError):
@@ -76,6 +72,17 @@ class TritonRanker:
             task = asyncio.create_task(self._reload(model, now - since))
             self._reloads.add(task)
             task.add_done_callback(self._reloads.discard)
+
+    def _ended(self, target: tuple[str, str], call: asyncio.Future[object]) -> None:
+        """A call ended (its outcome retrieved, so an abandoned one's failure logs nothing). One that
+        Triton answered, however late (a result, or its own error such as its queue's timeout), shows
+        the model alive: an overloaded machine's late answers are not a stalled stub's silence. One cut
+        off by the client's deadline (CANCEL_AFTER_S past its own) says nothing."""
+        if call.cancelled():
+            return
+        error = call.exception()
+        if error is None or (isinstance(error, InferenceServerException) and error.status() != CLIENT_DEADLINE):
+            self._silent_since.pop(target, None)
 
     async def _reload(self, model: str, silent_s: float) -> None:
         try:
@@ -143,7 +150,7 @@ class TritonRanker:
         call = asyncio.ensure_future(self.client.infer(
             model, feeds, model_version=version, outputs=[InferRequestedOutput(o) for o in outputs],
             timeout=max(1, int(timeout * 1e6)), client_timeout=timeout + CANCEL_AFTER_S))
-        call.add_done_callback(_discard)  # an abandoned call's failure is never left unretrieved
+        call.add_done_callback(functools.partial(self._ended, target))
         try:
             with TRITON_LATENCY.time():
                 result = await asyncio.wait_for(asyncio.shield(call), max(timeout, 0.0))

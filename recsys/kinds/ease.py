@@ -3,8 +3,10 @@
 Λ = λI + c·diag(XᵀX): c > 0 is EDLAE's dropout emphasis (Steck 2020, "Autoencoders that don't
 overfit towards the identity"; c = p / (1 - p) for dropout rate p), which penalises the weights of
 popular source items more. Each target item's column is then divided by its training count to the
-power β (a popularity tilt, folded into the weights, so serving is unchanged). λ, c and β are chosen
-together on validation from grids. Fitting needs items² floats in memory and items³ time, so only
+power β (a popularity tilt, folded into the weights, so serving is unchanged). Users may be
+weighted in XᵀX by their history length to the power -α (a long history says less about each pair
+of its items; the weights are rescaled to keep the trace of XᵀX, so λ keeps its scale): training
+only, serving is unchanged. λ, c, β and α are chosen together on validation from grids. Fitting needs items² floats in memory and items³ time, so only
 the ``max_items`` most-watched titles are fitted (all of them in every shared data set); the others
 get no weights, as sources or targets, and the pipeline's other members rank them. What is kept and
 served is B pruned to the ``neighbours`` largest |weights| into each item, O(items × neighbours),
@@ -29,6 +31,7 @@ from recsys.kinds.space import FloatRange, searched
 from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
+USER_WEIGHTING = "user_weighting"  # α's name in ``chosen``
 DENSE_SCORING_BYTES = 2**30  # the largest item x item float32 matrix scoring keeps dense (16,384 items)
 
 
@@ -38,13 +41,15 @@ class EaseParams:
     l2_grid: str = searched("50,200,500,1000,3000", FloatRange(10.0, 20_000.0, log=True))
     emphasis_grid: str = searched("0,0.25", FloatRange(0.0, 0.5))  # EDLAE's c candidates (0: plain EASE)
     popularity_tilt_grid: str = searched("0,0.1,0.2", FloatRange(0.0, 0.4))  # β candidates (0: no tilt)
+    # α candidates: each user's row in XᵀX weighted by history length ** -α (0: every user alike)
+    user_weighting_grid: str = searched("0", FloatRange(0.0, 1.0))
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
     # The most-watched titles fitted (0: all): items² float64 three times over in memory (1.5 GiB at
     # 8,000) and items³ time per grid point; the rest are left to the other members.
     max_items: int = 8000
 
     def __post_init__(self) -> None:
-        _ = self.grid, self.emphases, self.tilts  # raise on a bad grid
+        _ = self.grid, self.emphases, self.tilts, self.user_weightings  # raise on a bad grid
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be 0 (all) or more, got {self.neighbours}")
         if self.max_items < 0:
@@ -61,6 +66,11 @@ class EaseParams:
     @property
     def tilts(self) -> list[float]:
         return number_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
+                           zero_allowed=True)
+
+    @property
+    def user_weightings(self) -> list[float]:
+        return number_grid(self.user_weighting_grid, name="user_weighting_grid", example="0,0.5",
                            zero_allowed=True)
 
 
@@ -80,12 +90,24 @@ def history_matrix(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
     return multi_hot(sequences, n_items).toarray()
 
 
-def gram_of(history: np.ndarray | sparse.csr_array) -> np.ndarray:
-    """XᵀX in float64 (dense, from a dense or sparse X); its diagonal holds the items' training counts."""
-    if isinstance(history, np.ndarray):
-        return history.T.astype(np.float64) @ history.astype(np.float64)
+def gram_of(history: np.ndarray | sparse.csr_array, user_weighting: float = 0.0) -> np.ndarray:
+    """XᵀWX in float64 (dense, from a dense or sparse binary X): W weights each user by their history
+    length ** -``user_weighting``, rescaled so that the trace is XᵀX's; 0 gives XᵀX, whose diagonal
+    holds the items' training counts."""
     wide = history.astype(np.float64)
-    return np.asarray((wide.T @ wide).toarray())
+    if user_weighting == 0.0:
+        return wide.T @ wide if isinstance(wide, np.ndarray) else np.asarray((wide.T @ wide).toarray())
+    lengths = np.asarray(wide.sum(axis=1)).ravel()
+    weights = np.maximum(lengths, 1.0) ** -user_weighting
+    weights *= lengths.sum() / max(float(weights @ lengths), 1e-12)
+    if isinstance(wide, np.ndarray):
+        return wide.T @ (wide * weights[:, None])
+    return np.asarray((wide.T @ (sparse.diags_array(weights) @ wide)).toarray())
+
+
+def item_counts(history: np.ndarray | sparse.csr_array) -> np.ndarray:
+    """Each item's training users (the column sums of a binary X), float64."""
+    return np.asarray(history.sum(axis=0), dtype=np.float64).ravel()
 
 
 def ease_weights(gram: np.ndarray, l2: float, emphasis: float = 0.0) -> np.ndarray:
@@ -185,26 +207,30 @@ class Ease(MemberKind):
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
         history = multi_hot(sequences, self.catalog.n_items)
         fitted = self._fitted_items(history)
-        gram = gram_of(history[:, fitted])
+        gram = gram_of(history[:, fitted], choice.get(USER_WEIGHTING, 0.0))  # absent in runs before it
         sources, weights = self._solve(gram, choice["l2"], choice["emphasis"])
-        self._set_fitted(fitted, sources, tilted(weights, np.diag(gram), choice["popularity_tilt"]))
+        self._set_fitted(fitted, sources, tilted(weights, item_counts(history[:, fitted]), choice["popularity_tilt"]))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         history = multi_hot(split.train_sequences, self.catalog.n_items)
         fitted = self._fitted_items(history)
-        gram = gram_of(history[:, fitted])  # shared by every (λ, c): only the diagonal changes
-        fits = [(l2, emphasis) for l2 in self.params.grid for emphasis in self.params.emphases]
-        best_ndcg = -np.inf
-        for step, (l2, emphasis) in enumerate(fits, start=1):
+        counts = item_counts(history[:, fitted])
+        fits = [(weighting, l2, emphasis) for weighting in self.params.user_weightings
+                for l2 in self.params.grid for emphasis in self.params.emphases]
+        best_ndcg, gram, gram_weighting = -np.inf, np.zeros(0), None
+        for step, (weighting, l2, emphasis) in enumerate(fits, start=1):
+            if weighting != gram_weighting:  # one Gram per α, shared by its (λ, c): only the diagonal changes
+                gram, gram_weighting = gram_of(history[:, fitted], weighting), weighting
             sources, weights = self._solve(gram, l2, emphasis)
             for tilt in self.params.tilts:  # the tilt needs no refit: it rescales the kept weights
-                self._set_fitted(fitted, sources, tilted(weights, np.diag(gram), tilt))
+                self._set_fitted(fitted, sources, tilted(weights, counts, tilt))
                 ndcg = evaluate_full_ranking(self.user_scores(split), split)[f"ndcg@{K}"]
                 if ndcg > best_ndcg:
-                    best_ndcg, best_choice, best_state = ndcg, (l2, emphasis, tilt), (self.sources, self.weights)
-            progress("ease λ, c, β search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
-        l2, emphasis, tilt = best_choice
-        self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, f"validation_ndcg@{K}": best_ndcg}
+                    best_ndcg, best_choice, best_state = ndcg, (weighting, l2, emphasis, tilt), (self.sources, self.weights)
+            progress("ease λ, c, β, α search", step, len(fits), best_ndcg, f"best validation ndcg@{K}")
+        weighting, l2, emphasis, tilt = best_choice
+        self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, USER_WEIGHTING: weighting,
+                       f"validation_ndcg@{K}": best_ndcg}
         self._set_state(*best_state)
 
     def _choose_on_validation(

@@ -21,7 +21,17 @@ import numpy as np
 from recsys.content import content_embeddings
 from recsys.data.splits import Split
 from recsys.kinds.base import Catalog, Progress, no_progress, number_grid
-from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
+from recsys.kinds.ease import (
+    USER_WEIGHTING,
+    Ease,
+    EaseParams,
+    ease_weights,
+    gram_of,
+    history_matrix,
+    item_counts,
+    prune,
+    tilted,
+)
 
 CONTENT_FILE = "content.npz"
 MASK_SEED = 17
@@ -86,13 +96,12 @@ class EaseContent(Ease):
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """EASE's weights, the content map's (scaled to them) and the items' training counts."""
         history = history_matrix(sequences, self.catalog.n_items)
-        gram = gram_of(history)
-        collaborative = ease_weights(gram, choice["l2"], choice["emphasis"])
+        collaborative = ease_weights(gram_of(history, choice.get(USER_WEIGHTING, 0.0)), choice["l2"], choice["emphasis"])
         self.mapping = content_map(history, self._embeddings(progress), l2=self.params.content_l2,
                                    item_l2=self.params.content_item_l2)
         content = self.content_columns(np.arange(self.catalog.n_items))
         np.fill_diagonal(content, 0.0)
-        counts = np.diag(gram)
+        counts = item_counts(history)
         warm = counts > 0
         block = content[np.ix_(warm, warm)]
         self.scale = float(np.sum(collaborative[np.ix_(warm, warm)] * block) / max(np.sum(block * block), 1e-12))

@@ -18,7 +18,17 @@ import numpy as np
 
 from recsys.data.splits import Split
 from recsys.kinds.base import Progress, no_progress, number_grid
-from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune, tilted
+from recsys.kinds.ease import (
+    USER_WEIGHTING,
+    Ease,
+    EaseParams,
+    ease_weights,
+    gram_of,
+    history_matrix,
+    item_counts,
+    prune,
+    tilted,
+)
 
 
 @dataclass
@@ -57,7 +67,7 @@ class EaseTransfer(Ease):
     Params = EaseTransferParams
     params: EaseTransferParams
 
-    def _with_heads(self, joint: np.ndarray, history: np.ndarray, gram: np.ndarray,
+    def _with_heads(self, joint: np.ndarray, history: np.ndarray,
                     choice: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Pruned, tilted sources and weights: ``joint`` EASE with its cross-domain blocks replaced by
         the transfer heads of ridge ``choice["transfer_l2"]``."""
@@ -65,20 +75,19 @@ class EaseTransfer(Ease):
         for src, tgt, head in transfer_heads(history, self.catalog.item_features.domain, choice["transfer_l2"]):
             weights[np.ix_(src, tgt)] = head
         sources, kept = prune(weights, self.params.neighbours)
-        return sources, tilted(kept, np.diag(gram), choice["popularity_tilt"])
+        return sources, tilted(kept, item_counts(history), choice["popularity_tilt"])
 
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
         history = history_matrix(sequences, self.catalog.n_items)
-        gram = gram_of(history)
-        self._set_state(*self._with_heads(ease_weights(gram, choice["l2"], choice["emphasis"]), history, gram, choice))
+        joint = ease_weights(gram_of(history, choice.get(USER_WEIGHTING, 0.0)), choice["l2"], choice["emphasis"])
+        self._set_state(*self._with_heads(joint, history, choice))
 
     def fit(self, split: Split, progress: Progress = no_progress) -> None:
         super().fit(split, progress)  # λ, c and β of the joint model
         history = history_matrix(split.train_sequences, self.catalog.n_items)
-        gram = gram_of(history)
-        joint = ease_weights(gram, self.chosen["l2"], self.chosen["emphasis"])
+        joint = ease_weights(gram_of(history, self.chosen[USER_WEIGHTING]), self.chosen["l2"], self.chosen["emphasis"])
         self._choose_on_validation(
             split, "transfer_l2", self.params.transfer_grid,
-            lambda transfer_l2: self._with_heads(joint, history, gram, {**self.chosen, "transfer_l2": transfer_l2}),
+            lambda transfer_l2: self._with_heads(joint, history, {**self.chosen, "transfer_l2": transfer_l2}),
             progress,
         )

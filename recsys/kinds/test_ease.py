@@ -10,7 +10,7 @@ import pytest
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, prune
+from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, multi_hot, prune
 from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
 
@@ -29,6 +29,44 @@ def test_closed_form_reconstructs_each_item_from_the_others(emphasis: float) -> 
         penalty = np.diag(1.0 + emphasis * x.sum(axis=0))
         ridge = np.linalg.solve(x.T @ x + penalty, x.T @ history[:, item])
         assert np.allclose(weights[others, item], ridge, atol=1e-5)
+
+
+def test_user_weighting_solves_a_ridge_regression_with_long_histories_counting_less() -> None:
+    rng = np.random.default_rng(1)
+    history = (rng.random((80, 7)) < rng.uniform(0.1, 0.8, size=(80, 1))).astype(np.float32)
+    lengths = history.sum(axis=1)
+    gram = gram_of(history, 0.5)
+    np.testing.assert_allclose(gram, gram_of(multi_hot(list(map(np.flatnonzero, history)), 7), 0.5))  # sparse X
+    assert np.trace(gram) == pytest.approx(np.trace(gram_of(history)))  # λ keeps its scale
+    user_weights = np.maximum(lengths, 1) ** -0.5 * lengths.sum() / (np.maximum(lengths, 1) ** -0.5 @ lengths)
+    weights = ease_weights(gram, 2.0).astype(np.float64)
+    for item in range(7):  # each column: ridge regression of the item on the others, users weighted
+        others = [j for j in range(7) if j != item]
+        x, w = history[:, others].astype(np.float64), user_weights[:, None]
+        ridge = np.linalg.solve(x.T @ (w * x) + 2.0 * np.eye(6), x.T @ (w[:, 0] * history[:, item]))
+        assert np.allclose(weights[others, item], ridge, atol=1e-5)
+
+
+def test_validation_chooses_the_user_weighting_and_refit_uses_it() -> None:
+    dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
+    protocol = make_protocol(dataset)
+    options = {"l2_grid": "30", "emphasis_grid": "0", "popularity_tilt_grid": "0", "neighbours": 0}
+    found = {}
+    for grid in ("0", "1", "0,1"):
+        ease = create("ease", catalog_of(dataset), {**options, "user_weighting_grid": grid})
+        ease.fit(protocol.validation)
+        found[grid] = ease.chosen
+    assert found["0"]["validation_ndcg@10"] != found["1"]["validation_ndcg@10"]  # α changes the model
+    best = max(("0", "1"), key=lambda grid: found[grid]["validation_ndcg@10"])
+    assert found["0,1"]["user_weighting"] == float(best)
+    assert found["0,1"]["validation_ndcg@10"] == pytest.approx(found[best]["validation_ndcg@10"])
+    refitted = create("ease", catalog_of(dataset), options)
+    refitted.chosen = found["1"]  # refit (on more data, as the pipeline does) fits with the chosen α
+    refitted.refit(protocol.validation.train_sequences)
+    history = history_matrix(protocol.validation.train_sequences, dataset.n_items)
+    expected = ease_weights(gram_of(history, 1.0), 30.0)
+    np.testing.assert_allclose(refitted.score(protocol.validation.train_sequences[:5]), history[:5] @ expected,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_pruning_keeps_the_largest_weights_into_each_item() -> None:
