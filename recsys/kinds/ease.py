@@ -6,7 +6,11 @@ popular source items more. Each target item's column is then divided by its trai
 power β (a popularity tilt, folded into the weights, so serving is unchanged). Users may be
 weighted in XᵀX by their history length to the power -α (a long history says less about each pair
 of its items; the weights are rescaled to keep the trace of XᵀX, so λ keeps its scale): training
-only, serving is unchanged. λ, c, β and α are chosen together on validation from grids. Fitting needs items² floats in memory and items³ time, so only
+only, serving is unchanged. λ, c, β and α are chosen together on validation from grids. Then,
+where ``low_rank_grid`` offers weights above 0, a rank-k item-item part is added to the weights
+before pruning: GF-CF's ideal low-pass filter (Shen et al. 2021), the top k right singular vectors
+V of the degree-normalised X, as D⁻½VVᵀD½ (D the items' counts), scaled to the weights' norm; its
+weight is chosen on validation (0 keeps EASE alone). Fitting needs items² floats in memory and items³ time, so only
 the ``max_items`` most-watched titles are fitted (all of them in every shared data set); the others
 get no weights, as sources or targets, and the pipeline's other members rank them. What is kept and
 served is B pruned to the ``neighbours`` largest |weights| into each item, O(items × neighbours),
@@ -32,6 +36,7 @@ from recsys.metrics import K, evaluate_full_ranking
 
 STATE_FILE = "ease.npz"
 USER_WEIGHTING = "user_weighting"  # α's name in ``chosen``
+LOW_RANK = "low_rank_weight"  # the low-pass part's weight in ``chosen``
 DENSE_SCORING_BYTES = 2**30  # the largest item x item float32 matrix scoring keeps dense (16,384 items)
 
 
@@ -43,13 +48,18 @@ class EaseParams:
     popularity_tilt_grid: str = searched("0,0.1,0.2", FloatRange(0.0, 0.4))  # β candidates (0: no tilt)
     # α candidates: each user's row in XᵀX weighted by history length ** -α (0: every user alike)
     user_weighting_grid: str = searched("0", FloatRange(0.0, 1.0))
+    # weights of the low-pass part added to the EASE weights, relative to their norm (0: none)
+    low_rank_grid: str = searched("0", FloatRange(0.0, 1.0))
+    low_rank: int = 128  # its rank (singular vectors kept)
     neighbours: int = 1024  # kept weights into each item (0: keep all); 256 cost 2% NDCG@10 on ML-1M
     # The most-watched titles fitted (0: all): items² float64 three times over in memory (1.5 GiB at
     # 8,000) and items³ time per grid point; the rest are left to the other members.
     max_items: int = 8000
 
     def __post_init__(self) -> None:
-        _ = self.grid, self.emphases, self.tilts, self.user_weightings  # raise on a bad grid
+        _ = self.grid, self.emphases, self.tilts, self.user_weightings, self.low_rank_weights  # raise on a bad grid
+        if self.low_rank < 1:
+            raise ValueError(f"low_rank must be 1 or more, got {self.low_rank}")
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be 0 (all) or more, got {self.neighbours}")
         if self.max_items < 0:
@@ -67,6 +77,10 @@ class EaseParams:
     def tilts(self) -> list[float]:
         return number_grid(self.popularity_tilt_grid, name="popularity_tilt_grid", example="0,0.1",
                            zero_allowed=True)
+
+    @property
+    def low_rank_weights(self) -> list[float]:
+        return number_grid(self.low_rank_grid, name="low_rank_grid", example="0,0.35", zero_allowed=True)
 
     @property
     def user_weightings(self) -> list[float]:
@@ -103,6 +117,20 @@ def gram_of(history: np.ndarray | sparse.csr_array, user_weighting: float = 0.0)
     if isinstance(wide, np.ndarray):
         return wide.T @ (wide * weights[:, None])
     return np.asarray((wide.T @ (sparse.diags_array(weights) @ wide)).toarray())
+
+
+def low_pass(history: sparse.csr_array, rank: int) -> np.ndarray:
+    """GF-CF's ideal low-pass filter as item × item weights [source, target] (float64): D⁻½VVᵀD½,
+    V the top ``rank`` right singular vectors of D_u⁻½ X D⁻½ (D_u users' lengths, D items' counts)."""
+    from scipy.sparse.linalg import svds
+
+    wide = sparse.csr_array(history, dtype=np.float64)
+    users = np.maximum(np.asarray(wide.sum(axis=1)).ravel(), 1.0) ** -0.5
+    items = np.maximum(item_counts(wide), 1.0) ** -0.5
+    normalised = sparse.diags_array(users) @ wide @ sparse.diags_array(items)
+    rank = min(rank, min(wide.shape) - 1)
+    _, _, top = svds(normalised, k=rank, rng=np.random.default_rng(0))  # [rank, items]
+    return (items[:, None] * top.T) @ (top / items[None, :])
 
 
 def item_counts(history: np.ndarray | sparse.csr_array) -> np.ndarray:
@@ -194,19 +222,40 @@ class Ease(MemberKind):
         return prune(ease_weights(gram, l2, emphasis), self.params.neighbours)
 
     def _set_fitted(self, fitted: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> None:
-        """State for the whole catalog from the fitted items' ``sources`` and ``weights``: items not
-        fitted get zero weights (from source 0)."""
+        """State for the whole catalog from the fitted items' ``sources`` and ``weights``."""
+        self._set_state(*self._whole(fitted, sources, weights))
+
+    def _whole(self, fitted: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The whole catalog's sources and weights from the fitted items': items not fitted get zero
+        weights (from source 0)."""
         if len(fitted) == self.catalog.n_items:
-            self._set_state(sources, weights)
-            return
+            return sources, weights
         whole_sources = np.zeros((self.catalog.n_items, sources.shape[1]), dtype=np.int64)
         whole_weights = np.zeros((self.catalog.n_items, sources.shape[1]), dtype=np.float32)
         whole_sources[fitted], whole_weights[fitted] = fitted[sources], weights
-        self._set_state(whole_sources, whole_weights)
+        return whole_sources, whole_weights
+
+    def _dense(self, history: sparse.csr_array, choice: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The tilted, unpruned weights of ``choice`` [source, target] and the low-pass part scaled to
+        their norm (zeros on both diagonals), over the fitted items (``history`` holds only them)."""
+        counts = item_counts(history)
+        dense = ease_weights(gram_of(history, choice.get(USER_WEIGHTING, 0.0)), choice["l2"], choice["emphasis"])
+        dense = dense / np.maximum(counts, 1.0)[None, :] ** choice["popularity_tilt"]
+        low = low_pass(history, self.params.low_rank)
+        np.fill_diagonal(low, 0.0)
+        return dense, (low * (np.linalg.norm(dense) / max(float(np.linalg.norm(low)), 1e-12))).astype(np.float32)
+
+    def _with_low_pass(self, dense: np.ndarray, low: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Pruned sources and weights of ``dense`` + ``weight`` × ``low`` (fitted items' indices)."""
+        sources, weights = prune(dense + weight * low if weight else dense, self.params.neighbours)
+        return sources, weights.astype(np.float32)
 
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
         history = multi_hot(sequences, self.catalog.n_items)
         fitted = self._fitted_items(history)
+        if choice.get(LOW_RANK, 0.0):  # absent in runs before it
+            self._set_fitted(fitted, *self._with_low_pass(*self._dense(history[:, fitted], choice), choice[LOW_RANK]))
+            return
         gram = gram_of(history[:, fitted], choice.get(USER_WEIGHTING, 0.0))  # absent in runs before it
         sources, weights = self._solve(gram, choice["l2"], choice["emphasis"])
         self._set_fitted(fitted, sources, tilted(weights, item_counts(history[:, fitted]), choice["popularity_tilt"]))
@@ -232,6 +281,11 @@ class Ease(MemberKind):
         self.chosen = {"l2": l2, "emphasis": emphasis, "popularity_tilt": tilt, USER_WEIGHTING: weighting,
                        f"validation_ndcg@{K}": best_ndcg}
         self._set_state(*best_state)
+        if any(self.params.low_rank_weights):
+            dense, low = self._dense(history[:, fitted], self.chosen)
+            self._choose_on_validation(split, LOW_RANK, self.params.low_rank_weights,
+                                       lambda weight: self._whole(fitted, *self._with_low_pass(dense, low, weight)),
+                                       progress)
 
     def _choose_on_validation(
         self, split: Split, name: str, grid: Sequence[float],

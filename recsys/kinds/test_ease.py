@@ -10,7 +10,7 @@ import pytest
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, multi_hot, prune
+from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, low_pass, multi_hot, prune
 from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
 
@@ -67,6 +67,38 @@ def test_validation_chooses_the_user_weighting_and_refit_uses_it() -> None:
     expected = ease_weights(gram_of(history, 1.0), 30.0)
     np.testing.assert_allclose(refitted.score(protocol.validation.train_sequences[:5]), history[:5] @ expected,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_the_low_pass_part_is_gf_cfs_ideal_filter_and_validation_weighs_it() -> None:
+    rng = np.random.default_rng(3)
+    history = (rng.random((50, 12)) < 0.3).astype(np.float64)
+    users, items = np.maximum(history.sum(axis=1), 1) ** -0.5, np.maximum(history.sum(axis=0), 1) ** -0.5
+    _, _, vt = np.linalg.svd(users[:, None] * history * items[None, :])
+    top = vt[:4]  # the 4 largest singular values' right vectors
+    expected = (items[:, None] * top.T) @ (top / items[None, :])
+    np.testing.assert_allclose(low_pass(multi_hot(list(map(np.flatnonzero, history)), 12), 4), expected, atol=1e-8)
+
+    dataset = load_dataset("synthetic:n_users=150,n_items=60,mean_interactions=12,seed=2")
+    protocol = make_protocol(dataset)
+    options = {"l2_grid": "30", "emphasis_grid": "0", "popularity_tilt_grid": "0", "neighbours": 0, "low_rank": 8}
+    found = {}
+    for grid in ("0", "1", "0,1"):
+        ease = create("ease", catalog_of(dataset), {**options, "low_rank_grid": grid})
+        ease.fit(protocol.validation)
+        found[grid] = ease.chosen
+    assert found["0"]["validation_ndcg@10"] != found["1"]["validation_ndcg@10"]  # the part changes the model
+    best = max(("0", "1"), key=lambda grid: found[grid]["validation_ndcg@10"])
+    assert found["0,1"]["validation_ndcg@10"] == pytest.approx(found[best]["validation_ndcg@10"])
+    refitted = create("ease", catalog_of(dataset), {**options, "low_rank_grid": "1"})
+    refitted.chosen = found["1"]  # refit adds the part with the chosen weight
+    refitted.refit(protocol.validation.train_sequences)
+    history_v = history_matrix(protocol.validation.train_sequences, dataset.n_items)
+    dense = ease_weights(gram_of(history_v), 30.0).astype(np.float64)
+    low = low_pass(multi_hot(protocol.validation.train_sequences, dataset.n_items), 8)
+    np.fill_diagonal(low, 0.0)
+    combined = dense + low * np.linalg.norm(dense) / np.linalg.norm(low)
+    np.testing.assert_allclose(refitted.score(protocol.validation.train_sequences[:5]), history_v[:5] @ combined,
+                               rtol=1e-3, atol=1e-4)
 
 
 def test_pruning_keeps_the_largest_weights_into_each_item() -> None:
