@@ -30,7 +30,6 @@ STALL_S = 3.0  # a model whose calls all time out this long (STALL_TIMEOUTS of t
 STALL_TIMEOUTS = 3  # is reloaded
 RELOAD_EVERY_S = 15.0  # at most this often per model
 RELOAD_PARAMETER = "cinesync_reloaded_at"  # set in the configuration a stalled model is reloaded with
-CLIENT_DEADLINE = "StatusCode.DEADLINE_EXCEEDED"  # tritonclient's status of a call its client_timeout cut off
 
 
 class RankingUnavailable(RuntimeError):
@@ -74,14 +73,11 @@ class TritonRanker:
             task.add_done_callback(self._reloads.discard)
 
     def _ended(self, target: tuple[str, str], call: asyncio.Future[object]) -> None:
-        """A call ended (its outcome retrieved, so an abandoned one's failure logs nothing). One that
-        Triton answered, however late (a result, or its own error such as its queue's timeout), shows
-        the model alive: an overloaded machine's late answers are not a stalled stub's silence. One cut
-        off by the client's deadline (CANCEL_AFTER_S past its own) says nothing."""
-        if call.cancelled():
-            return
-        error = call.exception()
-        if error is None or (isinstance(error, InferenceServerException) and error.status() != CLIENT_DEADLINE):
+        """A call ended (its outcome retrieved, so an abandoned one's failure logs nothing). A result,
+        however late, shows the model alive: an overloaded machine's late answers are not a stalled
+        stub's silence. An error says nothing: with a dead stub Triton still answers the requests
+        queued behind the hung one, with its queue's timeout."""
+        if not call.cancelled() and call.exception() is None:
             self._silent_since.pop(target, None)
 
     async def _reload(self, model: str, silent_s: float) -> None:

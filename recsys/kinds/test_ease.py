@@ -10,7 +10,16 @@ import pytest
 from recsys.data import load_dataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
-from recsys.kinds.ease import Ease, EaseParams, ease_weights, gram_of, history_matrix, low_pass, multi_hot, prune
+from recsys.kinds.ease import (
+    Ease,
+    EaseParams,
+    ease_weights,
+    gram_of,
+    history_matrix,
+    low_pass,
+    multi_hot,
+    prune,
+)
 from recsys.metrics import evaluate_full_ranking
 from recsys.pipeline import catalog_of
 

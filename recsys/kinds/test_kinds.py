@@ -129,7 +129,7 @@ def test_unknown_kind_and_hyper_parameter_list_the_valid_ones(data: tuple[Catalo
     catalog, _ = data
     with pytest.raises(UnknownOption, match="unknown model kind 'lightfm'; valid: .*ease.*two_tower"):
         kind_class("lightfm")
-    with pytest.raises(UnknownOption, match=r"ease: unknown hyper-parameter\(s\) lambda; valid: l2_grid, emphasis_grid, popularity_tilt_grid, neighbours"):
+    with pytest.raises(UnknownOption, match=r"ease: unknown hyper-parameter\(s\) lambda; valid: l2_grid, emphasis_grid, popularity_tilt_grid, user_weighting_grid, low_rank_grid, low_rank, neighbours"):
         create("ease", catalog, {"lambda": 3})
 
 
