@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
 
 from recsys.data import load_dataset
+from recsys.data.dataset import InteractionDataset
 from recsys.data.splits import make_protocol
 from recsys.kinds import create
 from recsys.kinds.ease import (
@@ -40,6 +42,12 @@ def test_closed_form_reconstructs_each_item_from_the_others(emphasis: float) -> 
         assert np.allclose(weights[others, item], ridge, atol=1e-5)
 
 
+def ease_of(dataset: InteractionDataset, options: dict[str, Any]) -> Ease:
+    member = create("ease", catalog_of(dataset), options)
+    assert isinstance(member, Ease)
+    return member
+
+
 def test_user_weighting_solves_a_ridge_regression_with_long_histories_counting_less() -> None:
     rng = np.random.default_rng(1)
     history = (rng.random((80, 7)) < rng.uniform(0.1, 0.8, size=(80, 1))).astype(np.float32)
@@ -62,14 +70,14 @@ def test_validation_chooses_the_user_weighting_and_refit_uses_it() -> None:
     options = {"l2_grid": "30", "emphasis_grid": "0", "popularity_tilt_grid": "0", "neighbours": 0}
     found = {}
     for grid in ("0", "1", "0,1"):
-        ease = create("ease", catalog_of(dataset), {**options, "user_weighting_grid": grid})
+        ease = ease_of(dataset, {**options, "user_weighting_grid": grid})
         ease.fit(protocol.validation)
         found[grid] = ease.chosen
     assert found["0"]["validation_ndcg@10"] != found["1"]["validation_ndcg@10"]  # α changes the model
     best = max(("0", "1"), key=lambda grid: found[grid]["validation_ndcg@10"])
     assert found["0,1"]["user_weighting"] == float(best)
     assert found["0,1"]["validation_ndcg@10"] == pytest.approx(found[best]["validation_ndcg@10"])
-    refitted = create("ease", catalog_of(dataset), options)
+    refitted = ease_of(dataset, options)
     refitted.chosen = found["1"]  # refit (on more data, as the pipeline does) fits with the chosen α
     refitted.refit(protocol.validation.train_sequences)
     history = history_matrix(protocol.validation.train_sequences, dataset.n_items)
@@ -92,13 +100,13 @@ def test_the_low_pass_part_is_gf_cfs_ideal_filter_and_validation_weighs_it() -> 
     options = {"l2_grid": "30", "emphasis_grid": "0", "popularity_tilt_grid": "0", "neighbours": 0, "low_rank": 8}
     found = {}
     for grid in ("0", "1", "0,1"):
-        ease = create("ease", catalog_of(dataset), {**options, "low_rank_grid": grid})
+        ease = ease_of(dataset, {**options, "low_rank_grid": grid})
         ease.fit(protocol.validation)
         found[grid] = ease.chosen
     assert found["0"]["validation_ndcg@10"] != found["1"]["validation_ndcg@10"]  # the part changes the model
     best = max(("0", "1"), key=lambda grid: found[grid]["validation_ndcg@10"])
     assert found["0,1"]["validation_ndcg@10"] == pytest.approx(found[best]["validation_ndcg@10"])
-    refitted = create("ease", catalog_of(dataset), {**options, "low_rank_grid": "1"})
+    refitted = ease_of(dataset, {**options, "low_rank_grid": "1"})
     refitted.chosen = found["1"]  # refit adds the part with the chosen weight
     refitted.refit(protocol.validation.train_sequences)
     history_v = history_matrix(protocol.validation.train_sequences, dataset.n_items)
