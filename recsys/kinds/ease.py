@@ -247,8 +247,7 @@ class Ease(MemberKind):
 
     def _with_low_pass(self, dense: np.ndarray, low: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
         """Pruned sources and weights of ``dense`` + ``weight`` × ``low`` (fitted items' indices)."""
-        sources, weights = prune(dense + weight * low if weight else dense, self.params.neighbours)
-        return sources, weights.astype(np.float32)
+        return prune(dense + weight * low if weight else dense, self.params.neighbours)
 
     def _fit_with(self, sequences: list[np.ndarray], choice: dict[str, float]) -> None:
         history = multi_hot(sequences, self.catalog.n_items)
