@@ -3,7 +3,11 @@ anything grows or drifts.
 
 Two runs of --data (seeds 0 and 1) are trained and exported first; a stack (its own Redis with the
 append-only file, Triton, the control plane) serves them. The in-process floor of the served pipeline is measured on
-this machine (bench/open_loop.py's), and traffic leaves at --share of it, open loop, for --minutes:
+this machine (bench/open_loop.py's). Before the clock starts, every user's live history is filled
+(WATCHes of titles they have not seen, through RecordFeedback) to the path's history length: the
+traffic's WATCHes would otherwise lengthen the histories for the first hour or so, and the control
+plane's retrieval, which reads up to that many items of each, would cost more each minute by design,
+not by a leak (the first soak, docs/benchmarks.md). Then traffic leaves at --share of the floor, open loop, for --minutes:
 Recommend by user id (half), Recommend with a history sent in the request, WATCH and CLICK feedback
 about an earlier answer, RecommendGroup of three users; both runs are published from the start (an
 experiment between them) and every --switch-minutes the other one is made current. Every --sample-seconds the RSS
@@ -11,7 +15,7 @@ and open file descriptors of every process the stack started (and their children
 python-backend stubs) and Redis's used memory are sampled; latencies (from each request's scheduled
 send time) and errors are summed per --window-minutes.
 
-    .venv/bin/python -m bench.soak --data ../shared/data/ml-100k --split loo-time [--minutes 120]
+    .venv/bin/python -m bench.soak --data ../shared/data/ml-100k --split loo-time [--minutes 120] [--runs-dir DIR]
 
 Checks (docs/benchmarks.md): no failed request; each serving process's RSS at the end within 10 %
 of its value after the first 10 minutes (Triton, its stubs, the control plane; Redis's memory holds
@@ -51,10 +55,11 @@ from launcher.client import SERVICE_CONFIG, admin_call, wait_for_version
 from launcher.services.process import command_line, descendants, free_port
 from launcher.stack import Stack
 from recsys.pipeline import PipelineSpec, train
-from recsys.run import load_run
+from recsys.run import MANIFEST, TrainedRun, load_run
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 FIRST_MINUTES = 10  # the baseline the checks compare the end with
+FILL_MARGIN = 5  # WATCHes beyond the history length: the published history holds a few more than training's
 MIX = (("recommend", 0.5), ("recommend_history", 0.15), ("watch", 0.15), ("click", 0.1), ("group", 0.1))
 
 
@@ -64,6 +69,34 @@ class Sent:
 
     requests: list[tuple[float, str, float, bool]] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+
+
+async def fill_histories(address: str, run: TrainedRun, length: int, *, in_flight: int = 32) -> int:
+    """WATCH enough titles each user has not seen to bring their live history to ``length`` (a margin
+    over the published one); the number of WATCHes sent."""
+    chooser = random.Random(1)
+    catalog = [item.item_id for item in run.items]
+    limit = asyncio.Semaphore(in_flight)
+    sent = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommendationServiceStub(channel)
+
+        async def fill(index: int, user: str) -> int:
+            seen = {run.items[i].item_id for i in run.history.train_sequences[index]}
+            missing = length + FILL_MARGIN - len(seen)
+            if missing <= 0:
+                return 0
+            unseen = [item for item in catalog if item not in seen]
+            async with limit:
+                answer = await stub.Recommend(pb.RecommendRequest(user_id=user, k=1), timeout=30)
+                for item in chooser.sample(unseen, min(missing, len(unseen))):
+                    await stub.RecordFeedback(pb.FeedbackRequest(request_id=answer.request_id, user_id=user,
+                                                                 item_id=item, kind=pb.FEEDBACK_KIND_WATCH), timeout=30)
+            return min(missing, len(unseen))
+
+        for count in await asyncio.gather(*(fill(index, user) for index, user in enumerate(run.user_ids))):
+            sent += count
+    return sent
 
 
 async def traffic(address: str, users: list[str], items: list[str], rate: float, seconds: float, sent: Sent) -> None:
@@ -119,19 +152,28 @@ async def traffic(address: str, users: list[str], items: list[str], rate: float,
 
 
 def process_sample(stack: Stack) -> dict[str, dict[str, float]]:
-    """RSS (MiB) and open file descriptors of every process the stack started and their children."""
+    """RSS (MiB), open file descriptors and how many of them are sockets, of every process the stack
+    started and their children."""
     found: dict[str, dict[str, float]] = {}
     for process in stack.started:
         for pid in [process.pid, *descendants(process.pid)]:
             name = process.name if pid == process.pid else f"{process.name}/{_short(command_line(pid))}"
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-                fds = len(os.listdir(f"/proc/{pid}/fd"))
+                fds = [_target(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
             except OSError:
                 continue
             rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            found[name] = {"rss_mib": round(rss_kb / 1024, 1), "fds": fds}
+            found[name] = {"rss_mib": round(rss_kb / 1024, 1), "fds": len(fds),
+                           "sockets": sum(fd.startswith("socket:") for fd in fds)}
     return found
+
+
+def _target(fd: str) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed since the listing
+        return ""
 
 
 def _short(command: str) -> str:
@@ -142,9 +184,12 @@ def _short(command: str) -> str:
     return Path(words[0]).name if words else "?"
 
 
-def sampler(stack: Stack, redis_url: str, every_s: float, stop: threading.Event, out: list[dict[str, Any]]) -> None:
+def sampler(stack: Stack, redis_url: str, every_s: float, stop: threading.Event, out: list[dict[str, Any]],
+            sent: Sent, window_minutes: float) -> None:
+    """Sample every ``every_s``; print each finished window's latencies and the newest sample (progress)."""
     client = redis.Redis.from_url(redis_url)
     started = time.monotonic()
+    reported = 0
     while not stop.is_set():
         try:
             used = int(client.info("memory")["used_memory"])  # type: ignore[index]
@@ -152,6 +197,14 @@ def sampler(stack: Stack, redis_url: str, every_s: float, stop: threading.Event,
             used = -1
         out.append({"t": round(time.monotonic() - started, 1), "processes": process_sample(stack),
                     "redis_used_mib": round(used / 2**20, 2)})
+        finished = windows(sent, window_minutes)[:-1]  # the last one is still filling
+        for row in finished[reported:]:
+            memory = ", ".join(f"{name} {figures['rss_mib']:.0f} MiB/{figures['fds']} fds"
+                               for name, figures in out[-1]["processes"].items())
+            print(f"minute {row['start_min']:g}: {row['requests']} requests, {row['failed']} failed, "
+                  f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms; {memory}; Redis {out[-1]['redis_used_mib']} MiB",
+                  flush=True)
+        reported = max(reported, len(finished))
         stop.wait(every_s)
 
 
@@ -233,13 +286,15 @@ def main() -> None:
     parser.add_argument("--switch-minutes", type=float, default=20.0, help="the current version changes this often")
     parser.add_argument("--sample-seconds", type=float, default=30.0)
     parser.add_argument("--window-minutes", type=float, default=5.0)
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="train the two runs here, or reuse those an earlier soak left (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "soak.png")
     args = parser.parse_args()
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory(prefix="cinesync-soak-") as scratch:
         root = Path(scratch)
-        runs = [load_run(train(data, root / "runs", PipelineSpec(split=args.split, seed=seed))) for seed in (0, 1)]
+        runs = [load_run(trained(data, args.runs_dir or root / "runs", args.split, seed)) for seed in (0, 1)]
         for index, run in enumerate(runs):
             export_run(run, root / f"onnx-{index}")
         settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
@@ -261,11 +316,16 @@ def main() -> None:
                 admin.Variant(name="first", weight=0.5, retrieval_version=first, ranking_version=first),
                 admin.Variant(name="second", weight=0.5, retrieval_version=second, ranking_version=second)]),
                 token=token)
+            started = time.perf_counter()
+            filled = asyncio.run(fill_histories(stack.grpc_address, runs[0], runs[0].spec.history_length))
+            print(f"live histories filled to {runs[0].spec.history_length} items: {filled} WATCHes in "
+                  f"{time.perf_counter() - started:.0f} s")
             rate = round(args.share * floor, 1)
             seconds = args.minutes * 60
             sent, stop = Sent(), threading.Event()
             samples: list[dict[str, Any]] = []
-            watcher = threading.Thread(target=sampler, args=(stack, settings.redis_url, args.sample_seconds, stop, samples))
+            watcher = threading.Thread(target=sampler, args=(stack, settings.redis_url, args.sample_seconds, stop, samples,
+                                                            sent, args.window_minutes))
             switcher = threading.Thread(target=switch_versions, args=(settings, [first, second], args.switch_minutes, stop))
             watcher.start()
             switcher.start()
@@ -278,10 +338,11 @@ def main() -> None:
                 switcher.join()
     report = {
         "command": "python -m bench.soak " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                               if k not in ("out", "plot")),
+                                               if k not in ("out", "plot", "runs_dir")),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data, "split": args.split,
         "machine": machine(), "in_process_floor_per_s": round(floor, 1),
         "rate_per_s": rate, "mix": dict(MIX), "window_minutes": args.window_minutes,
+        "histories_filled_to": runs[0].spec.history_length, "fill_watches": filled,
         "checks": checks(sent, samples, seconds), "errors": sent.errors,
         "windows": windows(sent, args.window_minutes), "samples": samples,
     }
@@ -291,6 +352,16 @@ def main() -> None:
     plot(report, args.plot)
     print(json.dumps(report["checks"], indent=2))
     print(f"written {out} and {args.plot}")
+
+
+def trained(data: str, runs_dir: Path, split: str, seed: int) -> Path:
+    """The run of ``data`` and ``split`` with ``seed`` in ``runs_dir``: one left there before, else trained now."""
+    folder = runs_dir / f"{Path(data).name}-{split}-seed{seed}"
+    earlier = sorted(folder.glob(f"*/{MANIFEST}"))
+    if earlier:
+        print(f"reusing the run {earlier[-1].parent}")
+        return earlier[-1].parent
+    return train(data, folder, PipelineSpec(split=split, seed=seed))
 
 
 def switch_versions(settings: Settings, published: list[int], minutes: float, stop: threading.Event) -> None:

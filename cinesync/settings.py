@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         description="Histories whose encoded user vectors the control plane keeps (least recently used dropped "
         "first; 0.76 KB each with one 64-dim encoder, 1.1 KB with two); 0: encode every request.",
     )
+    encoder_cache_idle_s: float = Field(
+        default=300.0, gt=0,
+        description="Seconds an encoded history stays cached unused (a history a watch replaced is never "
+        "asked for again: the expiry keeps such entries from filling the cache to its bound).",
+    )
     quality_window: int = Field(
         default=10_000, ge=1,
         description="Answers the online quality and drift gauges are computed over (the most recent ones).",

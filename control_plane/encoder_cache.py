@@ -6,11 +6,14 @@ An entry's key is the version and a digest of the exact HISTORY row the encoders
 the row, and so the key. A WATCH recomputes the user's entry right after it enters the live history
 (nearline, off the request path: control_plane.service), so the next Recommend finds it; a request
 that sends its own history is keyed the same way, by the digest of the row made from it. Entries are
-dropped least recently used first beyond ``max_entries``."""
+dropped least recently used first beyond ``max_entries``, and once unused for ``idle_s``: a history a
+watch replaced is never asked for again, so without the expiry the cache would fill with them to its
+bound (about 40 minutes at 130 requests a second) and the control plane's memory would grow that long."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -31,11 +34,14 @@ def history_digest(row: NDArray[np.int64]) -> bytes:
 
 
 class EncoderCache:
-    """A bounded, least-recently-used map from (version, history row) to each member's user vector."""
+    """A bounded, least-recently-used map from (version, history row) to each member's user vector,
+    whose entries also expire once unused for ``idle_s`` seconds."""
 
-    def __init__(self, *, max_entries: int) -> None:
+    def __init__(self, *, max_entries: int, idle_s: float = float("inf")) -> None:
         self.max_entries = max_entries
+        self.idle_s = idle_s
         self.entries: OrderedDict[tuple[int, bytes], Vectors] = OrderedDict()
+        self.used: dict[tuple[int, bytes], float] = {}  # monotonic time each entry was last put or found
         self.bytes = 0
 
     @staticmethod
@@ -45,12 +51,15 @@ class EncoderCache:
     def get(self, version: int, row: NDArray[np.int64], members: Iterable[str], *, source: str) -> Vectors | None:
         """``members``' vectors for ``row`` of version ``version`` when all are cached (counted as a hit
         or a miss of ``source``: request, live)."""
+        now = time.monotonic()
+        self._expire(now)
         key = (version, history_digest(row))
         entry = self.entries.get(key)
         if entry is None or any(member not in entry for member in members):
             ENCODER_CACHE.labels(source, "miss").inc()
             return None
         self.entries.move_to_end(key)
+        self.used[key] = now
         ENCODER_CACHE.labels(source, "hit").inc()
         return {member: entry[member] for member in members}
 
@@ -65,8 +74,19 @@ class EncoderCache:
         entry = {**(old or {}), **{member: np.array(vector, dtype=np.float32) for member, vector in vectors.items()}}
         self.bytes += self._size(entry) - (self._size(old) if old is not None else 0)
         self.entries[key] = entry
+        self.used[key] = time.monotonic()
         while len(self.entries) > self.max_entries:
-            _, dropped = self.entries.popitem(last=False)
-            self.bytes -= self._size(dropped)
+            self._drop_oldest()
+        self._expire(self.used[key])
+
+    def _drop_oldest(self) -> None:
+        key, dropped = self.entries.popitem(last=False)
+        del self.used[key]
+        self.bytes -= self._size(dropped)
+
+    def _expire(self, now: float) -> None:
+        """Drop the entries unused for ``idle_s`` (the oldest come first in the order kept)."""
+        while self.entries and now - self.used[next(iter(self.entries))] >= self.idle_s:
+            self._drop_oldest()
         ENCODER_CACHE_ENTRIES.set(len(self.entries))
         ENCODER_CACHE_BYTES.set(self.bytes)

@@ -94,7 +94,8 @@ async def serve(settings: Settings) -> None:
         models, candidates=settings.retrieval_candidates, ranking_timeout=settings.ranking_timeout_s,
         router=router, histories=histories,
         history_kinds=frozenset({"watch", "click"} if settings.history_on_click else {"watch"}),
-        encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries), quality=quality,
+        encoder_cache=EncoderCache(max_entries=settings.encoder_cache_entries, idle_s=settings.encoder_cache_idle_s),
+        quality=quality,
     )
     pb_grpc.add_RecommendationServiceServicer_to_server(service, server)
     celery = celery_app(settings)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
 from cinesync import triton
-from control_plane.encoder_cache import EncoderCache
+from control_plane.encoder_cache import EncoderCache, history_digest
 from control_plane.metrics import ENCODER_CACHE
 
 
@@ -53,3 +54,19 @@ def test_no_entries_keeps_nothing() -> None:
     cache = EncoderCache(max_entries=0)
     cache.put(1, _row(1), _vectors(1.0))
     assert cache.get(1, _row(1), ["two_tower"], source="request") is None and cache.bytes == 0
+
+
+def test_entries_unused_for_the_idle_time_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("control_plane.encoder_cache.time.monotonic", lambda: clock[0])
+    cache = EncoderCache(max_entries=10, idle_s=60.0)
+    cache.put(1, _row(1), _vectors(1.0))
+    cache.put(1, _row(2), _vectors(2.0))
+    clock[0] = 130.0
+    assert cache.get(1, _row(1), ["sasrec"], source="live") is not None  # used: its idle time starts again
+    clock[0] = 165.0  # row 2 unused for 65 s, row 1 for 35 s
+    assert cache.get(1, _row(2), ["sasrec"], source="live") is None
+    assert list(cache.entries) == [(1, history_digest(_row(1)))] and cache.bytes == cache._size(_vectors(1.0))
+    clock[0] = 190.0  # row 1 unused for 60 s: a put of another row drops it too
+    cache.put(1, _row(3), _vectors(3.0))
+    assert cache.get(1, _row(1), ["sasrec"], source="live") is None and len(cache.entries) == 1
