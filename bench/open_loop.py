@@ -121,12 +121,18 @@ def published(data: str, root: Path, spec: PipelineSpec, *, trained: Path | None
         yield Published(stack, settings, version, run.user_ids, root / "onnx")
 
 
-def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float) -> float:
+def in_process_floor(serving_dir: Path, version: int, export_dir: Path, seconds: float, *, fill_to: int = 0) -> float:
     """Requests per second of encoding, retrieval and ranking in one loop, no RPC, one thread: the
     same indexes and the same composed stage models Triton serves (one ONNX Runtime session each),
-    each user's published history, every request encoded (no cache)."""
+    each user's published history (lengthened to ``fill_to`` items with titles they have not seen,
+    seeded, where shorter: as bench.soak fills the live histories), every request encoded (no cache)."""
     bundle = load_bundle(serving_dir, version)
     state = ServingState(bundle, load_indexes(bundle))
+    if fill_to:
+        chooser = np.random.default_rng(1)
+        unseen = [np.setdiff1d(np.arange(len(bundle.items)), h) for h in bundle.histories]
+        bundle.histories = [np.concatenate([h, chooser.permutation(u)[: max(0, fill_to - len(h))]]).astype(np.int64)
+                            for h, u in zip(bundle.histories, unseen, strict=True)]
     with tempfile.TemporaryDirectory() as folder:
         stages = {s.name: s for s in compose_stages(read_report(export_dir), export_dir, Path(folder))}
         sessions = {name: ort_session(stage.file, threads=1) for name, stage in stages.items()}

@@ -3,11 +3,12 @@ anything grows or drifts.
 
 Two runs of --data (seeds 0 and 1) are trained and exported first; a stack (its own Redis with the
 append-only file, Triton, the control plane) serves them. The in-process floor of the served pipeline is measured on
-this machine (bench/open_loop.py's). Before the clock starts, every user's live history is filled
+this machine (bench/open_loop.py's), on histories as long as the traffic's (below). Before the clock starts, every user's live history is filled
 (WATCHes of titles they have not seen, through RecordFeedback) to the path's history length: the
 traffic's WATCHes would otherwise lengthen the histories for the first hour or so, and the control
 plane's retrieval, which reads up to that many items of each, would cost more each minute by design,
-not by a leak (the first soak, docs/benchmarks.md). Then traffic leaves at --share of the floor, open loop, for --minutes:
+not by a leak (the first soak, docs/benchmarks.md); the clock starts once the stack has settled
+(the fill's nearline encodings done). Then traffic leaves at --share of the floor, open loop, for --minutes:
 Recommend by user id (half), Recommend with a history sent in the request, WATCH and CLICK feedback
 about an earlier answer, RecommendGroup of three users; both runs are published from the start (an
 experiment between them) and every --switch-minutes the other one is made current. Every --sample-seconds the RSS
@@ -306,7 +307,8 @@ def main() -> None:
             serving = settings.model_copy(update={"triton_url": stack.triton_url})
             first = publish(runs[0], root / "onnx-0", serving)
             second = publish(runs[1], root / "onnx-1", serving, make_current=False)
-            floor = in_process_floor(settings.serving_dir, first, root / "onnx-0", 20.0)
+            floor = in_process_floor(settings.serving_dir, first, root / "onnx-0", 20.0,
+                                     fill_to=runs[0].spec.history_length)  # the histories the traffic reads
             stack.start_control_plane()
             wait_for_version(stack.grpc_address, runs[0].user_ids[0], first)
             token = settings.admin_token_list()[0]
@@ -320,6 +322,8 @@ def main() -> None:
             filled = asyncio.run(fill_histories(stack.grpc_address, runs[0], runs[0].spec.history_length))
             print(f"live histories filled to {runs[0].spec.history_length} items: {filled} WATCHes in "
                   f"{time.perf_counter() - started:.0f} s")
+            settled = settle(stack)
+            print(f"the stack settled {settled:.0f} s after the fill (its WATCHes' nearline encodings done)")
             rate = round(args.share * floor, 1)
             seconds = args.minutes * 60
             sent, stop = Sent(), threading.Event()
@@ -352,6 +356,31 @@ def main() -> None:
     plot(report, args.plot)
     print(json.dumps(report["checks"], indent=2))
     print(f"written {out} and {args.plot}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time so far of ``pids`` (those still running)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def settle(stack: Stack, *, idle_share: float = 0.1, every_s: float = 5.0, at_most_s: float = 300.0) -> float:
+    """Wait until the stack's processes together use under ``idle_share`` of a core over ``every_s``
+    (the fill's WATCHes leave nearline encodings behind them); the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < at_most_s:
+        pids = [pid for process in stack.started for pid in [process.pid, *descendants(process.pid)]]
+        before = cpu_seconds(pids)
+        time.sleep(every_s)
+        if cpu_seconds(pids) - before < idle_share * every_s:
+            break
+    return time.monotonic() - started
 
 
 def trained(data: str, runs_dir: Path, split: str, seed: int) -> Path:
