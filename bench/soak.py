@@ -1,8 +1,11 @@
 """Benchmark: a soak, hours of steady mixed traffic against a real stack on loopback, to see whether
 anything grows or drifts.
 
-Two runs of --data (seeds 0 and 1) are trained and exported first; a stack (its own Redis with the
-append-only file, Triton, the control plane) serves them. The in-process floor of the served pipeline is measured on
+A run of --data is trained and exported first, and published twice as two versions (with
+--two-runs the second version is a second run, seed 1: runs of two seeds can differ in serving cost,
+1.7 x for the ranker in the rehearsal of docs/benchmarks.md, and the switches below would then change
+the load, not reveal a drift); a stack (its own Redis with the append-only file, Triton, the control
+plane) serves them. The in-process floor of the served pipeline is measured on
 this machine (bench/open_loop.py's), on histories as long as the traffic's (below). Before the clock starts, every user's live history is filled
 (WATCHes of titles they have not seen, through RecordFeedback) to the path's history length: the
 traffic's WATCHes would otherwise lengthen the histories for the first hour or so, and the control
@@ -10,7 +13,7 @@ plane's retrieval, which reads up to that many items of each, would cost more ea
 not by a leak (the first soak, docs/benchmarks.md); the clock starts once the stack has settled
 (the fill's nearline encodings done). Then traffic leaves at --share of the floor, open loop, for --minutes:
 Recommend by user id (half), Recommend with a history sent in the request, WATCH and CLICK feedback
-about an earlier answer, RecommendGroup of three users; both runs are published from the start (an
+about an earlier answer, RecommendGroup of three users; both versions are published from the start (an
 experiment between them) and every --switch-minutes the other one is made current. Every --sample-seconds the RSS
 and open file descriptors of every process the stack started (and their children: Triton's
 python-backend stubs) and Redis's used memory are sampled; latencies (from each request's scheduled
@@ -287,6 +290,8 @@ def main() -> None:
     parser.add_argument("--switch-minutes", type=float, default=20.0, help="the current version changes this often")
     parser.add_argument("--sample-seconds", type=float, default=30.0)
     parser.add_argument("--window-minutes", type=float, default=5.0)
+    parser.add_argument("--two-runs", action="store_true",
+                        help="the second version from a second training run (seed 1), not the first run again")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="train the two runs here, or reuse those an earlier soak left (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=None)
@@ -295,7 +300,8 @@ def main() -> None:
     data = str(Path(args.data).resolve()) if Path(args.data).is_dir() else args.data
     with tempfile.TemporaryDirectory(prefix="cinesync-soak-") as scratch:
         root = Path(scratch)
-        runs = [load_run(trained(data, args.runs_dir or root / "runs", args.split, seed)) for seed in (0, 1)]
+        seeds = (0, 1) if args.two_runs else (0,)
+        runs = [load_run(trained(data, args.runs_dir or root / "runs", args.split, seed)) for seed in seeds]
         for index, run in enumerate(runs):
             export_run(run, root / f"onnx-{index}")
         settings = Settings(home=root / "home", model_repository=root / "repo", grpc_port=0, metrics_port=0,
@@ -306,7 +312,7 @@ def main() -> None:
             stack.ensure_triton()
             serving = settings.model_copy(update={"triton_url": stack.triton_url})
             first = publish(runs[0], root / "onnx-0", serving)
-            second = publish(runs[1], root / "onnx-1", serving, make_current=False)
+            second = publish(runs[-1], root / f"onnx-{len(runs) - 1}", serving, make_current=False)
             floor = in_process_floor(settings.serving_dir, first, root / "onnx-0", 20.0,
                                      fill_to=runs[0].spec.history_length)  # the histories the traffic reads
             stack.start_control_plane()
