@@ -21,7 +21,6 @@ from pathlib import Path
 from bench.open_loop import open_loop, published
 from cinesync.settings import Settings
 from launcher.client import wait_for_version
-from launcher.services.process import descendants
 from recsys.pipeline import PipelineSpec
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,7 +59,7 @@ def main() -> None:
         done.stack.start_control_plane()
         wait_for_version(done.stack.grpc_address, done.users[0], done.version)
         asyncio.run(open_loop(done.stack.grpc_address, done.users, 100, max(2.0, len(done.users) / 100)))
-        pids = [os.getpid(), *(p for process in done.stack.started for p in (process.pid, *descendants(process.pid)))]
+        pids = [os.getpid(), *done.stack.pids()]
         control_plane = next(p for p in pids if role(p) == "control plane")
         threads = {t.name: t / "stat" for t in Path(f"/proc/{control_plane}/task").iterdir()}
         before = {p: cpu_seconds(Path(f"/proc/{p}/stat")) for p in pids}

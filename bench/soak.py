@@ -3,7 +3,7 @@ anything grows or drifts.
 
 A run of --data is trained and exported first, and published twice as two versions (with
 --two-runs the second version is a second run, seed 1: runs of two seeds can differ in serving cost,
-1.7 x for the ranker in the rehearsal of docs/benchmarks.md, and the switches below would then change
+1.8 x for the ranker in the rehearsal of docs/benchmarks.md (bench/stage_cost.py), and the switches below would then change
 the load, not reveal a drift); a stack (its own Redis with the append-only file, Triton, the control
 plane) serves them. The in-process floor of the served pipeline is measured on
 this machine (bench/open_loop.py's), on histories as long as the traffic's (below). Before the clock starts, every user's live history is filled
@@ -47,6 +47,7 @@ import redis
 
 from bench.machine import machine
 from bench.open_loop import in_process_floor
+from bench.serving_cpu import cpu_seconds
 from cinesync import versions
 from cinesync.settings import Settings
 from cinesync.splits import SPLITS
@@ -81,7 +82,6 @@ async def fill_histories(address: str, run: TrainedRun, length: int, *, in_fligh
     chooser = random.Random(1)
     catalog = [item.item_id for item in run.items]
     limit = asyncio.Semaphore(in_flight)
-    sent = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.RecommendationServiceStub(channel)
 
@@ -98,9 +98,7 @@ async def fill_histories(address: str, run: TrainedRun, length: int, *, in_fligh
                                                                  item_id=item, kind=pb.FEEDBACK_KIND_WATCH), timeout=30)
             return min(missing, len(unseen))
 
-        for count in await asyncio.gather(*(fill(index, user) for index, user in enumerate(run.user_ids))):
-            sent += count
-    return sent
+        return sum(await asyncio.gather(*(fill(index, user) for index, user in enumerate(run.user_ids))))
 
 
 async def traffic(address: str, users: list[str], items: list[str], rate: float, seconds: float, sent: Sent) -> None:
@@ -190,10 +188,12 @@ def _short(command: str) -> str:
 
 def sampler(stack: Stack, redis_url: str, every_s: float, stop: threading.Event, out: list[dict[str, Any]],
             sent: Sent, window_minutes: float) -> None:
-    """Sample every ``every_s``; print each finished window's latencies and the newest sample (progress)."""
+    """Sample every ``every_s``; print each finished window's latencies and the newest sample (progress).
+    Only the requests that ended since the last sample are read: this thread shares the traffic's GIL."""
     client = redis.Redis.from_url(redis_url)
     started = time.monotonic()
-    reported = 0
+    seen, printed = 0, 0
+    buckets: dict[int, list[tuple[float, bool]]] = {}
     while not stop.is_set():
         try:
             used = int(client.info("memory")["used_memory"])  # type: ignore[index]
@@ -201,31 +201,39 @@ def sampler(stack: Stack, redis_url: str, every_s: float, stop: threading.Event,
             used = -1
         out.append({"t": round(time.monotonic() - started, 1), "processes": process_sample(stack),
                     "redis_used_mib": round(used / 2**20, 2)})
-        finished = windows(sent, window_minutes)[:-1]  # the last one is still filling
-        for row in finished[reported:]:
+        ended = sent.requests[seen:]
+        seen += len(ended)
+        _bucket(ended, window_minutes, buckets)
+        # A window is finished once its last request's 5 s deadline (and some slack) has passed.
+        while (printed + 1) * window_minutes * 60 + 10 <= time.monotonic() - started:
+            row = _window_row(printed, window_minutes, buckets.pop(printed, []))
             memory = ", ".join(f"{name} {figures['rss_mib']:.0f} MiB/{figures['fds']} fds"
                                for name, figures in out[-1]["processes"].items())
             print(f"minute {row['start_min']:g}: {row['requests']} requests, {row['failed']} failed, "
                   f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms; {memory}; Redis {out[-1]['redis_used_mib']} MiB",
                   flush=True)
-        reported = max(reported, len(finished))
+            printed += 1
         stop.wait(every_s)
+
+
+def _bucket(requests: list[tuple[float, str, float, bool]], minutes: float,
+            buckets: dict[int, list[tuple[float, bool]]]) -> None:
+    for at, _, latency, ok in requests:
+        buckets.setdefault(int(at // (minutes * 60)), []).append((latency, ok))
+
+
+def _window_row(index: int, minutes: float, bucket: list[tuple[float, bool]]) -> dict[str, float]:
+    latencies = sorted(latency for latency, _ in bucket) or [float("nan")]
+    return {"start_min": index * minutes, "requests": len(bucket), "failed": sum(not ok for _, ok in bucket),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 2)}
 
 
 def windows(sent: Sent, minutes: float) -> list[dict[str, float]]:
     """p50, p99 (ms), requests and failures per window of ``minutes``."""
-    size = minutes * 60
     buckets: dict[int, list[tuple[float, bool]]] = {}
-    for at, _, latency, ok in sent.requests:
-        buckets.setdefault(int(at // size), []).append((latency, ok))
-    rows = []
-    for index in sorted(buckets):
-        latencies = sorted(latency for latency, _ in buckets[index])
-        rows.append({"start_min": index * minutes, "requests": len(latencies),
-                     "failed": sum(not ok for _, ok in buckets[index]),
-                     "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-                     "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 2)})
-    return rows
+    _bucket(sent.requests, minutes, buckets)
+    return [_window_row(index, minutes, buckets[index]) for index in sorted(buckets)]
 
 
 def p99_between(sent: Sent, start_s: float, end_s: float) -> float:
@@ -364,27 +372,15 @@ def main() -> None:
     print(f"written {out} and {args.plot}")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time so far of ``pids`` (those still running)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def settle(stack: Stack, *, idle_share: float = 0.1, every_s: float = 5.0, at_most_s: float = 300.0) -> float:
     """Wait until the stack's processes together use under ``idle_share`` of a core over ``every_s``
     (the fill's WATCHes leave nearline encodings behind them); the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < at_most_s:
-        pids = [pid for process in stack.started for pid in [process.pid, *descendants(process.pid)]]
-        before = cpu_seconds(pids)
+        stats = [Path(f"/proc/{pid}/stat") for pid in stack.pids()]
+        before = sum(map(cpu_seconds, stats))
         time.sleep(every_s)
-        if cpu_seconds(pids) - before < idle_share * every_s:
+        if sum(map(cpu_seconds, stats)) - before < idle_share * every_s:
             break
     return time.monotonic() - started
 

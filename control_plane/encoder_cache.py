@@ -40,8 +40,8 @@ class EncoderCache:
     def __init__(self, *, max_entries: int, idle_s: float = float("inf")) -> None:
         self.max_entries = max_entries
         self.idle_s = idle_s
-        self.entries: OrderedDict[tuple[int, bytes], Vectors] = OrderedDict()
-        self.used: dict[tuple[int, bytes], float] = {}  # monotonic time each entry was last put or found
+        # Each entry with the monotonic time it was last put or found, least recently used first.
+        self.entries: OrderedDict[tuple[int, bytes], tuple[float, Vectors]] = OrderedDict()
         self.bytes = 0
 
     @staticmethod
@@ -52,41 +52,39 @@ class EncoderCache:
         """``members``' vectors for ``row`` of version ``version`` when all are cached (counted as a hit
         or a miss of ``source``: request, live)."""
         now = time.monotonic()
-        self._expire(now)
+        self._drop(expired_at=now)
         key = (version, history_digest(row))
-        entry = self.entries.get(key)
-        if entry is None or any(member not in entry for member in members):
+        _, entry = self.entries.get(key, (now, {}))
+        if not entry or any(member not in entry for member in members):
             ENCODER_CACHE.labels(source, "miss").inc()
             return None
+        self.entries[key] = (now, entry)
         self.entries.move_to_end(key)
-        self.used[key] = now
         ENCODER_CACHE.labels(source, "hit").inc()
         return {member: entry[member] for member in members}
 
     def put(self, version: int, row: NDArray[np.int64], vectors: Vectors) -> None:
         """Keep ``vectors`` (added to what the entry holds) as the newest entry, then drop the oldest
-        beyond ``max_entries``."""
+        beyond ``max_entries`` and those unused for ``idle_s``."""
         if self.max_entries <= 0 or not vectors:
             return
+        now = time.monotonic()
         key = (version, history_digest(row))
-        old = self.entries.pop(key, None)
+        _, old = self.entries.pop(key, (now, {}))
         # Copies: Triton's answers are views into whole reply arrays, which would stay alive with them.
-        entry = {**(old or {}), **{member: np.array(vector, dtype=np.float32) for member, vector in vectors.items()}}
-        self.bytes += self._size(entry) - (self._size(old) if old is not None else 0)
-        self.entries[key] = entry
-        self.used[key] = time.monotonic()
-        while len(self.entries) > self.max_entries:
-            self._drop_oldest()
-        self._expire(self.used[key])
+        entry = {**old, **{member: np.array(vector, dtype=np.float32) for member, vector in vectors.items()}}
+        self.bytes += self._size(entry) - (self._size(old) if old else 0)
+        self.entries[key] = (now, entry)
+        self._drop(expired_at=now)
 
-    def _drop_oldest(self) -> None:
-        key, dropped = self.entries.popitem(last=False)
-        del self.used[key]
-        self.bytes -= self._size(dropped)
-
-    def _expire(self, now: float) -> None:
-        """Drop the entries unused for ``idle_s`` (the oldest come first in the order kept)."""
-        while self.entries and now - self.used[next(iter(self.entries))] >= self.idle_s:
-            self._drop_oldest()
+    def _drop(self, *, expired_at: float) -> None:
+        """Drop the least recently used entries beyond ``max_entries`` and those unused for ``idle_s``
+        at ``expired_at`` (the oldest come first in the order kept)."""
+        while self.entries:
+            used, _ = next(iter(self.entries.values()))
+            if len(self.entries) <= self.max_entries and expired_at - used < self.idle_s:
+                break
+            _, (_, vectors) = self.entries.popitem(last=False)
+            self.bytes -= self._size(vectors)
         ENCODER_CACHE_ENTRIES.set(len(self.entries))
         ENCODER_CACHE_BYTES.set(self.bytes)

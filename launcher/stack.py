@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from cinesync.settings import Settings
-from launcher.services.process import ManagedProcess, free_port, port_open
+from launcher.services.process import ManagedProcess, descendants, free_port, port_open
 from launcher.services.redis_server import ensure_redis, persistent
 from launcher.services.superlink import start_superlink, start_supernode
 from launcher.services.triton import start_triton
@@ -70,6 +70,10 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def pids(self) -> list[int]:
+        """Every process the stack started and, after each, its children (Triton's python-backend stubs)."""
+        return [pid for process in self.started for pid in (process.pid, *descendants(process.pid))]
 
     def say(self, line: str) -> None:
         """Report progress; a closed stdout (``| head``, a dead terminal) silences it rather than failing."""
